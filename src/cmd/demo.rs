@@ -1,0 +1,140 @@
+//! `promptgate demo`: a week of synthetic events into a fresh lake, ingested and rolled up.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::r#gen::{self as generator, CanarySpec, GenConfig, Regression};
+use crate::ingest::{self, IngestOptions, InputFormat, Source};
+use crate::lake::Lake;
+use crate::query;
+use crate::report::{self, OutputFormat};
+use datafusion::scalar::ScalarValue;
+
+/// Events the demo generates.
+pub const DEMO_EVENTS: u64 = 400_000;
+
+pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
+    let dir = match dir {
+        Some(d) => {
+            if d.exists()
+                && std::fs::read_dir(&d)
+                    .map(|mut it| it.next().is_some())
+                    .unwrap_or(true)
+            {
+                return Err(
+                    Error::usage(format!("{} exists and is not empty", d.display())).with_hint(
+                        "the demo builds a fresh lake; pass a new directory or omit --dir",
+                    ),
+                );
+            }
+            d
+        }
+        None => {
+            std::env::temp_dir().join(format!("promptgate-demo-{}", uuid::Uuid::new_v4().simple()))
+        }
+    };
+    let lake = Lake::new(dir.join("lake"));
+    let mut out = super::stdout();
+    let w = |e: std::io::Error| Error::runtime(format!("cannot write output: {e}"));
+
+    writeln!(
+        out,
+        "promptgate demo: a week of synthetic LLM events in a fresh lake at {}",
+        lake.root().display()
+    )
+    .map_err(w)?;
+    // Route `support` runs canary v2 with a planted regression; route `search` runs a clean
+    // canary v2. The other routes only run v1.
+    let base = GenConfig {
+        events: DEMO_EVENTS / 2,
+        days: 7,
+        ..GenConfig::default()
+    };
+    let regressed = GenConfig {
+        seed: 1,
+        routes: vec!["support".into(), "chat".into()],
+        canary: Some(CanarySpec {
+            version: "v2".into(),
+            share: 0.1,
+            regression: Regression {
+                latency: 1.6,
+                flagged: 3.0,
+                tokens_in: 1.0,
+                bad_label: 1.0,
+                tier: None,
+            },
+        }),
+        ..base.clone()
+    };
+    let clean = GenConfig {
+        seed: 2,
+        routes: vec!["search".into(), "summarize".into()],
+        canary: Some(CanarySpec {
+            version: "v2".into(),
+            share: 0.25,
+            regression: Regression {
+                latency: 1.0,
+                flagged: 1.0,
+                tokens_in: 1.0,
+                bad_label: 1.0,
+                tier: None,
+            },
+        }),
+        ..base
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    let mut sources = Vec::new();
+    for (name, cfg) in [
+        ("events-support-chat.ndjson", &regressed),
+        ("events-search-summarize.ndjson", &clean),
+    ] {
+        let path = dir.join(name);
+        let file =
+            std::fs::File::create(&path).map_err(|e| Error::io("cannot create", &path, e))?;
+        generator::write_events(cfg, file).map_err(|e| Error::io("cannot write", &path, e))?;
+        sources.push(path.to_string_lossy().into_owned());
+    }
+    writeln!(
+        out,
+        "\n$ promptgate gen --events {} --days 7 ... > events.ndjson   (x2)",
+        DEMO_EVENTS / 2
+    )
+    .map_err(w)?;
+    let opened = Source::open_all(&sources, Some(InputFormat::Ndjson))?;
+    let started = std::time::Instant::now();
+    let report = ingest::ingest(&lake, opened, &IngestOptions::default()).await?;
+    writeln!(
+        out,
+        "$ promptgate ingest events-*.ndjson\nread {}, accepted {}, duplicates {}, rejected {} ({:.2}s)",
+        report.read,
+        report.accepted,
+        report.duplicates,
+        report.rejected,
+        started.elapsed().as_secs_f64()
+    )
+    .map_err(w)?;
+
+    let ctx = query::lake_session(&lake).await?;
+    for route in ["support", "search"] {
+        writeln!(
+            out,
+            "\n$ promptgate sql -f queries/prompt_version_rollup.sql --param route={route} --param env=prod"
+        )
+        .map_err(w)?;
+        let params = vec![
+            ("route".to_string(), ScalarValue::Utf8(Some(route.into()))),
+            ("env".to_string(), ScalarValue::Utf8(Some("prod".into()))),
+        ];
+        let df = query::plan(&ctx, query::PROMPT_VERSION_ROLLUP_SQL, params).await?;
+        report::write_dataframe(df, OutputFormat::Table, &mut out).await?;
+    }
+    writeln!(
+        out,
+        "\nExplore it yourself:\n  promptgate --lake {} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"",
+        lake.root().display()
+    )
+    .map_err(w)?;
+    super::flush(&mut out)?;
+    Ok(0)
+}

@@ -1,0 +1,80 @@
+//! `promptgate judge`: promote, abort or keep waiting on a canary, as an exit code.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::judge::{self, Policy};
+use crate::lake::Lake;
+use crate::query::{self, CanaryQuery};
+use crate::report::{self, Subject, VerdictFormat};
+
+/// Options of one judgement.
+#[derive(Debug, Clone)]
+pub struct JudgeArgs {
+    pub route: String,
+    pub baseline: String,
+    pub canary: String,
+    pub env: Option<String>,
+    pub policy: Option<PathBuf>,
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    pub expected_share: Option<f64>,
+    pub format: VerdictFormat,
+}
+
+/// Runs the judge. Exit codes: 0 promote, 1 abort, 3 continue, 4 invalid; every error is 2
+/// (usage or input), never 1, so a broken invocation can't be mistaken for an abort.
+pub async fn run(lake: &Lake, a: &JudgeArgs) -> i32 {
+    match judge(lake, a).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    }
+}
+
+async fn judge(lake: &Lake, a: &JudgeArgs) -> Result<i32> {
+    if a.baseline == a.canary {
+        return Err(
+            Error::usage(format!("--baseline and --canary are both {:?}", a.canary))
+                .with_hint("compare two different prompt versions"),
+        );
+    }
+    if let Some(s) = a.expected_share
+        && !(s > 0.0 && s < 1.0)
+    {
+        return Err(Error::usage(format!(
+            "--expected-share must be between 0 and 1 (exclusive), got {s}"
+        ))
+        .with_hint("5% of traffic is --expected-share 0.05"));
+    }
+    let policy = match &a.policy {
+        Some(p) => Policy::from_file(p)?,
+        None => Policy::default(),
+    };
+    let ctx = query::lake_session(lake).await?;
+    let q = CanaryQuery {
+        route: a.route.clone(),
+        env: a.env.clone(),
+        baseline: a.baseline.clone(),
+        canary: a.canary.clone(),
+        since_us: a.since_us,
+        until_us: a.until_us,
+        segment_by: policy.segment_by.clone(),
+        value_columns: policy.value_columns(),
+        labels: policy.needs_labels(),
+    };
+    let samples = query::collect_samples(&ctx, &q).await?;
+    let verdict = judge::judge(samples, &policy, a.expected_share);
+    let mut out = super::stdout();
+    let subject = Subject {
+        route: &a.route,
+        baseline: &a.baseline,
+        canary: &a.canary,
+        env: a.env.as_deref(),
+    };
+    report::write_verdict(&verdict, &subject, a.format, &mut out)?;
+    super::flush(&mut out)?;
+    Ok(verdict.exit_code)
+}

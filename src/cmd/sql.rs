@@ -1,0 +1,35 @@
+//! `promptgate sql`: ad-hoc, read-only SQL over the lake.
+
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::query;
+use crate::report::{self, OutputFormat};
+
+/// Where the SQL comes from.
+pub enum SqlText {
+    Inline(String),
+    File(String),
+}
+
+pub async fn run(
+    lake: &Lake,
+    text: SqlText,
+    params: &[String],
+    format: OutputFormat,
+) -> Result<i32> {
+    let sql = match text {
+        SqlText::Inline(s) => s,
+        SqlText::File(path) => std::fs::read_to_string(&path)
+            .map_err(|e| Error::input(format!("cannot read {path}: {e}")))?,
+    };
+    if sql.trim().is_empty() {
+        return Err(Error::usage("the query is empty")
+            .with_hint("promptgate sql \"SELECT COUNT(*) FROM llm_events\""));
+    }
+    let ctx = query::lake_session(lake).await?;
+    let df = query::plan(&ctx, &sql, query::parse_params(params)?).await?;
+    let mut out = super::stdout();
+    report::write_dataframe(df, format, &mut out).await?;
+    super::flush(&mut out)?;
+    Ok(0)
+}

@@ -1,0 +1,192 @@
+//! Splits a byte stream into chunks of whole lines for parallel parsing, with line numbers,
+//! and streams lines longer than the limit straight to a caller (the quarantine) so that one
+//! enormous line cannot exhaust memory.
+
+use std::io::Read;
+
+/// A run of complete lines.
+pub(crate) struct LineChunk {
+    pub data: Vec<u8>,
+    /// 1-based number of the chunk's first line in its source.
+    pub first_line: u64,
+}
+
+/// What the chunker found next.
+pub(crate) enum Piece {
+    Lines(LineChunk),
+    /// A line longer than the limit: `line` number and its total length in bytes. Its bytes
+    /// were handed to the oversize callback as they were read.
+    Oversize {
+        line: u64,
+        bytes: u64,
+    },
+}
+
+pub(crate) struct LineChunker<R> {
+    src: R,
+    buf: Vec<u8>,
+    next_line: u64,
+    eof: bool,
+    chunk_bytes: usize,
+    max_line: usize,
+    /// Bytes consumed from the source so far (for progress).
+    pub consumed: u64,
+}
+
+impl<R: Read> LineChunker<R> {
+    pub fn new(src: R, chunk_bytes: usize, max_line: usize) -> Self {
+        Self {
+            src,
+            buf: Vec::with_capacity(chunk_bytes + 64 * 1024),
+            next_line: 1,
+            eof: false,
+            chunk_bytes,
+            max_line,
+            consumed: 0,
+        }
+    }
+
+    fn fill(&mut self, want: usize) -> std::io::Result<()> {
+        while !self.eof && self.buf.len() < want {
+            let len = self.buf.len();
+            let grow = (want - len).max(64 * 1024);
+            self.buf.resize(len + grow, 0);
+            match self.src.read(&mut self.buf[len..]) {
+                Ok(0) => {
+                    self.buf.truncate(len);
+                    self.eof = true;
+                }
+                Ok(n) => {
+                    self.buf.truncate(len + n);
+                    self.consumed += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(len),
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk of lines, or an oversize line whose bytes went to `oversize`
+    /// (called with the line number and successive pieces). `None` at the end of input.
+    pub fn next_piece(
+        &mut self,
+        oversize: &mut dyn FnMut(u64, &[u8]) -> crate::error::Result<()>,
+    ) -> crate::error::Result<Option<Piece>> {
+        let io = |e: std::io::Error| crate::error::Error::input(format!("read failed: {e}"));
+        loop {
+            self.fill(self.chunk_bytes).map_err(io)?;
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            if let Some(last_nl) = memchr::memrchr(b'\n', &self.buf) {
+                let rest = self.buf.split_off(last_nl + 1);
+                let data = std::mem::replace(&mut self.buf, rest);
+                let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+                let first_line = self.next_line;
+                self.next_line += lines;
+                return Ok(Some(Piece::Lines(LineChunk { data, first_line })));
+            }
+            if self.eof {
+                // Last line without a trailing newline.
+                let data = std::mem::take(&mut self.buf);
+                let first_line = self.next_line;
+                self.next_line += 1;
+                return Ok(Some(Piece::Lines(LineChunk { data, first_line })));
+            }
+            if self.buf.len() > self.max_line {
+                // No newline within the limit: stream the line out instead of buffering it.
+                let line = self.next_line;
+                let mut bytes = 0u64;
+                loop {
+                    match memchr::memchr(b'\n', &self.buf) {
+                        Some(i) => {
+                            oversize(line, &self.buf[..i])?;
+                            bytes += i as u64;
+                            self.buf.drain(..=i);
+                            break;
+                        }
+                        None => {
+                            oversize(line, &self.buf)?;
+                            bytes += self.buf.len() as u64;
+                            self.buf.clear();
+                            if self.eof {
+                                break;
+                            }
+                            self.fill(self.chunk_bytes).map_err(io)?;
+                            if self.buf.is_empty() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                self.next_line += 1;
+                return Ok(Some(Piece::Oversize { line, bytes }));
+            }
+            // A long line still within the limit: read more.
+            let want = self.buf.len() + self.chunk_bytes;
+            self.fill(want).map_err(io)?;
+        }
+    }
+}
+
+/// Iterates the lines of a chunk as (line number, bytes without the line ending).
+pub(crate) fn lines(chunk: &LineChunk) -> impl Iterator<Item = (u64, &[u8])> {
+    let data = &chunk.data[..];
+    let mut start = 0usize;
+    let mut line = chunk.first_line;
+    std::iter::from_fn(move || {
+        if start >= data.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+        let mut l = &data[start..end];
+        if l.last() == Some(&b'\r') {
+            l = &l[..l.len() - 1];
+        }
+        let n = line;
+        line += 1;
+        start = end + 1;
+        Some((n, l))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(input: &[u8], chunk: usize, max: usize) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>) {
+        let mut ch = LineChunker::new(input, chunk, max);
+        let mut out = Vec::new();
+        let mut over = Vec::new();
+        let mut sink = |_: u64, _: &[u8]| Ok(());
+        while let Some(p) = ch.next_piece(&mut sink).unwrap() {
+            match p {
+                Piece::Lines(c) => out.extend(lines(&c).map(|(n, l)| (n, l.to_vec()))),
+                Piece::Oversize { line, bytes } => over.push((line, bytes)),
+            }
+        }
+        (out, over)
+    }
+
+    #[test]
+    fn numbers_lines_across_chunks_and_streams_oversize() {
+        let long = vec![b'x'; 200_000];
+        let mut input = b"a\r\nbb\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nccc");
+        let (lines, over) = collect(&input, 4, 100);
+        assert_eq!(
+            lines,
+            vec![
+                (1, b"a".to_vec()),
+                (2, b"bb".to_vec()),
+                (4, b"ccc".to_vec())
+            ]
+        );
+        assert_eq!(over, vec![(3, 200_000)]);
+    }
+}

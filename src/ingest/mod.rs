@@ -1,0 +1,457 @@
+//! Ingest: NDJSON or CSV in, validated and deduplicated Parquet files out, atomically.
+//!
+//! The pipeline: a reader cuts the input into chunks of lines; chunks are parsed and validated
+//! in parallel (rayon) into per-day Arrow batches plus rejects; batches wait in per-day buffers
+//! that are flushed to sorted Parquet files in staging when memory passes a budget, each flush
+//! dropping ids already in the lake or already staged; rejects go to the quarantine verbatim;
+//! finally the lake's writer lock commits everything at once (see [`crate::lake`]).
+//!
+//! Memory is bounded by the flush budget plus a few chunks, whatever the input size.
+
+mod batch;
+mod csv;
+mod dedupe;
+mod lines;
+mod ndjson;
+mod quarantine;
+mod records;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lake::{Lake, Table, Transaction};
+use lines::{LineChunker, Piece};
+use quarantine::{Quarantine, SourceToken};
+use records::{ChunkSink, Parsed};
+
+pub use records::RecordKind;
+
+/// Input format of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    Ndjson,
+    Csv,
+}
+
+impl InputFormat {
+    /// The format a file name implies: `.csv` is CSV, anything else NDJSON.
+    pub fn from_path(path: &str) -> Self {
+        if path.to_ascii_lowercase().ends_with(".csv") {
+            InputFormat::Csv
+        } else {
+            InputFormat::Ndjson
+        }
+    }
+}
+
+/// Options of one ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Force a format; by default it follows the file extension.
+    pub format: Option<InputFormat>,
+    pub kind: RecordKind,
+    /// Lines longer than this are rejected (and streamed to quarantine, not buffered).
+    pub max_line_bytes: usize,
+    /// Commit nothing but the quarantine when any record is rejected.
+    pub strict: bool,
+    /// Show a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Arrow memory held in day buffers before the largest is flushed to a file.
+    pub buffer_bytes: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            format: None,
+            kind: RecordKind::Events,
+            max_line_bytes: 1 << 20,
+            strict: false,
+            progress: true,
+            buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What an ingest did. Invariant: `read == accepted + duplicates + rejected`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct IngestReport {
+    pub read: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// Directory holding the rejected records and their reasons, when there were any.
+    pub quarantine: Option<PathBuf>,
+    /// Labels that came inline on events and were added to `llm_labels`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inline_labels: u64,
+    /// False when `--strict` refused to commit because of rejects.
+    pub committed: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A named input: a file or standard input.
+pub struct Source {
+    pub name: String,
+    pub format: InputFormat,
+    reader: Box<dyn Read + Send>,
+    size: Option<u64>,
+}
+
+impl Source {
+    /// Opens every input up front, so an unreadable one fails the ingest before anything is
+    /// written. `-` is standard input.
+    pub fn open_all(paths: &[String], format: Option<InputFormat>) -> Result<Vec<Source>> {
+        let paths: Vec<String> = if paths.is_empty() {
+            vec!["-".into()]
+        } else {
+            paths.to_vec()
+        };
+        paths
+            .iter()
+            .map(|p| {
+                let fmt = format.unwrap_or_else(|| InputFormat::from_path(p));
+                if p == "-" {
+                    return Ok(Source {
+                        name: "stdin".into(),
+                        format: fmt,
+                        reader: Box::new(std::io::stdin()),
+                        size: None,
+                    });
+                }
+                let path = Path::new(p);
+                if path.is_dir() {
+                    return Err(
+                        Error::input(format!("{p} is a directory, not a file")).with_hint(
+                            "pass the files inside it, e.g. `promptgate ingest dir/*.ndjson`",
+                        ),
+                    );
+                }
+                let file = File::open(path).map_err(|e| {
+                    Error::input(format!("cannot read {p}: {e}"))
+                        .with_hint("check the path; nothing was ingested")
+                })?;
+                let size = file.metadata().ok().map(|m| m.len());
+                Ok(Source {
+                    name: p.clone(),
+                    format: fmt,
+                    reader: Box::new(file),
+                    size,
+                })
+            })
+            .collect()
+    }
+
+    /// A source over in-memory or other readers (for tests and the demo).
+    pub fn from_reader(name: &str, format: InputFormat, reader: Box<dyn Read + Send>) -> Self {
+        Source {
+            name: name.into(),
+            format,
+            reader,
+            size: None,
+        }
+    }
+}
+
+/// Ingests `sources` into `lake`. On error nothing is committed and the lake is as it was.
+pub async fn ingest(
+    lake: &Lake,
+    sources: Vec<Source>,
+    opts: &IngestOptions,
+) -> Result<IngestReport> {
+    let lock = lake.lock()?;
+    let mut tx = lock.begin()?;
+    let quarantine_dir = tx.dir().join("quarantine");
+    let mut run = Run {
+        opts,
+        lake,
+        buffers: BTreeMap::new(),
+        buffered_bytes: 0,
+        report: IngestReport::default(),
+        quarantine: Quarantine::new(quarantine_dir),
+        now_us: chrono::Utc::now().timestamp_micros(),
+    };
+    let total: Option<u64> = sources.iter().map(|s| s.size).sum();
+    let bar = progress_bar(opts.progress, total);
+    for source in sources {
+        run.read_source(&mut tx, source, &bar).await?;
+    }
+    bar.finish_and_clear();
+    run.flush_all(&mut tx).await?;
+
+    let rejected = run.quarantine.count();
+    debug_assert_eq!(rejected, run.report.rejected);
+    let q = run.quarantine.finish()?;
+    let mut report = run.report;
+    if let Some(dir) = q {
+        let final_rel = PathBuf::from("quarantine").join(tx.id());
+        report.quarantine = Some(lake.root().join(&final_rel));
+        if opts.strict && rejected > 0 {
+            // Keep the reasons, add nothing else.
+            let mut qtx = lock.begin()?;
+            let moved = qtx.dir().join("q");
+            std::fs::rename(&dir, &moved).map_err(|e| Error::io("cannot stage", &moved, e))?;
+            qtx.add_move(&moved, final_rel);
+            drop(tx);
+            qtx.commit()?;
+            report.committed = false;
+            return Ok(report);
+        }
+        tx.add_move(&dir, final_rel);
+    }
+    tx.commit()?;
+    report.committed = true;
+    Ok(report)
+}
+
+fn progress_bar(enabled: bool, total: Option<u64>) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    match total {
+        Some(t) => ProgressBar::new(t).with_style(
+            ProgressStyle::with_template(
+                "{spinner} ingesting [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} ingesting {bytes} {bytes_per_sec}")
+                .expect("valid template"),
+        ),
+    }
+}
+
+/// State of one ingest run.
+struct Run<'a> {
+    opts: &'a IngestOptions,
+    lake: &'a Lake,
+    /// Per (table, day) batches waiting to be written.
+    buffers: BTreeMap<(TableKey, i32), DayBuffer>,
+    buffered_bytes: usize,
+    report: IngestReport,
+    quarantine: Quarantine,
+    now_us: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TableKey {
+    Events,
+    Labels,
+}
+
+impl TableKey {
+    fn table(self) -> Table {
+        match self {
+            TableKey::Events => Table::Events,
+            TableKey::Labels => Table::Labels,
+        }
+    }
+}
+
+#[derive(Default)]
+struct DayBuffer {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+/// Chunk size handed to one parser thread.
+const CHUNK_BYTES: usize = 4 << 20;
+
+impl Run<'_> {
+    async fn read_source(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        source: Source,
+        bar: &ProgressBar,
+    ) -> Result<()> {
+        let Source {
+            name,
+            format,
+            reader,
+            ..
+        } = source;
+        match format {
+            InputFormat::Ndjson => self.read_ndjson(tx, &name, reader, bar).await,
+            InputFormat::Csv => {
+                let (mut csv, header) = csv::CsvSource::open(reader, self.opts.kind, self.now_us)
+                    .map_err(|e| Error {
+                    message: format!("{name}: {}", e.message),
+                    ..e
+                })?;
+                let token = self.quarantine.start_source(&name, Some(header));
+                while let Some(p) = csv.next_batch().map_err(|e| Error {
+                    message: format!("{name}: {}", e.message),
+                    ..e
+                })? {
+                    self.absorb(tx, &token, p).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn read_ndjson(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        name: &str,
+        reader: Box<dyn Read + Send>,
+        bar: &ProgressBar,
+    ) -> Result<()> {
+        let token = self.quarantine.start_source(name, None);
+        let mut chunker = LineChunker::new(reader, CHUNK_BYTES, self.opts.max_line_bytes);
+        let group = rayon::current_num_threads().max(1) * 2;
+        let kind = self.opts.kind;
+        let now = self.now_us;
+        let max_line = self.opts.max_line_bytes;
+        let mut done = false;
+        while !done {
+            let mut chunks = Vec::with_capacity(group);
+            while chunks.len() < group {
+                let mut oversize_started: Option<u64> = None;
+                let q = &mut self.quarantine;
+                let mut on_oversize = |line: u64, piece: &[u8]| -> Result<()> {
+                    if oversize_started != Some(line) {
+                        oversize_started = Some(line);
+                        q.begin_record(
+                            &token,
+                            line,
+                            &format!(
+                                "line is longer than the {max_line}-byte limit (raise it with --max-line-bytes)"
+                            ),
+                        )?;
+                    }
+                    q.write_raw(piece)
+                };
+                match chunker.next_piece(&mut on_oversize)? {
+                    None => {
+                        done = true;
+                        break;
+                    }
+                    Some(Piece::Lines(c)) => chunks.push(c),
+                    Some(Piece::Oversize { .. }) => {
+                        self.quarantine.end_record()?;
+                        self.report.read += 1;
+                        self.report.rejected += 1;
+                    }
+                }
+                bar.set_position(chunker.consumed);
+            }
+            let parsed: Vec<Parsed> = chunks
+                .par_iter()
+                .map(|c| parse_chunk(c, kind, now, max_line))
+                .collect();
+            for p in parsed {
+                self.absorb(tx, &token, p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a parsed chunk: counts, quarantines rejects, buffers batches, flushes if needed.
+    async fn absorb(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        token: &SourceToken,
+        p: Parsed,
+    ) -> Result<()> {
+        self.report.read += p.records;
+        self.report.rejected += p.rejects.len() as u64;
+        for r in &p.rejects {
+            self.quarantine.record(token, r)?;
+        }
+        for (key, list) in [(TableKey::Events, p.events), (TableKey::Labels, p.labels)] {
+            for (day, batch) in list {
+                let bytes = batch.get_array_memory_size();
+                let buf = self.buffers.entry((key, day)).or_default();
+                buf.batches.push(batch);
+                buf.bytes += bytes;
+                self.buffered_bytes += bytes;
+            }
+        }
+        while self.buffered_bytes > self.opts.buffer_bytes {
+            let largest = *self
+                .buffers
+                .iter()
+                .max_by_key(|(_, b)| b.bytes)
+                .map(|(k, _)| k)
+                .expect("non-empty when bytes are buffered");
+            self.flush(tx, largest).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&mut self, tx: &mut Transaction<'_>) -> Result<()> {
+        let keys: Vec<_> = self.buffers.keys().copied().collect();
+        for k in keys {
+            self.flush(tx, k).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one day's buffer as a sorted file, minus ids already in the lake or staged.
+    async fn flush(&mut self, tx: &mut Transaction<'_>, key: (TableKey, i32)) -> Result<()> {
+        let Some(buf) = self.buffers.remove(&key) else {
+            return Ok(());
+        };
+        self.buffered_bytes -= buf.bytes;
+        let table = key.0.table();
+        let staged = tx.staged_table_dir(table);
+        let outcome = dedupe::unique_new_rows(self.lake, &staged, table, buf.batches).await?;
+        let is_primary = match self.opts.kind {
+            RecordKind::Events => table == Table::Events,
+            RecordKind::Labels => table == Table::Labels,
+        };
+        if is_primary {
+            self.report.duplicates += outcome.duplicates;
+            self.report.accepted += outcome.batch.num_rows() as u64;
+        } else {
+            self.report.inline_labels += outcome.batch.num_rows() as u64;
+        }
+        if outcome.batch.num_rows() > 0 {
+            let sorted = dedupe::sort_for_table(&outcome.batch, table)?;
+            tx.write_file(table, key.1, [Ok(sorted)])?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses one chunk of NDJSON lines into per-day batches and rejects.
+fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line: usize) -> Parsed {
+    let mut sink = ChunkSink::new(kind, now_us);
+    for (n, line) in lines::lines(chunk) {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        if line.len() > max_line {
+            sink.reject(
+                n,
+                line,
+                format!(
+                    "line is {} bytes, longer than the {max_line}-byte limit (raise it with --max-line-bytes)",
+                    line.len()
+                ),
+            );
+            continue;
+        }
+        // A UTF-8 byte-order mark is not part of the first record.
+        let body = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+        match sink.kind() {
+            RecordKind::Events => sink.event(n, line, ndjson::event_fields(body)),
+            RecordKind::Labels => sink.label(n, line, ndjson::label_fields(body)),
+        }
+    }
+    sink.finish()
+}

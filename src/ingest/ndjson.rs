@@ -1,0 +1,249 @@
+//! NDJSON records: one JSON object per line, parsed without building a `serde_json::Value`.
+//!
+//! Each top-level key is resolved to a schema field (either spelling); its value is captured as
+//! raw JSON text and typed by the rules in [`crate::event`], so a wrong type is reported against
+//! the field it belongs to. Unknown keys are folded into `attributes`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue as JsonRaw;
+
+use crate::event::{EventField, LabelField, RawValue, RejectReason};
+
+/// A string that borrows from the input when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Types raw JSON text into a [`RawValue`].
+fn typed(raw: &JsonRaw) -> Result<RawValue<'_>, serde_json::Error> {
+    let text = raw.get();
+    Ok(match text.as_bytes()[0] {
+        b'"' => RawValue::Text(serde_json::from_str::<CowStr>(text)?.0),
+        b'n' => RawValue::Null,
+        b't' => RawValue::Bool(true),
+        b'f' => RawValue::Bool(false),
+        b'{' | b'[' => RawValue::Json(text),
+        _ => RawValue::Number(text),
+    })
+}
+
+/// The keys of one object: known fields by index, the rest kept raw for `attributes`.
+pub(crate) struct RecordFields<'a, const N: usize> {
+    pub fields: [Option<RawValue<'a>>; N],
+    pub unknown: Vec<(Cow<'a, str>, &'a JsonRaw)>,
+}
+
+struct RecordSeed<const N: usize> {
+    resolve: fn(&str) -> Option<(usize, &'static str)>,
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for RecordSeed<N> {
+    type Value = Result<RecordFields<'de, N>, RejectReason>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for RecordSeed<N> {
+    type Value = Result<RecordFields<'de, N>, RejectReason>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = RecordFields {
+            fields: std::array::from_fn(|_| None),
+            unknown: Vec::new(),
+        };
+        let mut seen: [Option<Cow<'de, str>>; N] = std::array::from_fn(|_| None);
+        let mut duplicate: Option<String> = None;
+        while let Some(CowStr(key)) = map.next_key::<CowStr>()? {
+            let raw: &'de JsonRaw = map.next_value()?;
+            if duplicate.is_some() {
+                continue;
+            }
+            match (self.resolve)(&key) {
+                Some((i, name)) => {
+                    if let Some(first) = &seen[i] {
+                        duplicate = Some(if first == &key {
+                            format!("field `{key}` appears twice")
+                        } else {
+                            format!("field `{name}` is given twice (as `{first}` and `{key}`)")
+                        });
+                        continue;
+                    }
+                    out.fields[i] = Some(typed(raw).map_err(de::Error::custom)?);
+                    seen[i] = Some(key);
+                }
+                None => {
+                    if out.unknown.iter().any(|(k, _)| k == &key) {
+                        duplicate = Some(format!("field `{key}` appears twice"));
+                        continue;
+                    }
+                    out.unknown.push((key, raw));
+                }
+            }
+        }
+        Ok(match duplicate {
+            Some(d) => Err(d),
+            None => Ok(out),
+        })
+    }
+}
+
+fn parse_object<'a, const N: usize>(
+    line: &'a [u8],
+    resolve: fn(&str) -> Option<(usize, &'static str)>,
+) -> Result<RecordFields<'a, N>, RejectReason> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "line is not valid UTF-8 (bad byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
+    let first = text.trim_start().as_bytes().first().copied();
+    if first != Some(b'{') {
+        let kind = match first {
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            _ => "not JSON",
+        };
+        return Err(format!("line is {kind}; each line must be one JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = RecordSeed::<N> { resolve }
+        .deserialize(&mut de)
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    de.end()
+        .map_err(|e| format!("invalid JSON: unexpected text after the object ({e})"))?;
+    fields
+}
+
+fn resolve_event(key: &str) -> Option<(usize, &'static str)> {
+    EventField::from_key(key).map(|f| (f.index(), f.name()))
+}
+
+fn resolve_label(key: &str) -> Option<(usize, &'static str)> {
+    LabelField::from_key(key).map(|f| (f.index(), f.name()))
+}
+
+/// Parses one NDJSON event line into raw fields, with unknown keys merged into `attributes`.
+pub(crate) fn event_fields(line: &[u8]) -> Result<[Option<RawValue<'_>>; 16], RejectReason> {
+    let RecordFields {
+        mut fields,
+        unknown,
+    } = parse_object::<16>(line, resolve_event)?;
+    if !unknown.is_empty() {
+        let slot = &mut fields[EventField::Attributes.index()];
+        let values = unknown
+            .iter()
+            .map(|(k, raw)| {
+                serde_json::from_str(raw.get())
+                    .map(|v| (k.as_ref(), v))
+                    .map_err(|e| format!("invalid JSON: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let merged = merge_attributes(slot.take(), values)?;
+        *slot = Some(RawValue::Text(Cow::Owned(merged)));
+    }
+    Ok(fields)
+}
+
+/// Parses one NDJSON label line. Unknown keys are not part of the label schema: rejected, so a
+/// misspelt `labeler` is noticed rather than silently dropped.
+pub(crate) fn label_fields(line: &[u8]) -> Result<[Option<RawValue<'_>>; 5], RejectReason> {
+    let RecordFields { fields, unknown } = parse_object::<5>(line, resolve_label)?;
+    if let Some((k, _)) = unknown.first() {
+        return Err(format!(
+            "unknown field `{k}` in a label record (expected event_id, label, labeler, ts, note)"
+        ));
+    }
+    Ok(fields)
+}
+
+/// Builds the `attributes` object: the record's own `attributes` (which win on a clash) plus
+/// every unknown top-level key (NDJSON) or column (CSV).
+pub(crate) fn merge_attributes<'k>(
+    explicit: Option<RawValue<'_>>,
+    unknown: impl IntoIterator<Item = (&'k str, serde_json::Value)>,
+) -> Result<String, RejectReason> {
+    let mut obj: serde_json::Map<String, serde_json::Value> = match &explicit {
+        None | Some(RawValue::Null) => serde_json::Map::new(),
+        Some(RawValue::Json(j)) if j.starts_with('{') => {
+            serde_json::from_str(j).map_err(|e| format!("invalid `attributes`: {e}"))?
+        }
+        Some(RawValue::Text(t)) if t.trim_start().starts_with('{') => serde_json::from_str(t)
+            .map_err(|e| format!("`attributes` is a string but not a JSON object: {e}"))?,
+        Some(_) => {
+            return Err("`attributes` must be a JSON object".into());
+        }
+    };
+    for (k, v) in unknown {
+        obj.entry(k.to_string()).or_insert(v);
+    }
+    Ok(serde_json::Value::Object(obj).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camel_case_and_unknown_keys() {
+        let line = br#"{"eventId":"a","promptVersion":"v2","top_k":5,"attributes":{"x":1}}"#;
+        let f = event_fields(line).unwrap();
+        assert_eq!(
+            f[EventField::PromptVersion.index()],
+            Some(RawValue::Text("v2".into()))
+        );
+        let Some(RawValue::Text(attrs)) = &f[EventField::Attributes.index()] else {
+            panic!("attributes missing")
+        };
+        let v: serde_json::Value = serde_json::from_str(attrs).unwrap();
+        assert_eq!(v["top_k"], 5);
+        assert_eq!(v["x"], 1);
+    }
+
+    #[test]
+    fn both_spellings_is_a_duplicate() {
+        let e = event_fields(br#"{"prompt_version":"a","promptVersion":"b"}"#).unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+    }
+
+    #[test]
+    fn not_an_object() {
+        assert!(event_fields(b"[1,2]").unwrap_err().contains("array"));
+        assert!(
+            event_fields(b"{\"a\":")
+                .unwrap_err()
+                .contains("invalid JSON")
+        );
+        assert!(
+            event_fields(b"{} x")
+                .unwrap_err()
+                .contains("after the object")
+        );
+    }
+}

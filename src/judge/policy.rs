@@ -1,0 +1,396 @@
+//! The judge's policy: stop conditions and the volume and significance settings, from TOML.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::query::SEGMENT_COLUMNS;
+
+/// The default policy, as printed by `promptgate judge --print-default-policy`.
+pub const DEFAULT_POLICY_TOML: &str = r#"# promptgate judge policy
+#
+# A rule fails when the canary/baseline ratio of its metric is past max_ratio AND the canary
+# is significantly worse than the baseline (one-sided test, Holm-adjusted over all rules x
+# segments). Metrics: flagged_rate, error_rate, bad_label_rate, avg_<col>, p<NN>_<col> with
+# <col> one of duration_ms, tokens_in, tokens_out (e.g. p99_duration_ms, avg_tokens_out).
+
+# Events per arm per segment before a canary can be promoted. Below it a rule can still fail,
+# but only at early_abort_alpha.
+min_events = 200
+# Columns that define a segment; canary and baseline are compared within each segment.
+segment_by = ["model", "tier"]
+# Confidence level of the intervals; 1 - confidence is the family-wise significance level.
+confidence = 0.95
+# Significance a rule needs to abort a canary before min_events is reached.
+early_abort_alpha = 0.001
+# A rate rule cannot fail on fewer canary events of its kind than this (so 0 -> 1 cannot abort).
+min_rate_events = 5
+
+[[rules]]
+metric = "flagged_rate"
+max_ratio = 1.5
+
+[[rules]]
+metric = "p95_duration_ms"
+max_ratio = 1.25
+
+[[rules]]
+metric = "p95_tokens_in"
+max_ratio = 1.25
+
+[[rules]]
+metric = "bad_label_rate"
+max_ratio = 1.10
+"#;
+
+/// A column a value metric reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueColumn {
+    DurationMs,
+    TokensIn,
+    TokensOut,
+}
+
+impl ValueColumn {
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueColumn::DurationMs => "duration_ms",
+            ValueColumn::TokensIn => "tokens_in",
+            ValueColumn::TokensOut => "tokens_out",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "duration_ms" => ValueColumn::DurationMs,
+            "tokens_in" => ValueColumn::TokensIn,
+            "tokens_out" => ValueColumn::TokensOut,
+            _ => return None,
+        })
+    }
+    pub const ALL: [ValueColumn; 3] = [Self::DurationMs, Self::TokensIn, Self::TokensOut];
+}
+
+/// Which events count for a rate metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKind {
+    /// status = flagged, over all events.
+    Flagged,
+    /// status = error, over all events.
+    Error,
+    /// latest label = bad, over labeled events.
+    BadLabel,
+}
+
+/// What a rule measures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Metric {
+    Rate { rate: RateKind },
+    Quantile { q: f64, column: ValueColumn },
+    Mean { column: ValueColumn },
+}
+
+impl Metric {
+    /// Parses `flagged_rate`, `error_rate`, `bad_label_rate`, `avg_<col>`, `p<NN>_<col>`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "unknown metric {s:?}; use flagged_rate, error_rate, bad_label_rate, avg_<col> or p<NN>_<col> with <col> one of duration_ms, tokens_in, tokens_out"
+            )
+        };
+        match s {
+            "flagged_rate" => {
+                return Ok(Metric::Rate {
+                    rate: RateKind::Flagged,
+                });
+            }
+            "error_rate" => {
+                return Ok(Metric::Rate {
+                    rate: RateKind::Error,
+                });
+            }
+            "bad_label_rate" => {
+                return Ok(Metric::Rate {
+                    rate: RateKind::BadLabel,
+                });
+            }
+            _ => {}
+        }
+        if let Some(col) = s.strip_prefix("avg_") {
+            return ValueColumn::parse(col)
+                .map(|column| Metric::Mean { column })
+                .ok_or_else(bad);
+        }
+        if let Some(rest) = s.strip_prefix('p')
+            && let Some((num, col)) = rest.split_once('_')
+            && let Some(column) = ValueColumn::parse(col)
+            && let Ok(pct) = num.parse::<f64>()
+        {
+            // p95 -> 0.95, p50 -> 0.5, p999 -> 0.999 (digits after "99" are decimals)
+            let q = if num.len() > 2 && num.starts_with("99") && !num.contains('.') {
+                pct / 10f64.powi(num.len() as i32)
+            } else {
+                pct / 100.0
+            };
+            if q > 0.0 && q < 1.0 {
+                return Ok(Metric::Quantile { q, column });
+            }
+        }
+        Err(bad())
+    }
+
+    /// The statistical method behind this metric's interval and test.
+    pub fn test_name(&self) -> &'static str {
+        match self {
+            Metric::Rate { .. } => "exact conditional binomial (rate ratio)",
+            Metric::Quantile { .. } => "order-statistic CI + delta method (log ratio)",
+            Metric::Mean { .. } => "delta method on log ratio of means",
+        }
+    }
+
+    /// Columns whose raw values this metric needs.
+    pub fn value_column(&self) -> Option<ValueColumn> {
+        match self {
+            Metric::Rate { .. } => None,
+            Metric::Quantile { column, .. } | Metric::Mean { column } => Some(*column),
+        }
+    }
+}
+
+/// A stop condition as written in the policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Display name (default: the metric).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub metric: String,
+    /// The rule fails when canary / baseline exceeds this (1.5 = "more than 1.5x baseline",
+    /// 1.25 = "more than baseline + 25%").
+    pub max_ratio: f64,
+    /// Shown in the output, never decides the verdict.
+    #[serde(default)]
+    pub report_only: bool,
+}
+
+/// A validated stop condition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyRule {
+    pub name: String,
+    pub metric_name: String,
+    pub metric: Metric,
+    pub max_ratio: f64,
+    pub report_only: bool,
+}
+
+/// The policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default = "default_min_events")]
+    min_events: u64,
+    #[serde(default = "default_segments")]
+    segment_by: Vec<String>,
+    #[serde(default = "default_confidence")]
+    confidence: f64,
+    #[serde(default = "default_early")]
+    early_abort_alpha: f64,
+    #[serde(default = "default_min_rate_events")]
+    min_rate_events: u64,
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+fn default_min_events() -> u64 {
+    200
+}
+fn default_segments() -> Vec<String> {
+    vec!["model".into(), "tier".into()]
+}
+fn default_confidence() -> f64 {
+    0.95
+}
+fn default_early() -> f64 {
+    0.001
+}
+fn default_min_rate_events() -> u64 {
+    5
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub min_events: u64,
+    pub segment_by: Vec<String>,
+    pub confidence: f64,
+    pub early_abort_alpha: f64,
+    pub min_rate_events: u64,
+    pub rules: Vec<PolicyRule>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::from_toml(DEFAULT_POLICY_TOML).expect("the default policy is valid")
+    }
+}
+
+impl Policy {
+    /// Family-wise significance level.
+    pub fn alpha(&self) -> f64 {
+        1.0 - self.confidence
+    }
+
+    /// Parses and validates a policy; `source` names it in messages.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let f: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if !(f.confidence > 0.5 && f.confidence < 1.0) {
+            return Err(format!(
+                "confidence must be between 0.5 and 1, got {}",
+                f.confidence
+            ));
+        }
+        if !(f.early_abort_alpha > 0.0 && f.early_abort_alpha < 1.0 - f.confidence + 1e-12) {
+            return Err(format!(
+                "early_abort_alpha must be > 0 and at most 1 - confidence ({}), got {}",
+                1.0 - f.confidence,
+                f.early_abort_alpha
+            ));
+        }
+        if f.min_events == 0 {
+            return Err("min_events must be at least 1".into());
+        }
+        for c in &f.segment_by {
+            if !SEGMENT_COLUMNS.contains(&c.as_str()) || c == "status" {
+                return Err(format!(
+                    "cannot segment by {c:?}; choose from env, model, tier, prompt_sha, date"
+                ));
+            }
+        }
+        if f.rules.is_empty() {
+            return Err("the policy has no [[rules]]".into());
+        }
+        let mut rules = Vec::with_capacity(f.rules.len());
+        for r in f.rules {
+            let metric = Metric::parse(&r.metric)?;
+            if !(r.max_ratio.is_finite() && r.max_ratio >= 1.0) {
+                return Err(format!(
+                    "rule {:?}: max_ratio must be a number >= 1 (1.5 means canary > 1.5x baseline), got {}",
+                    r.name.as_deref().unwrap_or(&r.metric),
+                    r.max_ratio
+                ));
+            }
+            let name = r.name.unwrap_or_else(|| r.metric.clone());
+            if rules.iter().any(|x: &PolicyRule| x.name == name) {
+                return Err(format!("two rules are named {name:?}; give one a `name`"));
+            }
+            rules.push(PolicyRule {
+                name,
+                metric_name: r.metric,
+                metric,
+                max_ratio: r.max_ratio,
+                report_only: r.report_only,
+            });
+        }
+        Ok(Policy {
+            min_events: f.min_events,
+            segment_by: f.segment_by,
+            confidence: f.confidence,
+            early_abort_alpha: f.early_abort_alpha,
+            min_rate_events: f.min_rate_events,
+            rules,
+        })
+    }
+
+    /// Reads a policy file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::usage(format!("cannot read policy {}: {e}", path.display())))?;
+        Policy::from_toml(&text).map_err(|e| {
+            Error::usage(format!("invalid policy {}: {e}", path.display()))
+                .with_hint("see `promptgate judge --print-default-policy` for a valid example")
+        })
+    }
+
+    /// Value columns any rule needs raw values of.
+    pub fn value_columns(&self) -> Vec<ValueColumn> {
+        ValueColumn::ALL
+            .into_iter()
+            .filter(|c| {
+                self.rules
+                    .iter()
+                    .any(|r| r.metric.value_column() == Some(*c))
+            })
+            .collect()
+    }
+
+    /// Whether any rule needs labels.
+    pub fn needs_labels(&self) -> bool {
+        self.rules.iter().any(|r| {
+            matches!(
+                r.metric,
+                Metric::Rate {
+                    rate: RateKind::BadLabel
+                }
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_matches_the_documented_rules() {
+        let p = Policy::default();
+        assert_eq!(p.min_events, 200);
+        assert_eq!(p.segment_by, vec!["model", "tier"]);
+        let names: Vec<_> = p
+            .rules
+            .iter()
+            .map(|r| (r.name.as_str(), r.max_ratio))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("flagged_rate", 1.5),
+                ("p95_duration_ms", 1.25),
+                ("p95_tokens_in", 1.25),
+                ("bad_label_rate", 1.10)
+            ]
+        );
+    }
+
+    #[test]
+    fn metric_names() {
+        assert_eq!(
+            Metric::parse("p99_duration_ms").unwrap(),
+            Metric::Quantile {
+                q: 0.99,
+                column: ValueColumn::DurationMs
+            }
+        );
+        assert_eq!(
+            Metric::parse("p999_tokens_out").unwrap(),
+            Metric::Quantile {
+                q: 0.999,
+                column: ValueColumn::TokensOut
+            }
+        );
+        assert!(Metric::parse("p95_latency").is_err());
+        assert!(Metric::parse("p100_duration_ms").is_err());
+    }
+
+    #[test]
+    fn bad_policies_say_what_is_wrong() {
+        let e = Policy::from_toml("confidence = 2\n[[rules]]\nmetric='error_rate'\nmax_ratio=2")
+            .unwrap_err();
+        assert!(e.contains("confidence"), "{e}");
+        let e = Policy::from_toml("[[rules]]\nmetric='error_rate'\nmax_ratio=0.5").unwrap_err();
+        assert!(e.contains("max_ratio"), "{e}");
+        let e =
+            Policy::from_toml("typo = 1\n[[rules]]\nmetric='error_rate'\nmax_ratio=2").unwrap_err();
+        assert!(e.contains("typo"), "{e}");
+    }
+}

@@ -1,0 +1,1346 @@
+//! Statistics for the canary judge: exact intervals for rates, distribution-free intervals for
+//! quantiles, delta-method ratios, multiplicity correction and sample-ratio mismatch.
+//!
+//! Everything here is a pure function of its inputs (no I/O, no global state) so the judge's
+//! verdicts are reproducible and every number can be checked against an independent tool. The
+//! unit tests pin each function to values computed with scipy / numpy / statsmodels; the Python
+//! call that produced each value is quoted next to it.
+//!
+//! Conventions shared by every function:
+//! - Invalid input never panics. Where a result does not exist (no events, `x > n`, a confidence
+//!   outside `(0, 1)`, ...) the function returns `None`; where a bound exists but is unbounded it
+//!   is `f64::INFINITY` (never the result of a division by zero).
+//! - "confidence" is two-sided (0.95 gives a 95% interval); `z` is the matching two-sided normal
+//!   critical value from [`z_two_sided`].
+//! - One-sided p-values are for the alternative "the canary is higher (worse) than the baseline",
+//!   because that is the only direction a stop rule acts on.
+//!
+//! The numerical core is `statrs` 0.18: the regularized incomplete beta function (through the
+//! `Beta` distribution's CDF), the normal and chi-square distributions. Its inverse incomplete beta
+//! (`Beta::inverse_cdf`) is deliberately *not* used: it stops early in the far tails (about 1e-3
+//! relative error for the 95% Clopper-Pearson lower bound of 3 events in 1e6) and can panic or fail
+//! to terminate for very small probabilities (statrs issue #435). [`clopper_pearson`] instead
+//! inverts the CDF with its own bracketed Newton iteration, which always terminates.
+//!
+//! Known limits, both inherited from statrs's incomplete beta function (a continued fraction capped
+//! at 140 terms, with a prefactor built from differences of log-gamma values):
+//! - Accuracy falls slowly with the number of trials. Measured against scipy, Clopper-Pearson
+//!   bounds and binomial tails are within about 1e-9 relative at 1e6 trials, 1e-7 at 1e8, 1e-5 at
+//!   1e10 and 1e-3 at 1e12. Canary arms are far below the range where this matters.
+//! - Within about half a standard deviation of the mean, with more than about 1e6 trials, the
+//!   continued fraction does not converge: a p-value that should be 0.50 can come out as 0.37.
+//!   Such p-values are far from any significance level, so no verdict changes.
+
+use statrs::distribution::{Beta, ChiSquared, Continuous, ContinuousCDF, Normal};
+
+/// True for a probability strictly inside `(0, 1)`; false for NaN.
+fn in_open_unit(p: f64) -> bool {
+    p > 0.0 && p < 1.0
+}
+
+/// True for a usable critical value: finite and non-negative; false for NaN.
+fn is_critical_value(z: f64) -> bool {
+    z >= 0.0 && z.is_finite()
+}
+
+/// Two-sided normal critical value: `norm.ppf(1 - (1-confidence)/2)`. confidence in (0,1).
+///
+/// Computed as `-Phi^-1((1 - confidence) / 2)`, which keeps full precision for confidences close
+/// to 1 (for example the 0.999 used for early aborts). Outside the domain the function is clamped
+/// rather than panicking: `0.0` for `confidence <= 0`, `f64::INFINITY` for `confidence >= 1`, and
+/// NaN for a NaN confidence.
+#[must_use]
+pub fn z_two_sided(confidence: f64) -> f64 {
+    if confidence.is_nan() {
+        return f64::NAN;
+    }
+    if confidence <= 0.0 {
+        return 0.0;
+    }
+    if confidence >= 1.0 {
+        return f64::INFINITY;
+    }
+    // (1 - c) / 2 lies in (0, 0.5), inside the domain of inverse_cdf, which panics outside [0, 1].
+    -Normal::standard().inverse_cdf((1.0 - confidence) / 2.0)
+}
+
+/// Upper tail of the standard normal, 1 - Phi(z).
+///
+/// Evaluated directly with the complementary error function (statrs `Normal::sf`), not as
+/// `1 - cdf`, so tails such as `normal_sf(8.0) = 6.2e-16` keep their relative precision. NaN in,
+/// NaN out.
+#[must_use]
+pub fn normal_sf(z: f64) -> f64 {
+    Normal::standard().sf(z)
+}
+
+/// A two-sided confidence interval. `high` may be `f64::INFINITY` when the data put no upper
+/// limit on the quantity (for example a rate ratio whose baseline has no events).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound; `f64::INFINITY` when unbounded.
+    pub high: f64,
+}
+
+/// Exact (Clopper-Pearson) interval for `x` successes of `n` at `confidence` (two-sided).
+/// `None` when `n == 0` or `x > n`.
+///
+/// Clopper, C. J. & Pearson, E. S. (1934), "The use of confidence or fiducial limits illustrated
+/// in the case of the binomial", Biometrika 26(4). The bounds are the binomial parameters at which
+/// the observed count sits exactly in an `alpha/2` tail, which by the binomial / beta relation are
+/// beta quantiles:
+/// `low = Beta(x, n-x+1).ppf(alpha/2)` and `high = Beta(x+1, n-x).isf(alpha/2)`, with `low = 0`
+/// when `x == 0` and `high = 1` when `x == n` (those sides are then one-sided). The interval is
+/// conservative (coverage at least `confidence` for every true proportion), which is what a stop
+/// rule on rare events needs: normal-approximation intervals under-cover exactly where canaries
+/// live, at a handful of events.
+///
+/// Also `None` when `confidence` is not strictly between 0 and 1 (including NaN).
+#[must_use]
+pub fn clopper_pearson(x: u64, n: u64, confidence: f64) -> Option<Interval> {
+    let (low, one_minus_high) = clopper_pearson_parts(x, n, confidence)?;
+    Some(Interval {
+        low,
+        high: 1.0 - one_minus_high,
+    })
+}
+
+/// Clopper-Pearson bounds as `(low, 1 - high)`. The upper bound is returned as its complement
+/// because that is what the beta quantile produces directly: callers that need `1 - high` (the
+/// rate-ratio mapping `pi / (1 - pi)`) then avoid the cancellation of computing `1 - (1 - q)`.
+fn clopper_pearson_parts(x: u64, n: u64, confidence: f64) -> Option<(f64, f64)> {
+    if n == 0 || x > n || !in_open_unit(confidence) {
+        return None;
+    }
+    let tail = (1.0 - confidence) / 2.0;
+    // `n - x` in integers first: exact, where `n as f64 - x as f64` could round.
+    let (xf, rest) = (x as f64, (n - x) as f64);
+    let low = if x == 0 {
+        0.0
+    } else {
+        beta_lower_quantile(xf, rest + 1.0, tail)?
+    };
+    // Beta(x+1, n-x).isf(tail) = 1 - Beta(n-x, x+1).ppf(tail), by the beta reflection symmetry.
+    let one_minus_high = if x == n {
+        0.0
+    } else {
+        beta_lower_quantile(rest, xf + 1.0, tail)?
+    };
+    Some((low, one_minus_high))
+}
+
+/// Regularized incomplete beta `I_x(a, b)` via statrs, guarded so that it cannot panic
+/// (statrs panics on a NaN argument). Returns `None` for invalid shapes.
+fn beta_cdf(a: f64, b: f64, x: f64) -> Option<f64> {
+    if x.is_nan() {
+        return None;
+    }
+    let dist = Beta::new(a, b).ok()?;
+    Some(dist.cdf(x).clamp(0.0, 1.0))
+}
+
+/// Solves `I_x(a, b) = p` for `x` (the beta quantile) with `a, b > 0` and `p` in `(0, 1)`.
+///
+/// Bracketed Newton iteration (Newton steps kept inside a shrinking bracket, with a bisection step
+/// whenever Newton would leave it: the "rtsafe" scheme of Numerical Recipes, ch. 9.4). Bisection
+/// is geometric while the bracket spans orders of magnitude, so roots such as 1e-12 are reached in
+/// a few dozen steps. The iteration count is bounded, so the function always terminates.
+fn beta_lower_quantile(a: f64, b: f64, p: f64) -> Option<f64> {
+    if !in_open_unit(p) {
+        return None;
+    }
+    let dist = Beta::new(a, b).ok()?;
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+
+    // Start from a normal approximation to the beta distribution, kept strictly inside (0, 1).
+    let mean = a / (a + b);
+    let sd = (a * b / ((a + b) * (a + b) * (a + b + 1.0))).sqrt();
+    let zp = Normal::standard().inverse_cdf(p);
+    let mut x = mean + zp * sd;
+    if !(x > 0.0 && x < 1.0) {
+        x = if zp < 0.0 {
+            mean / 16.0
+        } else {
+            (1.0 + mean) / 2.0
+        };
+    }
+
+    // Newton is accepted only when it stays inside the bracket and at least halves the step
+    // before last; otherwise the bracket is bisected. The bracket therefore shrinks steadily even
+    // where the CDF is too noisy for Newton to settle, and the loop cap is never the normal exit.
+    let (mut last_step, mut step_before_last) = (1.0_f64, 1.0_f64);
+    for _ in 0..200 {
+        let f = beta_cdf(a, b, x)? - p;
+        if f == 0.0 {
+            return Some(x);
+        }
+        if f < 0.0 {
+            lo = x;
+        } else {
+            hi = x;
+        }
+        let density = dist.pdf(x);
+        let newton = x - f / density;
+        let newton_ok = density > 0.0
+            && newton.is_finite()
+            && newton > lo
+            && newton < hi
+            && (newton - x).abs() <= 0.5 * step_before_last;
+        let next = if newton_ok {
+            newton
+        } else if lo > 0.0 && hi / lo > 4.0 {
+            (lo * hi).sqrt()
+        } else if lo == 0.0 {
+            hi / 16.0
+        } else {
+            f64::midpoint(lo, hi)
+        };
+        step_before_last = last_step;
+        last_step = (next - x).abs();
+        let converged = last_step <= 4.0 * f64::EPSILON * x.abs().max(f64::MIN_POSITIVE);
+        x = next;
+        if converged || hi - lo <= 4.0 * f64::EPSILON * hi {
+            break;
+        }
+    }
+    Some(x)
+}
+
+/// `P(X >= x)` for `X ~ Binomial(n, p)`; `1.0` when `x == 0`. Accurate for tiny tails: it uses the
+/// regularized incomplete beta relation, not `1 - cdf`, so 1e-12 tails are not lost.
+///
+/// Uses the identity `P(X >= x) = I_p(x, n - x + 1)` (the regularized incomplete beta function;
+/// Abramowitz & Stegun 26.5.24), evaluated as the CDF of `Beta(x, n - x + 1)` at `p`. The
+/// continued fraction is evaluated on the side of the small tail, so a 1e-30 tail keeps its
+/// relative precision instead of vanishing in `1 - cdf`.
+///
+/// Clamped rather than panicking: `0.0` when `x > n`; for `p <= 0` the result is `0.0`
+/// (for `x >= 1`); for `p >= 1` it is `1.0`; NaN `p` gives NaN.
+#[must_use]
+pub fn binomial_sf_ge(x: u64, n: u64, p: f64) -> f64 {
+    if x == 0 {
+        return 1.0;
+    }
+    if x > n {
+        return 0.0;
+    }
+    if p.is_nan() {
+        return f64::NAN;
+    }
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    beta_cdf(x as f64, (n - x) as f64 + 1.0, p).unwrap_or(f64::NAN)
+}
+
+/// Ratio of two event rates, canary / baseline, by the exact conditional binomial method (see
+/// STATS.md).
+///
+/// Given the total `k = x_c + x_b` events, the canary's share is `x_c ~ Binomial(k, pi)` with
+/// `pi = n_c R / (n_c R + n_b)`, where `R` is the rate ratio (the conditional test for comparing
+/// two Poisson rates; Przyborowski & Wilenski, Biometrika 1940; see also Lehmann & Romano,
+/// *Testing Statistical Hypotheses*, ch. 4). Because the nuisance baseline rate drops out by
+/// conditioning, the method is exact at any count, including zero, which matters for rare flags
+/// where a canary has a handful of events. The interval is the Clopper-Pearson interval for `pi`
+/// mapped through `R = pi / (1 - pi) * n_b / n_c`.
+///
+/// It treats the counts as Poisson; for proportions that are not small (10-30%) it is
+/// conservative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateRatio {
+    /// Canary event rate `x_c / n_c`.
+    pub canary_rate: f64,
+    /// Baseline event rate `x_b / n_b`.
+    pub baseline_rate: f64,
+    /// `canary_rate / baseline_rate`: `None` when both counts are 0 (undefined),
+    /// `f64::INFINITY` when the baseline count is 0 and the canary's is not.
+    pub estimate: Option<f64>,
+    /// Lower confidence bound; `0.0` when `x_c == 0` (the interval is then one-sided).
+    pub low: f64,
+    /// Upper confidence bound; `f64::INFINITY` when `x_b == 0` (the data put no upper limit).
+    pub high: f64,
+    /// One-sided `P(X >= x_c | k)` under `pi0 = n_c / (n_c + n_b)`, the evidence that the canary
+    /// rate is higher than the baseline rate; `1.0` when `k == 0`.
+    pub p_value: f64,
+}
+
+/// None when n_c == 0 or n_b == 0 or x > n.
+///
+/// Computes [`RateRatio`] for `x_c` events in `n_c` canary trials against `x_b` in `n_b` baseline
+/// trials. Also `None` when `confidence` is not strictly between 0 and 1, or when `x_c + x_b`
+/// overflows `u64`. With no events at all (`k = 0`) the estimate is `None`, the interval is
+/// `[0, inf)` and the p-value is 1: nothing can be said.
+#[must_use]
+pub fn rate_ratio_exact(
+    x_c: u64,
+    n_c: u64,
+    x_b: u64,
+    n_b: u64,
+    confidence: f64,
+) -> Option<RateRatio> {
+    if n_c == 0 || n_b == 0 || x_c > n_c || x_b > n_b || !in_open_unit(confidence) {
+        return None;
+    }
+    let k = x_c.checked_add(x_b)?;
+    let (xcf, ncf, xbf, nbf) = (x_c as f64, n_c as f64, x_b as f64, n_b as f64);
+    let canary_rate = xcf / ncf;
+    let baseline_rate = xbf / nbf;
+    let estimate = match (x_c, x_b) {
+        (0, 0) => None,
+        (_, 0) => Some(f64::INFINITY),
+        _ => Some(canary_rate / baseline_rate),
+    };
+    if k == 0 {
+        return Some(RateRatio {
+            canary_rate,
+            baseline_rate,
+            estimate,
+            low: 0.0,
+            high: f64::INFINITY,
+            p_value: 1.0,
+        });
+    }
+
+    // Clopper-Pearson for the canary's share of the k events, mapped to the rate ratio.
+    let (pi_low, one_minus_pi_high) = clopper_pearson_parts(x_c, k, confidence)?;
+    let exposure = nbf / ncf;
+    // Both denominators are mathematically positive (pi_low < 1 when x_c > 0 because the
+    // beta's second shape is at least 1; 1 - pi_high > 0 when x_b > 0); the floor only keeps a
+    // quantile rounded onto 0 or 1 at astronomically large counts from dividing by zero.
+    let low = if x_c == 0 {
+        0.0
+    } else {
+        pi_low / (1.0 - pi_low).max(f64::MIN_POSITIVE) * exposure
+    };
+    let high = if x_b == 0 {
+        f64::INFINITY
+    } else {
+        (1.0 - one_minus_pi_high) / one_minus_pi_high.max(f64::MIN_POSITIVE) * exposure
+    };
+    let pi0 = ncf / (ncf + nbf);
+    Some(RateRatio {
+        canary_rate,
+        baseline_rate,
+        estimate,
+        low,
+        high,
+        p_value: binomial_sf_ge(x_c, k, pi0),
+    })
+}
+
+/// 1-based order-statistic ranks bracketing the `q`-quantile of `n` values at two-sided critical
+/// value `z`: `lower = floor(n*q - z*sqrt(n*q*(1-q)))`, `upper = ceil(n*q + z*sqrt(n*q*(1-q)))`
+/// (rounded outward). `None` when either rank falls outside `1..=n` (too few events to bound that
+/// quantile).
+/// Reference: n=1000, q=0.95, z=1.959964 -> (936, 964).
+///
+/// This is the distribution-free interval for a quantile (Deng, Knoblich & Lu, "Applying the
+/// Delta Method in Metric Analytics: A Practical Guide with Novel Ideas", KDD 2018, section on
+/// quantile metrics): the number of values below the true q-quantile is `Binomial(n, q)`, so its
+/// normal approximation gives the ranks between which the quantile lies with the stated
+/// confidence, whatever the distribution of the values. No sketch or density estimate is needed.
+///
+/// Also `None` when `n == 0`, when `q` is not strictly between 0 and 1, or when `z` is negative or
+/// not finite.
+#[must_use]
+pub fn quantile_rank_bounds(n: usize, q: f64, z: f64) -> Option<(usize, usize)> {
+    if n == 0 || !in_open_unit(q) || !is_critical_value(z) {
+        return None;
+    }
+    let nf = n as f64;
+    let center = nf * q;
+    let half = z * (nf * q * (1.0 - q)).sqrt();
+    let lower = (center - half).floor();
+    let upper = (center + half).ceil();
+    if lower < 1.0 || upper > nf {
+        return None;
+    }
+    // Both are integral values in [1, n] here, so the conversions are exact.
+    Some((lower as usize, upper as usize))
+}
+
+/// Smallest n for which quantile_rank_bounds(n, q, z) is Some.
+///
+/// Lets the judge say up front how many events an arm needs before a quantile rule can fire
+/// (73 for the p95 at 95% confidence). Both rank conditions are monotone in `n`, so the answer is
+/// found from the closed-form thresholds (`n >= z^2 q / (1 - q)` for the upper rank,
+/// `q n - z sqrt(n q (1 - q)) >= 1` for the lower) and then confirmed against
+/// [`quantile_rank_bounds`] itself, so the two functions agree exactly despite rounding.
+///
+/// Returns `usize::MAX` when no `n` works (`q` not strictly between 0 and 1, `z` negative or not
+/// finite).
+#[must_use]
+pub fn min_events_for_quantile(q: f64, z: f64) -> usize {
+    if !in_open_unit(q) || !is_critical_value(z) {
+        return usize::MAX;
+    }
+    let spread = z * (q * (1.0 - q)).sqrt();
+    // Upper rank <= n  <=>  n (1 - q) >= z sqrt(n q (1 - q))  <=>  n >= z^2 q / (1 - q).
+    let for_upper = z * z * q / (1.0 - q);
+    // Lower rank >= 1  <=>  q s^2 - spread s - 1 >= 0 with s = sqrt(n).
+    let s = (spread + (spread * spread + 4.0 * q).sqrt()) / (2.0 * q);
+    let for_lower = s * s;
+    let estimate = for_upper.max(for_lower).ceil();
+    if !estimate.is_finite() || estimate >= usize::MAX as f64 {
+        return usize::MAX;
+    }
+    // `as` saturates; the estimate is within a few units of the answer, so the walks are short.
+    let mut n = (estimate as usize).max(1);
+    for _ in 0..64 {
+        if n > 1 && quantile_rank_bounds(n - 1, q, z).is_some() {
+            n -= 1;
+        } else {
+            break;
+        }
+    }
+    for _ in 0..64 {
+        if quantile_rank_bounds(n, q, z).is_some() {
+            return n;
+        }
+        n = n.saturating_add(1);
+    }
+    usize::MAX
+}
+
+/// One arm's quantile: point estimate and distribution-free interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantileSummary {
+    /// Number of values summarized.
+    pub n: usize,
+    /// The quantile level, for example 0.95 for p95.
+    pub q: f64,
+    /// Point estimate with the same definition as SQL percentile_cont (linear interpolation between
+    /// the order statistics at 0-based positions floor((n-1)q) and ceil((n-1)q)). None when n == 0.
+    pub estimate: Option<f64>,
+    /// Order statistics at quantile_rank_bounds; None when that is None.
+    pub interval: Option<Interval>,
+}
+
+/// Computes the summary from UNSORTED values, reordering the slice in place. Must be O(n) expected:
+/// use `select_nth_unstable_by(f64::total_cmp)` for each needed rank (point-estimate positions and
+/// the interval ranks), working on sub-slices so the total cost stays linear-ish; do NOT fully
+/// sort. NaN values are not expected (caller filters), but must not panic.
+///
+/// The point estimate matches SQL `percentile_cont` and `numpy.quantile(method="linear")`, so the
+/// judge's numbers can be reproduced with DataFusion or numpy; the interval is the
+/// distribution-free order-statistic interval of [`quantile_rank_bounds`] (Deng, Knoblich & Lu,
+/// KDD 2018). At most four order statistics are needed, each found by quickselect on the part of
+/// the slice that can still contain it, so the cost is a few linear passes rather than a sort.
+/// NaNs are ordered by `f64::total_cmp` (after `+inf`). The estimate is `None` when `q` is outside
+/// `[0, 1]` or NaN.
+#[must_use]
+pub fn quantile_summary(values: &mut [f64], q: f64, z: f64) -> QuantileSummary {
+    let n = values.len();
+    // Point estimate positions (0-based) and interpolation weight.
+    let point = if n > 0 && (0.0..=1.0).contains(&q) {
+        let h = (n - 1) as f64 * q;
+        let below = (h.floor() as usize).min(n - 1);
+        let above = (h.ceil() as usize).min(n - 1);
+        Some((below, above, h - below as f64))
+    } else {
+        None
+    };
+    let ranks = quantile_rank_bounds(n, q, z);
+
+    let mut positions = [0_usize; 4];
+    let mut count = 0;
+    if let Some((below, above, _)) = point {
+        positions[0] = below;
+        positions[1] = above;
+        count = 2;
+    }
+    if let Some((lower, upper)) = ranks {
+        positions[count] = lower - 1;
+        positions[count + 1] = upper - 1;
+        count += 2;
+    }
+    select_order_statistics(values, &mut positions[..count], q < 0.5);
+
+    let estimate = point.map(|(below, above, weight)| {
+        let (lo, hi) = (values[below], values[above]);
+        if weight == 0.0 || lo == hi {
+            lo
+        } else {
+            lo + (hi - lo) * weight
+        }
+    });
+    let interval = ranks.map(|(lower, upper)| Interval {
+        low: values[lower - 1],
+        high: values[upper - 1],
+    });
+    QuantileSummary {
+        n,
+        q,
+        estimate,
+        interval,
+    }
+}
+
+/// Places the order statistic of every 0-based position in `positions` at that index of `values`.
+///
+/// Positions are processed in sorted order; after one is selected, everything on its far side is
+/// known to lie beyond it, so the next selection only partitions that remaining part. When the
+/// positions sit in the upper half (`from_top == false`) selecting from the bottom leaves only a
+/// short suffix for the later selections, and symmetrically for the lower half, keeping the total
+/// work close to one linear pass.
+fn select_order_statistics(values: &mut [f64], positions: &mut [usize], from_top: bool) {
+    positions.sort_unstable();
+    if from_top {
+        // Highest first; each later selection works on the prefix below the previous one.
+        let mut end = values.len();
+        for &pos in positions.iter().rev() {
+            if pos >= end {
+                continue; // duplicate position, already in place
+            }
+            values[..end].select_nth_unstable_by(pos, f64::total_cmp);
+            end = pos;
+        }
+    } else {
+        // Lowest first; each later selection works on the suffix above the previous one.
+        let mut start = 0;
+        for &pos in positions.iter() {
+            if pos < start {
+                continue; // duplicate position, already in place
+            }
+            values[start..].select_nth_unstable_by(pos - start, f64::total_cmp);
+            start = pos + 1;
+        }
+    }
+}
+
+/// A canary/baseline ratio with interval and one-sided p-value for "canary is higher".
+///
+/// Produced by the delta method on the log ratio, so the interval is asymmetric around the
+/// estimate (multiplicative), as a ratio's should be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatioTest {
+    /// Canary / baseline.
+    pub estimate: f64,
+    /// Lower confidence bound.
+    pub low: f64,
+    /// Upper confidence bound.
+    pub high: f64,
+    /// One-sided p-value for "the canary is higher than the baseline" (ratio > 1).
+    pub p_value: f64,
+}
+
+/// Normal-theory interval and one-sided p-value for a ratio given its log and the standard error
+/// of the log. Degenerate `se == 0` collapses the interval and makes the test deterministic.
+fn log_ratio_test(estimate: f64, log_ratio: f64, se: f64, z: f64) -> RatioTest {
+    if se == 0.0 {
+        return RatioTest {
+            estimate,
+            low: estimate,
+            high: estimate,
+            p_value: if estimate > 1.0 { 0.0 } else { 1.0 },
+        };
+    }
+    RatioTest {
+        estimate,
+        low: (log_ratio - z * se).exp(),
+        high: (log_ratio + z * se).exp(),
+        p_value: normal_sf(log_ratio / se),
+    }
+}
+
+/// Ratio of two quantiles by the delta method on the log ratio: sigma_arm ~ (X_(U) - X_(L)) / (2z),
+/// `se(log R) = sqrt((sigma_c/q_c)^2 + (sigma_b/q_b)^2)`; interval `exp(log R +- z*se)`;
+/// `p = normal_sf(log R / se)`. `None` when either summary lacks an estimate or interval, or either
+/// estimate is `<= 0` (ratio undefined). When `se == 0`: `p = 0.0` if `R > 1`, else `1.0`, and the
+/// interval collapses to the estimate.
+///
+/// Following Deng, Knoblich & Lu (KDD 2018): each arm's distribution-free interval is read back as
+/// a standard error (its half-width over `z`), which avoids estimating the density at the quantile;
+/// the two arms are independent, so the variances of the log quantiles add (delta method:
+/// `var(log X) ~ var(X) / X^2`). Working on the log scale keeps the ratio's interval positive.
+/// Assumes independent events; user-level correlation widens the true interval.
+///
+/// Also `None` when `z` is not finite and positive, or when an estimate or interval bound is not
+/// finite.
+#[must_use]
+pub fn quantile_ratio(
+    canary: &QuantileSummary,
+    baseline: &QuantileSummary,
+    z: f64,
+) -> Option<RatioTest> {
+    if !(is_critical_value(z) && z > 0.0) {
+        return None;
+    }
+    let arm = |s: &QuantileSummary| -> Option<(f64, f64)> {
+        let estimate = s.estimate?;
+        let interval = s.interval?;
+        let finite = estimate.is_finite() && interval.low.is_finite() && interval.high.is_finite();
+        if !finite || estimate <= 0.0 {
+            return None;
+        }
+        let sigma = (interval.high - interval.low).max(0.0) / (2.0 * z);
+        Some((estimate, sigma / estimate))
+    };
+    let (q_c, rel_c) = arm(canary)?;
+    let (q_b, rel_b) = arm(baseline)?;
+    let se = rel_c.hypot(rel_b);
+    Some(log_ratio_test(q_c / q_b, q_c.ln() - q_b.ln(), se, z))
+}
+
+/// Ratio of two means (Welch-style delta method on log ratio: var(log mean) ~ var/(n*mean^2)).
+/// Inputs are each arm's n, mean and sample variance. None when n < 2 in either arm or a mean <= 0.
+///
+/// Delta method for a ratio of independent means (Deng, Knoblich & Lu, KDD 2018; the arms keep
+/// their own variances, as in Welch's test, rather than pooling). The normal reference is used
+/// for the interval and the one-sided p-value, appropriate at canary sample sizes. When both
+/// variances are 0 the interval collapses to the estimate and the p-value is 0 or 1, as in
+/// [`quantile_ratio`].
+///
+/// Also `None` when `z` is not finite and positive, a variance is negative, or any input is not
+/// finite.
+#[must_use]
+pub fn mean_ratio(
+    n_c: u64,
+    mean_c: f64,
+    var_c: f64,
+    n_b: u64,
+    mean_b: f64,
+    var_b: f64,
+    z: f64,
+) -> Option<RatioTest> {
+    if n_c < 2 || n_b < 2 || !(is_critical_value(z) && z > 0.0) {
+        return None;
+    }
+    let valid =
+        |mean: f64, var: f64| mean.is_finite() && mean > 0.0 && var.is_finite() && var >= 0.0;
+    if !valid(mean_c, var_c) || !valid(mean_b, var_b) {
+        return None;
+    }
+    let rel_var = |n: u64, mean: f64, var: f64| var / (n as f64 * mean * mean);
+    let se = (rel_var(n_c, mean_c, var_c) + rel_var(n_b, mean_b, var_b)).sqrt();
+    if !se.is_finite() {
+        return None;
+    }
+    Some(log_ratio_test(
+        mean_c / mean_b,
+        mean_c.ln() - mean_b.ln(),
+        se,
+        z,
+    ))
+}
+
+/// Holm (1979) step-down adjusted p-values, in the input order: sort ascending,
+/// `adj_(i) = max_{j<=i} min(1, (m-j+1) p_(j))`. Rejecting test `i` at level `alpha` iff
+/// `adjusted[i] <= alpha` is exactly Holm's procedure. Empty in, empty out.
+///
+/// Holm, S. (1979), "A simple sequentially rejective multiple test procedure", Scandinavian
+/// Journal of Statistics 6(2). It controls the family-wise error rate over all rules and segments
+/// under any dependence between the tests, and is uniformly more powerful than Bonferroni. The
+/// result matches statsmodels' `multipletests(method="holm")`. A NaN p-value is treated as 1 (no
+/// evidence) and values are clamped to `[0, 1]`.
+#[must_use]
+pub fn holm_adjust(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let clean = |p: f64| if p.is_nan() { 1.0 } else { p.clamp(0.0, 1.0) };
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&i, &j| clean(p_values[i]).total_cmp(&clean(p_values[j])));
+    let mut adjusted = vec![1.0; m];
+    let mut running_max = 0.0_f64;
+    for (j, &i) in order.iter().enumerate() {
+        let scaled = ((m - j) as f64 * clean(p_values[i])).min(1.0);
+        running_max = running_max.max(scaled);
+        adjusted[i] = running_max;
+    }
+    adjusted
+}
+
+/// Sample-ratio mismatch: Pearson chi-square goodness of fit of `(n_canary, n_baseline)` against
+/// the planned canary share, 1 degree of freedom. Returns `(chi2, p)`. `None` when the total is 0
+/// or the share is not in `(0, 1)`.
+///
+/// Pearson's (1900) goodness-of-fit statistic `sum (observed - expected)^2 / expected` against the
+/// planned split; with two cells it has one degree of freedom. A small p (experimentation
+/// platforms flag at p < 0.001) means assignment or logging is broken, so no metric verdict can be
+/// trusted (Fabijan et al., "Diagnosing Sample Ratio Mismatch in Online Controlled Experiments",
+/// KDD 2019). Matches `scipy.stats.chisquare`.
+#[must_use]
+pub fn srm_chi_square(
+    n_canary: u64,
+    n_baseline: u64,
+    expected_canary_share: f64,
+) -> Option<(f64, f64)> {
+    let share = expected_canary_share;
+    if !in_open_unit(share) {
+        return None;
+    }
+    let (observed_c, observed_b) = (n_canary as f64, n_baseline as f64);
+    let total = observed_c + observed_b;
+    if total == 0.0 {
+        return None;
+    }
+    let (expected_c, expected_b) = (total * share, total * (1.0 - share));
+    let chi2 = (observed_c - expected_c).powi(2) / expected_c
+        + (observed_b - expected_b).powi(2) / expected_b;
+    let p = ChiSquared::new(1.0).ok()?.sf(chi2);
+    Some((chi2, p))
+}
+
+/// Two-sided exact sign test: wins vs losses at 1/2 (ties dropped by the caller). `1.0` when both
+/// are 0.
+///
+/// The exact binomial test of wins among `wins + losses` decisive pairs against 1/2 (Dixon & Mood,
+/// "The statistical sign test", JASA 1946). Under 1/2 the binomial is symmetric, so the two-sided
+/// p-value is twice the tail beyond the larger count, capped at 1; this equals scipy's
+/// `binomtest(wins, wins + losses, 0.5).pvalue`.
+#[must_use]
+pub fn sign_test(wins: u64, losses: u64) -> f64 {
+    let n = wins.saturating_add(losses);
+    if n == 0 {
+        return 1.0;
+    }
+    let larger = wins.max(losses);
+    (2.0 * binomial_sf_ge(larger, n, 0.5)).min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asserts `actual` is within `rel` relative error of `expected` (absolute for expected == 0).
+    #[track_caller]
+    fn assert_close(actual: f64, expected: f64, rel: f64) {
+        let scale = expected.abs().max(f64::MIN_POSITIVE);
+        let err = if expected == 0.0 {
+            actual.abs()
+        } else {
+            (actual - expected).abs() / scale
+        };
+        assert!(
+            err <= rel,
+            "actual {actual:e}, expected {expected:e}, relative error {err:e} > {rel:e}"
+        );
+    }
+
+    const Z95: f64 = 1.959963984540054; // stats.norm.ppf(0.975)
+
+    // ---- z values and the normal tail ----
+
+    #[test]
+    fn z_reference_values() {
+        // stats.norm.ppf(0.975) -> 1.959964 (STATS.md); full precision 1.959963984540054
+        assert_close(z_two_sided(0.95), 1.959964, 1e-6);
+        assert_close(z_two_sided(0.95), 1.959963984540054, 1e-12);
+        // stats.norm.ppf(0.9995) -> 3.290527 (STATS.md); full precision 3.2905267314919255
+        assert_close(z_two_sided(0.999), 3.290527, 1e-6);
+        assert_close(z_two_sided(0.999), 3.2905267314919255, 1e-12);
+        // stats.norm.ppf(0.95) -> 1.6448536269514722
+        assert_close(z_two_sided(0.90), 1.6448536269514722, 1e-12);
+    }
+
+    #[test]
+    fn z_out_of_domain_does_not_panic() {
+        assert_eq!(z_two_sided(0.0), 0.0);
+        assert_eq!(z_two_sided(-1.0), 0.0);
+        assert_eq!(z_two_sided(1.0), f64::INFINITY);
+        assert_eq!(z_two_sided(2.0), f64::INFINITY);
+        assert!(z_two_sided(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn normal_sf_values() {
+        // stats.norm.sf(1.959963984540054) -> 0.025
+        assert_close(normal_sf(Z95), 0.025, 1e-10);
+        // stats.norm.sf(0.0) -> 0.5
+        assert_close(normal_sf(0.0), 0.5, 1e-15);
+        // stats.norm.sf(8.0) -> 6.22096057427174e-16 (no loss in the far tail)
+        assert_close(normal_sf(8.0), 6.22096057427174e-16, 1e-10);
+        // stats.norm.sf(-3.0) -> 0.9986501019683699
+        assert_close(normal_sf(-3.0), 0.9986501019683699, 1e-12);
+    }
+
+    // ---- Clopper-Pearson ----
+
+    #[test]
+    fn clopper_pearson_reference() {
+        // stats.binomtest(12, 40).proportion_ci(0.95, 'exact') -> 0.165627204, 0.465316285 (STATS.md)
+        // full precision: (0.16562720439323564, 0.4653162852541244)
+        let ci = clopper_pearson(12, 40, 0.95).unwrap();
+        assert_close(ci.low, 0.165627204, 1e-8);
+        assert_close(ci.high, 0.465316285, 1e-8);
+        assert_close(ci.low, 0.16562720439323564, 1e-12);
+        assert_close(ci.high, 0.4653162852541244, 1e-12);
+    }
+
+    #[test]
+    fn clopper_pearson_at_zero_and_n() {
+        // stats.binomtest(0, 10).proportion_ci(0.95, 'exact') -> (0.0, 0.30849710781876294)
+        let ci = clopper_pearson(0, 10, 0.95).unwrap();
+        assert_eq!(ci.low, 0.0);
+        assert_close(ci.high, 0.30849710781876294, 1e-12);
+        // stats.binomtest(10, 10).proportion_ci(0.95, 'exact') -> (0.6915028921812371, 1.0)
+        let ci = clopper_pearson(10, 10, 0.95).unwrap();
+        assert_close(ci.low, 0.6915028921812371, 1e-12);
+        assert_eq!(ci.high, 1.0);
+    }
+
+    #[test]
+    fn clopper_pearson_rare_and_large() {
+        // For these the references are the beta quantiles themselves, `stats.beta.ppf(a/2, x,
+        // n-x+1)` and `stats.beta.isf(a/2, x+1, n-x)`: scipy's binomtest(...).proportion_ci finds
+        // the same bounds with a root finder whose tolerance leaves 8e-8 relative error on the
+        // first one (mpmath bisection on the binomial tail agrees with beta.ppf to 1e-15).
+        // stats.beta.ppf(0.025, 3, 999998) -> 6.186725501906401e-07
+        // stats.beta.isf(0.025, 4, 999997) -> 8.76724778806768e-06
+        // (statrs's own Beta::inverse_cdf is 1.6e-3 off on this lower bound)
+        let ci = clopper_pearson(3, 1_000_000, 0.95).unwrap();
+        assert_close(ci.low, 6.186725501906401e-07, 1e-8);
+        assert_close(ci.high, 8.76724778806768e-06, 1e-8);
+        // stats.beta.ppf(0.025, 4000, 996001) -> 0.003877227610317143
+        // stats.beta.isf(0.025, 4001, 996000) -> 0.0041256589042002025
+        let ci = clopper_pearson(4000, 1_000_000, 0.95).unwrap();
+        assert_close(ci.low, 0.003877227610317143, 1e-8);
+        assert_close(ci.high, 0.0041256589042002025, 1e-8);
+        // stats.binomtest(1, 2).proportion_ci(0.999, 'exact')
+        //   -> (0.00025003125781396517, 0.999749968742186)
+        // stats.beta.ppf(0.0005, 1, 2) -> 0.00025003125781494225
+        let ci = clopper_pearson(1, 2, 0.999).unwrap();
+        assert_close(ci.low, 0.00025003125781494225, 1e-12);
+        assert_close(ci.low, 0.00025003125781396517, 1e-10);
+        assert_close(ci.high, 0.999749968742186, 1e-12);
+    }
+
+    #[test]
+    fn clopper_pearson_invalid() {
+        assert_eq!(clopper_pearson(0, 0, 0.95), None);
+        assert_eq!(clopper_pearson(5, 4, 0.95), None);
+        assert_eq!(clopper_pearson(1, 4, 0.0), None);
+        assert_eq!(clopper_pearson(1, 4, 1.0), None);
+        assert_eq!(clopper_pearson(1, 4, f64::NAN), None);
+        // Extreme but valid confidence still terminates with an ordered interval.
+        let ci = clopper_pearson(1, u64::MAX, 1.0 - 1e-15).unwrap();
+        assert!(ci.low >= 0.0 && ci.low <= ci.high && ci.high <= 1.0);
+    }
+
+    // ---- binomial tail ----
+
+    #[test]
+    fn binomial_tail_reference() {
+        // stats.binom.sf(29, 45, 0.5) -> 0.017848901777597348
+        assert_close(binomial_sf_ge(30, 45, 0.5), 0.017848901777597348, 1e-12);
+        // stats.binom.sf(23, 100, 0.05) -> 1.1457514988287699e-10 (a 1e-10 tail)
+        assert_close(binomial_sf_ge(24, 100, 0.05), 1.1457514988287699e-10, 1e-9);
+        // stats.binom.sf(26, 1000, 0.005) -> 4.4252947035603315e-12 (1 - cdf would keep ~4 digits)
+        assert_close(
+            binomial_sf_ge(27, 1000, 0.005),
+            4.4252947035603315e-12,
+            1e-9,
+        );
+        // stats.binom.sf(28, 100, 0.05) -> 6.913335547011718e-15
+        assert_close(binomial_sf_ge(29, 100, 0.05), 6.913335547011718e-15, 1e-9);
+        // stats.binom.sf(59, 100, 0.1) -> 2.1909398776320826e-34
+        assert_close(binomial_sf_ge(60, 100, 0.1), 2.1909398776320826e-34, 1e-9);
+        // stats.binom.sf(4999, 1000000, 0.004) -> 9.426494595619674e-53
+        assert_close(
+            binomial_sf_ge(5000, 1_000_000, 0.004),
+            9.426494595619674e-53,
+            1e-8,
+        );
+        // stats.binom.sf(500999, 1000000, 0.5) -> 0.0228041499326948
+        assert_close(
+            binomial_sf_ge(501_000, 1_000_000, 0.5),
+            0.0228041499326948,
+            1e-8,
+        );
+    }
+
+    #[test]
+    fn binomial_tail_edges() {
+        assert_eq!(binomial_sf_ge(0, 0, 0.3), 1.0);
+        assert_eq!(binomial_sf_ge(0, 10, f64::NAN), 1.0);
+        assert_eq!(binomial_sf_ge(11, 10, 0.3), 0.0);
+        assert_eq!(binomial_sf_ge(1, 10, 0.0), 0.0);
+        assert_eq!(binomial_sf_ge(10, 10, 1.0), 1.0);
+        assert!(binomial_sf_ge(3, 10, f64::NAN).is_nan());
+        // stats.binom.sf(9, 10, 0.5) -> 0.0009765625 (= 0.5**10)
+        assert_close(binomial_sf_ge(10, 10, 0.5), 0.0009765625, 1e-13);
+        // stats.binom.sf(0, 10, 0.5) -> 0.9990234375
+        assert_close(binomial_sf_ge(1, 10, 0.5), 0.9990234375, 1e-13);
+    }
+
+    // ---- rate ratio ----
+
+    #[test]
+    fn rate_ratio_reference() {
+        // STATS.md: rate ratio 30/1000 vs 15/1000 -> 2.0, 95% CI 1.042886 to 3.999858
+        //   (CP on 30 of 45 mapped by pi/(1-pi)*n_b/n_c):
+        //   ci = stats.binomtest(30, 45).proportion_ci(0.95, 'exact'); [p/(1-p) for p in ci]
+        //   -> [1.0428857370194897, 3.999857803776694]
+        // one-sided p: stats.binomtest(30, 45, 0.5, alternative='greater').pvalue -> 0.0178489
+        //   (full precision 0.017848901777597348)
+        let r = rate_ratio_exact(30, 1000, 15, 1000, 0.95).unwrap();
+        assert_close(r.canary_rate, 0.03, 1e-15);
+        assert_close(r.baseline_rate, 0.015, 1e-15);
+        assert_close(r.estimate.unwrap(), 2.0, 1e-12);
+        assert_close(r.low, 1.042886, 1e-6);
+        assert_close(r.high, 3.999858, 1e-6);
+        assert_close(r.low, 1.0428857370194897, 1e-11);
+        assert_close(r.high, 3.999857803776694, 1e-11);
+        assert_close(r.p_value, 0.0178489, 1e-5);
+        assert_close(r.p_value, 0.017848901777597348, 1e-11);
+    }
+
+    #[test]
+    fn rate_ratio_unequal_exposure() {
+        // 7 of 2000 canary vs 20 of 10000 baseline: pi0 = 2000/12000.
+        // ci = stats.binomtest(7, 27).proportion_ci(0.95, 'exact');
+        // [p/(1-p)*10000/2000 for p in ci] -> [0.6252116947229133, 4.308365061244455]
+        // stats.binomtest(7, 27, 2000/12000, alternative='greater').pvalue -> 0.15048576038593983
+        let r = rate_ratio_exact(7, 2000, 20, 10000, 0.95).unwrap();
+        assert_close(r.estimate.unwrap(), 1.75, 1e-12);
+        assert_close(r.low, 0.6252116947229133, 1e-10);
+        assert_close(r.high, 4.308365061244455, 1e-10);
+        assert_close(r.p_value, 0.15048576038593983, 1e-10);
+    }
+
+    #[test]
+    fn rate_ratio_zeros() {
+        // No events anywhere: undefined estimate, uninformative interval, p = 1.
+        let r = rate_ratio_exact(0, 1000, 0, 1000, 0.95).unwrap();
+        assert_eq!(r.estimate, None);
+        assert_eq!((r.low, r.high, r.p_value), (0.0, f64::INFINITY, 1.0));
+        assert_eq!((r.canary_rate, r.baseline_rate), (0.0, 0.0));
+
+        // Canary has all the events (x_c = k): infinite estimate and upper bound.
+        // stats.binomtest(5, 5, 0.5, alternative='greater').pvalue -> 0.03125
+        // stats.binomtest(5, 5).proportion_ci(0.95, 'exact').low -> 0.47817624989501856;
+        //   p/(1-p) -> 0.91635585731546
+        let r = rate_ratio_exact(5, 1000, 0, 1000, 0.95).unwrap();
+        assert_eq!(r.estimate, Some(f64::INFINITY));
+        assert_eq!(r.high, f64::INFINITY);
+        assert_close(r.low, 0.91635585731546, 1e-10);
+        assert_close(r.p_value, 0.03125, 1e-12);
+
+        // Canary has none of the events: estimate and lower bound 0, p = 1.
+        // stats.binomtest(0, 5).proportion_ci(0.95, 'exact').high -> 0.5218237501049814;
+        //   p/(1-p) -> 1.091279105182546
+        let r = rate_ratio_exact(0, 1000, 5, 1000, 0.95).unwrap();
+        assert_eq!(r.estimate, Some(0.0));
+        assert_eq!(r.low, 0.0);
+        assert_close(r.high, 1.091279105182546, 1e-10);
+        assert_eq!(r.p_value, 1.0);
+    }
+
+    #[test]
+    fn rate_ratio_invalid() {
+        assert_eq!(rate_ratio_exact(0, 0, 1, 10, 0.95), None);
+        assert_eq!(rate_ratio_exact(1, 10, 0, 0, 0.95), None);
+        assert_eq!(rate_ratio_exact(11, 10, 1, 10, 0.95), None);
+        assert_eq!(rate_ratio_exact(1, 10, 11, 10, 0.95), None);
+        assert_eq!(rate_ratio_exact(1, 10, 1, 10, 1.5), None);
+        assert_eq!(rate_ratio_exact(u64::MAX, u64::MAX, 1, 1, 0.95), None);
+    }
+
+    // ---- quantile ranks ----
+
+    #[test]
+    fn quantile_ranks_reference() {
+        // STATS.md: n*q -+ norm.ppf(0.975)*sqrt(n*q*(1-q)), n = 1000, q = 0.95
+        //   -> 936.49 and 963.51 -> ranks 936 and 964
+        assert_eq!(quantile_rank_bounds(1000, 0.95, 1.959964), Some((936, 964)));
+        assert_eq!(quantile_rank_bounds(1000, 0.95, Z95), Some((936, 964)));
+    }
+
+    #[test]
+    fn quantile_ranks_second_n() {
+        // n, q, z = 250, 0.5, stats.norm.ppf(0.975)
+        // (math.floor(n*q - z*math.sqrt(n*q*(1-q))), math.ceil(n*q + z*math.sqrt(n*q*(1-q))))
+        //   -> (109, 141)
+        assert_eq!(quantile_rank_bounds(250, 0.5, Z95), Some((109, 141)));
+        // same with n, q, z = 5000, 0.99, stats.norm.ppf(0.9995) -> (4926, 4974)
+        assert_eq!(
+            quantile_rank_bounds(5000, 0.99, 3.2905267314919255),
+            Some((4926, 4974))
+        );
+    }
+
+    #[test]
+    fn quantile_ranks_none() {
+        assert_eq!(quantile_rank_bounds(0, 0.95, Z95), None);
+        assert_eq!(quantile_rank_bounds(1, 0.5, Z95), None);
+        assert_eq!(quantile_rank_bounds(20, 0.95, Z95), None);
+        assert_eq!(quantile_rank_bounds(100, 0.0, Z95), None);
+        assert_eq!(quantile_rank_bounds(100, 1.0, Z95), None);
+        assert_eq!(quantile_rank_bounds(100, f64::NAN, Z95), None);
+        assert_eq!(quantile_rank_bounds(100, 0.5, f64::NAN), None);
+        assert_eq!(quantile_rank_bounds(100, 0.5, -1.0), None);
+        assert_eq!(quantile_rank_bounds(100, 0.5, f64::INFINITY), None);
+    }
+
+    #[test]
+    fn min_events_matches_rank_bounds() {
+        // Brute force: smallest n with quantile_rank_bounds(n, q, z) is Some.
+        for &(q, z) in &[
+            (0.95, Z95),
+            (0.5, Z95),
+            (0.99, Z95),
+            (0.95, 3.2905267314919255),
+            (0.05, Z95),
+            (0.999, Z95),
+            (0.5, 0.0),
+        ] {
+            let brute = (1..100_000)
+                .find(|&n| quantile_rank_bounds(n, q, z).is_some())
+                .unwrap();
+            assert_eq!(min_events_for_quantile(q, z), brute, "q={q} z={z}");
+        }
+        // n, q, z = 73, 0.95, stats.norm.ppf(0.975):
+        // (n*q - z*math.sqrt(n*q*(1-q)), n*q + z*math.sqrt(n*q*(1-q)))
+        //   -> (65.70030707308726, 72.99969292691273): the upper rank just fits
+        assert_eq!(min_events_for_quantile(0.95, Z95), 73);
+        assert_eq!(quantile_rank_bounds(73, 0.95, Z95), Some((65, 73)));
+        // same with n = 72 -> (64.77539117051592, 72.02460882948407): upper rank 73 > n
+        assert_eq!(quantile_rank_bounds(72, 0.95, Z95), None);
+        assert_eq!(min_events_for_quantile(0.0, Z95), usize::MAX);
+        assert_eq!(min_events_for_quantile(1.0, Z95), usize::MAX);
+        assert_eq!(min_events_for_quantile(f64::NAN, Z95), usize::MAX);
+        assert_eq!(min_events_for_quantile(0.5, f64::INFINITY), usize::MAX);
+    }
+
+    // ---- quantile summary ----
+
+    #[test]
+    fn quantile_summary_matches_numpy() {
+        let data = [
+            12.5, 3.0, 7.25, 100.0, 42.0, 8.0, 15.5, 1.0, 9.75, 33.0, 27.0, 5.5,
+        ];
+        // np.quantile([12.5, 3.0, 7.25, 100.0, 42.0, 8.0, 15.5, 1.0, 9.75, 33.0, 27.0, 5.5],
+        //             [0.5, 0.95, 0.9, 0.1, 0.0, 1.0], method='linear')
+        //   -> [11.125, 68.09999999999997, 41.1, 3.25, 1.0, 100.0]
+        for &(q, expected) in &[
+            (0.5, 11.125),
+            (0.95, 68.09999999999997),
+            (0.9, 41.1),
+            (0.1, 3.25),
+            (0.0, 1.0),
+            (1.0, 100.0),
+        ] {
+            let mut v = data;
+            let s = quantile_summary(&mut v, q, Z95);
+            assert_eq!(s.n, 12);
+            assert_close(s.estimate.unwrap(), expected, 1e-12);
+        }
+    }
+
+    #[test]
+    fn quantile_summary_interval_order_statistics() {
+        // Values 1..=1000 shuffled: the k-th order statistic is k, so the p95 interval is
+        // exactly the ranks (936, 964); np.quantile(np.arange(1, 1001), 0.95) -> 950.05
+        let mut values: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let mut rng = Lcg(7);
+        shuffle(&mut values, &mut rng);
+        let s = quantile_summary(&mut values, 0.95, Z95);
+        assert_close(s.estimate.unwrap(), 950.05, 1e-12);
+        assert_eq!(
+            s.interval,
+            Some(Interval {
+                low: 936.0,
+                high: 964.0
+            })
+        );
+    }
+
+    #[test]
+    fn quantile_summary_edges() {
+        let s = quantile_summary(&mut [], 0.95, Z95);
+        assert_eq!((s.n, s.estimate, s.interval), (0, None, None));
+        let s = quantile_summary(&mut [4.0], 0.95, Z95);
+        assert_eq!((s.estimate, s.interval), (Some(4.0), None));
+        let s = quantile_summary(&mut [4.0, 1.0], 1.5, Z95);
+        assert_eq!((s.estimate, s.interval), (None, None));
+        // NaNs and infinities must not panic.
+        let mut v = [1.0, f64::NAN, f64::INFINITY, -f64::INFINITY, 2.0];
+        let _ = quantile_summary(&mut v, 0.5, Z95);
+        let mut v = vec![f64::INFINITY; 100];
+        let s = quantile_summary(&mut v, 0.5, Z95);
+        assert_eq!(s.estimate, Some(f64::INFINITY));
+    }
+
+    /// Minimal deterministic generator (Knuth's MMIX LCG) so the test needs no `rand`.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0
+        }
+        /// Uniform in [0, 1) from the top 53 bits.
+        fn next_f64(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    fn shuffle(values: &mut [f64], rng: &mut Lcg) {
+        for i in (1..values.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            values.swap(i, j);
+        }
+    }
+
+    /// percentile_cont on a fully sorted copy: the reference the selection must reproduce.
+    fn sorted_reference(values: &[f64], q: f64, z: f64) -> QuantileSummary {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let estimate = (n > 0).then(|| {
+            let h = (n - 1) as f64 * q;
+            let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+            let w = h - lo as f64;
+            if w == 0.0 || sorted[lo] == sorted[hi] {
+                sorted[lo]
+            } else {
+                sorted[lo] + (sorted[hi] - sorted[lo]) * w
+            }
+        });
+        let interval = quantile_rank_bounds(n, q, z).map(|(l, u)| Interval {
+            low: sorted[l - 1],
+            high: sorted[u - 1],
+        });
+        QuantileSummary {
+            n,
+            q,
+            estimate,
+            interval,
+        }
+    }
+
+    #[test]
+    fn quantile_summary_equals_full_sort_on_random_data() {
+        let mut rng = Lcg(0x5eed);
+        for trial in 0..100 {
+            let n = (rng.next_u64() % 3000) as usize;
+            // Log-normal-ish durations with many ties (rounded to 1 ms) to exercise duplicates.
+            let values: Vec<f64> = (0..n)
+                .map(|_| (rng.next_f64() * 8.0).exp().round())
+                .collect();
+            for &q in &[0.01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.0, 1.0] {
+                for &z in &[Z95, 3.2905267314919255] {
+                    let mut work = values.clone();
+                    let got = quantile_summary(&mut work, q, z);
+                    let want = sorted_reference(&values, q, z);
+                    assert_eq!(got, want, "trial {trial} n {n} q {q} z {z}");
+                }
+            }
+        }
+    }
+
+    // ---- ratio tests ----
+
+    fn summary(estimate: f64, low: f64, high: f64) -> QuantileSummary {
+        QuantileSummary {
+            n: 1000,
+            q: 0.95,
+            estimate: Some(estimate),
+            interval: Some(Interval { low, high }),
+        }
+    }
+
+    #[test]
+    fn quantile_ratio_delta_method() {
+        // z = stats.norm.ppf(0.975); sc = (1400-1150)/(2*z); sb = (1050-950)/(2*z)
+        // se = math.hypot(sc/1250, sb/1000); lr = math.log(1250/1000)
+        // (math.exp(lr - z*se), math.exp(lr + z*se), stats.norm.sf(lr/se))
+        //   -> (1.1177750561082798, 1.397866226716585, 4.580404510114468e-05)
+        let c = summary(1250.0, 1150.0, 1400.0);
+        let b = summary(1000.0, 950.0, 1050.0);
+        let r = quantile_ratio(&c, &b, Z95).unwrap();
+        assert_close(r.estimate, 1.25, 1e-14);
+        assert_close(r.low, 1.1177750561082798, 1e-12);
+        assert_close(r.high, 1.397866226716585, 1e-12);
+        assert_close(r.p_value, 4.580404510114468e-05, 1e-10);
+        // Symmetry: swapping the arms inverts the ratio and the interval; p becomes 1 - p.
+        let s = quantile_ratio(&b, &c, Z95).unwrap();
+        assert_close(s.estimate, 0.8, 1e-14);
+        assert_close(s.low, 1.0 / r.high, 1e-12);
+        assert_close(s.p_value, 1.0 - r.p_value, 1e-12);
+    }
+
+    #[test]
+    fn quantile_ratio_zero_se_and_invalid() {
+        let c = summary(2.0, 2.0, 2.0);
+        let b = summary(1.0, 1.0, 1.0);
+        let r = quantile_ratio(&c, &b, Z95).unwrap();
+        assert_eq!(
+            r,
+            RatioTest {
+                estimate: 2.0,
+                low: 2.0,
+                high: 2.0,
+                p_value: 0.0
+            }
+        );
+        let r = quantile_ratio(&b, &c, Z95).unwrap();
+        assert_eq!(
+            r,
+            RatioTest {
+                estimate: 0.5,
+                low: 0.5,
+                high: 0.5,
+                p_value: 1.0
+            }
+        );
+        let r = quantile_ratio(&b, &b, Z95).unwrap();
+        assert_eq!(r.p_value, 1.0);
+
+        let no_interval = QuantileSummary {
+            interval: None,
+            ..summary(1.0, 0.0, 0.0)
+        };
+        let no_estimate = QuantileSummary {
+            estimate: None,
+            ..summary(1.0, 0.5, 1.5)
+        };
+        assert_eq!(quantile_ratio(&no_interval, &b, Z95), None);
+        assert_eq!(quantile_ratio(&b, &no_estimate, Z95), None);
+        assert_eq!(quantile_ratio(&summary(0.0, 0.0, 1.0), &b, Z95), None);
+        assert_eq!(quantile_ratio(&b, &summary(-1.0, -2.0, 1.0), Z95), None);
+        assert_eq!(quantile_ratio(&c, &b, 0.0), None);
+        assert_eq!(
+            quantile_ratio(&summary(1.0, 0.5, f64::INFINITY), &b, Z95),
+            None
+        );
+    }
+
+    #[test]
+    fn mean_ratio_delta_method() {
+        // z = stats.norm.ppf(0.975)
+        // se = math.sqrt(4e4/(500*1100**2) + 3.6e4/(800*1000**2)); lr = math.log(1.1)
+        // (math.exp(lr - z*se), math.exp(lr + z*se), stats.norm.sf(lr/se))
+        //   -> (1.0775068696735046, 1.1229626780631499, 7.710526067664862e-20)
+        let r = mean_ratio(500, 1100.0, 4e4, 800, 1000.0, 3.6e4, Z95).unwrap();
+        assert_close(r.estimate, 1.1, 1e-14);
+        assert_close(r.low, 1.0775068696735046, 1e-12);
+        assert_close(r.high, 1.1229626780631499, 1e-12);
+        assert_close(r.p_value, 7.710526067664862e-20, 1e-8);
+    }
+
+    #[test]
+    fn mean_ratio_edges() {
+        assert_eq!(mean_ratio(1, 1.0, 1.0, 10, 1.0, 1.0, Z95), None);
+        assert_eq!(mean_ratio(10, 1.0, 1.0, 0, 1.0, 1.0, Z95), None);
+        assert_eq!(mean_ratio(10, 0.0, 1.0, 10, 1.0, 1.0, Z95), None);
+        assert_eq!(mean_ratio(10, 1.0, 1.0, 10, -1.0, 1.0, Z95), None);
+        assert_eq!(mean_ratio(10, 1.0, -1.0, 10, 1.0, 1.0, Z95), None);
+        assert_eq!(mean_ratio(10, f64::NAN, 1.0, 10, 1.0, 1.0, Z95), None);
+        assert_eq!(mean_ratio(10, 1.0, 1.0, 10, 1.0, 1.0, f64::NAN), None);
+        let r = mean_ratio(10, 3.0, 0.0, 10, 2.0, 0.0, Z95).unwrap();
+        assert_eq!(
+            r,
+            RatioTest {
+                estimate: 1.5,
+                low: 1.5,
+                high: 1.5,
+                p_value: 0.0
+            }
+        );
+    }
+
+    // ---- Holm ----
+
+    #[test]
+    fn holm_matches_statsmodels() {
+        // from statsmodels.stats.multitest import multipletests
+        // multipletests([0.01, 0.04, 0.03, 0.005, 0.5], method='holm')[1]
+        //   -> [0.04, 0.09, 0.09, 0.025, 0.5]
+        let adj = holm_adjust(&[0.01, 0.04, 0.03, 0.005, 0.5]);
+        let want = [0.04, 0.09, 0.09, 0.025, 0.5];
+        for (a, w) in adj.iter().zip(want) {
+            assert_close(*a, w, 1e-12);
+        }
+        // multipletests([0.2, 0.001, 0.3, 0.0004], method='holm')[1]
+        //   -> [0.4, 0.003, 0.4, 0.0016]
+        let adj = holm_adjust(&[0.2, 0.001, 0.3, 0.0004]);
+        let want = [0.4, 0.003, 0.4, 0.0016];
+        for (a, w) in adj.iter().zip(want) {
+            assert_close(*a, w, 1e-12);
+        }
+        // multipletests([0.3, 0.6, 0.9], method='holm')[1] -> [0.8999999999999999, 1.0, 1.0]
+        let adj = holm_adjust(&[0.3, 0.6, 0.9]);
+        assert_eq!(adj.len(), 3);
+        assert_close(adj[0], 0.8999999999999999, 1e-12);
+        assert_eq!((adj[1], adj[2]), (1.0, 1.0));
+    }
+
+    #[test]
+    fn holm_edges() {
+        assert!(holm_adjust(&[]).is_empty());
+        assert_eq!(holm_adjust(&[0.03]), vec![0.03]);
+        // Ties keep equal adjusted values; NaN counts as 1:
+        // multipletests([0.01, 0.01, 1.0], method='holm')[1] -> [0.03, 0.03, 1.0]
+        let adj = holm_adjust(&[0.01, 0.01, f64::NAN]);
+        assert_close(adj[0], 0.03, 1e-12);
+        assert_close(adj[1], 0.03, 1e-12);
+        assert_eq!(adj[2], 1.0);
+    }
+
+    // ---- sample-ratio mismatch ----
+
+    #[test]
+    fn srm_reference() {
+        // stats.chisquare([560, 9440], [500, 9500]) -> chi2 7.578947, p 0.0059054 (STATS.md)
+        //   full precision: (7.578947368421053, 0.005905391532593238)
+        let (chi2, p) = srm_chi_square(560, 9440, 0.05).unwrap();
+        assert_close(chi2, 7.578947, 1e-6);
+        assert_close(p, 0.0059054, 1e-5);
+        assert_close(chi2, 7.578947368421053, 1e-12);
+        assert_close(p, 0.005905391532593238, 1e-10);
+    }
+
+    #[test]
+    fn srm_more_values() {
+        // stats.chisquare([5000, 5000], [5000, 5000]) -> (0.0, 1.0)
+        assert_eq!(srm_chi_square(5000, 5000, 0.5), Some((0.0, 1.0)));
+        // stats.chisquare([5600, 4400], [5000, 5000]) -> (144.0, 3.5529642241553834e-33)
+        let (chi2, p) = srm_chi_square(5600, 4400, 0.5).unwrap();
+        assert_close(chi2, 144.0, 1e-12);
+        assert_close(p, 3.5529642241553834e-33, 1e-8);
+    }
+
+    #[test]
+    fn srm_invalid() {
+        assert_eq!(srm_chi_square(0, 0, 0.5), None);
+        assert_eq!(srm_chi_square(10, 10, 0.0), None);
+        assert_eq!(srm_chi_square(10, 10, 1.0), None);
+        assert_eq!(srm_chi_square(10, 10, f64::NAN), None);
+        // Everything in one arm is a finite (huge) statistic, not a division by zero.
+        let (chi2, p) = srm_chi_square(100, 0, 0.05).unwrap();
+        assert!(chi2.is_finite() && p < 1e-6);
+    }
+
+    // ---- sign test ----
+
+    #[test]
+    fn sign_test_reference() {
+        // stats.binomtest(14, 18, 0.5).pvalue -> 0.0308838 (STATS.md);
+        //   full precision 0.0308837890625 (= 8096/262144)
+        assert_close(sign_test(14, 4), 0.0308838, 1e-6);
+        assert_close(sign_test(14, 4), 0.0308837890625, 1e-12);
+        assert_close(sign_test(4, 14), 0.0308837890625, 1e-12);
+    }
+
+    #[test]
+    fn sign_test_more_values() {
+        // stats.binomtest(60, 100, 0.5).pvalue -> 0.05688793364098089
+        assert_close(sign_test(60, 40), 0.05688793364098089, 1e-10);
+        // stats.binomtest(5, 10, 0.5).pvalue -> 1.0
+        assert_eq!(sign_test(5, 5), 1.0);
+        // stats.binomtest(1, 1, 0.5).pvalue -> 1.0
+        assert_eq!(sign_test(1, 0), 1.0);
+        // stats.binomtest(10, 10, 0.5).pvalue -> 0.001953125
+        assert_close(sign_test(10, 0), 0.001953125, 1e-12);
+        assert_eq!(sign_test(0, 0), 1.0);
+        assert!(sign_test(u64::MAX, u64::MAX) <= 1.0);
+    }
+}

@@ -1,0 +1,569 @@
+//! The Parquet lake on local disk: layout, atomic commits, compaction, and registration of its
+//! tables with DataFusion.
+//!
+//! ```text
+//! <lake>/llm_events/date=YYYY-MM-DD/part-<uuid>.parquet
+//! <lake>/llm_labels/date=YYYY-MM-DD/part-<uuid>.parquet
+//! <lake>/quarantine/<ingest-id>/           rejected records, verbatim, with reasons
+//! <lake>/_staging/<txn-id>/                 work in progress; never read by queries
+//! <lake>/.promptgate.lock                   held by writers (ingest, compact)
+//! ```
+//!
+//! Readers take no lock: they list `date=` directories and read complete files. Writers stage
+//! files under `_staging/`, fsync them, write a commit manifest, then rename each file into place
+//! and fsync the directories. A writer killed before the manifest leaves only staging debris
+//! (removed by the next writer); one killed after it is rolled forward by the next writer, so an
+//! ingest is either absent or fully present once the lake has been opened for writing again.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{self, EVENTS_TABLE, LABELS_TABLE};
+
+mod compact;
+pub use compact::{CompactReport, compact};
+
+/// Rows per Parquet row group, at most.
+pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
+const LOCK_FILE: &str = ".promptgate.lock";
+const STAGING: &str = "_staging";
+const QUARANTINE: &str = "quarantine";
+const MANIFEST: &str = "COMMIT.json";
+
+/// A table of the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Events,
+    Labels,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => EVENTS_TABLE,
+            Table::Labels => LABELS_TABLE,
+        }
+    }
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Events => event::event_schema(),
+            Table::Labels => event::label_schema(),
+        }
+    }
+    /// The column that identifies a row; re-ingesting a row with a known id adds nothing.
+    pub fn id_column(self) -> &'static str {
+        match self {
+            Table::Events => "event_id",
+            Table::Labels => "label_id",
+        }
+    }
+    /// Sort order of rows within a file (recorded as Parquet `sorting_columns`). Events are
+    /// sorted by (route, ts) so a route's rows are contiguous and row groups prune on route.
+    pub fn sort_columns(self) -> [&'static str; 2] {
+        match self {
+            Table::Events => ["route", "ts"],
+            Table::Labels => ["event_id", "ts"],
+        }
+    }
+    /// Columns whose values are (nearly) unique: dictionary encoding only costs time there.
+    fn high_cardinality_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Events => &["event_id", "input", "output", "attributes"],
+            Table::Labels => &["label_id", "event_id", "note"],
+        }
+    }
+}
+
+/// A lake directory.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: PathBuf,
+}
+
+impl Lake {
+    /// A lake at `root`; nothing is read or created until a method needs it.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn table_dir(&self, table: Table) -> PathBuf {
+        self.root.join(table.name())
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join(QUARANTINE)
+    }
+
+    /// Fails with a hint when there is no lake at `root` (for read-only commands).
+    pub fn require_existing(&self) -> Result<()> {
+        if self.table_dir(Table::Events).is_dir() {
+            return Ok(());
+        }
+        Err(Error::input(format!("no lake at {}", self.root.display())).with_hint(
+            "ingest events first (`promptgate ingest events.ndjson`), or point --lake / PROMPTGATE_LAKE at an existing lake",
+        ))
+    }
+
+    /// Creates the lake's directories if missing.
+    pub fn ensure_layout(&self) -> Result<()> {
+        for dir in [
+            self.table_dir(Table::Events),
+            self.table_dir(Table::Labels),
+            self.quarantine_dir(),
+            self.root.join(STAGING),
+        ] {
+            fs::create_dir_all(&dir).map_err(|e| {
+                Error::io("cannot create lake directory", &dir, e)
+                    .with_hint("check that --lake points at a writable directory")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Takes the lake's writer lock, waiting for another writer to finish if need be, and
+    /// finishes or cleans up whatever an interrupted writer left in staging.
+    pub fn lock(&self) -> Result<WriteLock> {
+        self.ensure_layout()?;
+        let path = self.root.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                eprintln!(
+                    "waiting for another promptgate writer on {} to finish...",
+                    self.root.display()
+                );
+                file.lock()
+                    .map_err(|e| Error::io("cannot lock", &path, e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
+        }
+        let lock = WriteLock {
+            _file: file,
+            lake: self.clone(),
+        };
+        lock.recover()?;
+        Ok(lock)
+    }
+
+    /// Parquet files of `table`, optionally of one `date=` partition, sorted by path.
+    pub fn data_files(&self, table: Table, day: Option<&str>) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for day_dir in self.partition_dirs(table)? {
+            if let Some(d) = day
+                && day_dir.file_name().and_then(|n| n.to_str()) != Some(&format!("date={d}"))
+            {
+                continue;
+            }
+            for entry in read_dir(&day_dir)? {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "parquet") {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// The `date=` partition directories of `table`, sorted.
+    pub fn partition_dirs(&self, table: Table) -> Result<Vec<PathBuf>> {
+        let dir = self.table_dir(table);
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut dirs: Vec<PathBuf> = read_dir(&dir)?
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("date="))
+            })
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
+    /// Registers `table` (its whole directory, Hive-partitioned by `date`) under `name`.
+    pub fn register(&self, ctx: &SessionContext, table: Table, name: &str) -> Result<()> {
+        register_dir(ctx, &self.table_dir(table), table.schema(), name)
+    }
+}
+
+/// Registers a Hive-partitioned directory of Parquet files with the given file schema.
+pub fn register_dir(ctx: &SessionContext, dir: &Path, schema: SchemaRef, name: &str) -> Result<()> {
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+    register_listing(ctx, dir, schema, options, name)
+}
+
+/// Registers one partition directory (no `date` column); with `sorted`, declares each file
+/// sorted by the table's sort columns so DataFusion can merge instead of sorting.
+pub(crate) fn register_plain_dir(
+    ctx: &SessionContext,
+    dir: &Path,
+    table: Table,
+    name: &str,
+    sorted: bool,
+) -> Result<()> {
+    let mut options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    if sorted {
+        let order = table
+            .sort_columns()
+            .iter()
+            .map(|c| datafusion::prelude::col(*c).sort(true, false))
+            .collect();
+        options = options.with_file_sort_order(vec![order]);
+    }
+    register_listing(ctx, dir, table.schema(), options, name)
+}
+
+fn register_listing(
+    ctx: &SessionContext,
+    dir: &Path,
+    schema: SchemaRef,
+    options: ListingOptions,
+    name: &str,
+) -> Result<()> {
+    let abs = std::path::absolute(dir).map_err(|e| Error::io("cannot resolve", dir, e))?;
+    let url = url::Url::from_directory_path(&abs)
+        .map_err(|_| Error::runtime(format!("cannot use {} as a table path", abs.display())))?;
+    let config = ListingTableConfig::new(ListingTableUrl::try_new(url, None)?)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    fs::read_dir(dir)
+        .and_then(|it| it.collect::<io::Result<Vec<_>>>())
+        .map_err(|e| Error::io("cannot list", dir, e))
+}
+
+/// Writer properties of every file in the lake: zstd, dictionary encoding for low-cardinality
+/// strings, page statistics, row groups of at most [`MAX_ROW_GROUP_ROWS`], and the sort order.
+pub fn writer_properties(table: Table) -> WriterProperties {
+    let schema = table.schema();
+    let sorting = table
+        .sort_columns()
+        .iter()
+        .map(|c| SortingColumn {
+            column_idx: schema.index_of(c).expect("sort column in schema") as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("valid level"),
+        ))
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(sorting))
+        .set_dictionary_enabled(true)
+        .set_created_by(format!("promptgate {}", env!("CARGO_PKG_VERSION")));
+    for c in table.high_cardinality_columns() {
+        b = b.set_column_dictionary_enabled((*c).into(), false);
+    }
+    b.build()
+}
+
+/// Writes one Parquet file of a table: batches in (already sorted), fsync on finish.
+pub struct LakeFileWriter {
+    path: PathBuf,
+    table: Table,
+    writer: ArrowWriter<File>,
+    rows: u64,
+}
+
+impl LakeFileWriter {
+    pub fn create(path: &Path, table: Table) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        let file = File::create(path).map_err(|e| Error::io("cannot create", path, e))?;
+        let writer = ArrowWriter::try_new(file, table.schema(), Some(writer_properties(table)))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            table,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch; its columns must match the table's schema (types; names are taken
+    /// from the schema).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let batch = if batch.schema() == self.table.schema() {
+            batch.clone()
+        } else {
+            RecordBatch::try_new(self.table.schema(), batch.columns().to_vec())?
+        };
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(&batch)?;
+        Ok(())
+    }
+
+    /// Closes the file and fsyncs it; returns the rows written.
+    pub fn finish(self) -> Result<u64> {
+        let file = self.writer.into_inner()?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot fsync", &self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+/// fsync a directory so that renames into it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot fsync directory", dir, e))
+}
+
+/// The lake's writer lock. While it is held no other promptgate process writes the lake.
+pub struct WriteLock {
+    _file: File,
+    lake: Lake,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    /// (staged path, final path), relative to the lake root.
+    moves: Vec<(PathBuf, PathBuf)>,
+}
+
+impl WriteLock {
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Starts a transaction: a fresh staging directory that is committed or removed.
+    pub fn begin(&self) -> Result<Transaction<'_>> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let dir = self.lake.root.join(STAGING).join(&id);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        Ok(Transaction {
+            _lock: self,
+            id,
+            dir,
+            moves: Vec::new(),
+            committed: false,
+        })
+    }
+
+    /// Rolls forward transactions whose manifest was written, removes the rest.
+    fn recover(&self) -> Result<()> {
+        let staging = self.lake.root.join(STAGING);
+        for entry in read_dir(&staging)? {
+            let dir = entry.path();
+            let manifest = dir.join(MANIFEST);
+            if let Ok(text) = fs::read_to_string(&manifest)
+                && let Ok(m) = serde_json::from_str::<Manifest>(&text)
+            {
+                apply_moves(&self.lake.root, &m.moves)?;
+            }
+            remove_all(&dir);
+        }
+        Ok(())
+    }
+
+    /// Atomically replaces the contents of `live` (a directory) with `replacement` (a directory
+    /// on the same filesystem): readers see either the old files or the new ones, never both
+    /// and never neither. Uses `renameat2(RENAME_EXCHANGE)`; the old contents are then deleted.
+    pub fn exchange_dirs(&self, live: &Path, replacement: &Path) -> Result<()> {
+        exchange(live, replacement).map_err(|e| {
+            Error::io("cannot swap in compacted partition", live, e).with_hint(
+                "compaction needs a filesystem with renameat2(RENAME_EXCHANGE) (ext4, xfs, btrfs, tmpfs)",
+            )
+        })?;
+        if let Some(parent) = live.parent() {
+            sync_dir(parent)?;
+        }
+        remove_all(replacement);
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves relative paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "atomic directory exchange is only implemented on Linux",
+    ))
+}
+
+fn apply_moves(root: &Path, moves: &[(PathBuf, PathBuf)]) -> Result<()> {
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for (from, to) in moves {
+        let (from, to) = (root.join(from), root.join(to));
+        if !from.exists() {
+            continue; // already moved before an interruption
+        }
+        let parent = to.parent().expect("final path has a parent").to_path_buf();
+        if !parent.is_dir() {
+            fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+            if let Some(gp) = parent.parent() {
+                sync_dir(gp)?;
+            }
+        }
+        fs::rename(&from, &to).map_err(|e| Error::io("cannot commit", &to, e))?;
+        if !parents.contains(&parent) {
+            parents.push(parent);
+        }
+    }
+    for p in parents {
+        sync_dir(&p)?;
+    }
+    Ok(())
+}
+
+fn remove_all(path: &Path) {
+    // Best effort: debris in staging is harmless (never read) and removed by the next writer.
+    let _ = fs::remove_dir_all(path);
+}
+
+/// Files written under staging, moved into the lake together by [`Transaction::commit`].
+pub struct Transaction<'l> {
+    _lock: &'l WriteLock,
+    id: String,
+    dir: PathBuf,
+    moves: Vec<(PathBuf, PathBuf)>,
+    committed: bool,
+}
+
+impl Transaction<'_> {
+    /// The transaction's id (also names its quarantine directory).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Staging directory of this transaction, for scratch files that are never committed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where this transaction stages files of `table` (Hive layout, so it can be queried).
+    pub fn staged_table_dir(&self, table: Table) -> PathBuf {
+        self.dir.join(table.name())
+    }
+
+    /// Writes one sorted file of `table` for day `day` into staging; committed later.
+    pub fn write_file<I>(&mut self, table: Table, day: i32, batches: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+    {
+        let rel = PathBuf::from(table.name())
+            .join(format!("date={}", event::day_string(day)))
+            .join(format!("part-{}.parquet", uuid::Uuid::new_v4().simple()));
+        let staged = self.dir.join(&rel);
+        let mut w = LakeFileWriter::create(&staged, table)?;
+        for b in batches {
+            w.write(&b?)?;
+        }
+        let rows = w.finish()?;
+        let staged_rel = staged
+            .strip_prefix(&self._lock.lake.root)
+            .expect("staging is inside the lake")
+            .to_path_buf();
+        self.moves.push((staged_rel, rel));
+        Ok(rows)
+    }
+
+    /// Adds an already-written staged path (file or directory) to move to `final_rel`.
+    pub fn add_move(&mut self, staged: &Path, final_rel: PathBuf) {
+        let staged_rel = staged
+            .strip_prefix(&self._lock.lake.root)
+            .expect("staging is inside the lake")
+            .to_path_buf();
+        self.moves.push((staged_rel, final_rel));
+    }
+
+    /// Number of files this transaction will commit.
+    pub fn pending(&self) -> usize {
+        self.moves.len()
+    }
+
+    /// Makes every staged file visible: manifest (fsynced), renames, directory fsyncs.
+    pub fn commit(mut self) -> Result<()> {
+        if !self.moves.is_empty() {
+            let manifest = self.dir.join(MANIFEST);
+            let tmp = self.dir.join(format!("{MANIFEST}.tmp"));
+            let text = serde_json::to_vec(&Manifest {
+                moves: self.moves.clone(),
+            })
+            .expect("manifest serializes");
+            fs::write(&tmp, text)
+                .and_then(|_| File::open(&tmp)?.sync_all())
+                .map_err(|e| Error::io("cannot write", &tmp, e))?;
+            fs::rename(&tmp, &manifest).map_err(|e| Error::io("cannot write", &manifest, e))?;
+            sync_dir(&self.dir)?;
+            // From here on the transaction is durable: if a rename fails, the staging directory
+            // stays and the next writer rolls it forward.
+            self.committed = true;
+            apply_moves(&self._lock.lake.root, &self.moves)?;
+        }
+        self.committed = true;
+        remove_all(&self.dir);
+        Ok(())
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            remove_all(&self.dir);
+        }
+    }
+}

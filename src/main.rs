@@ -1,0 +1,320 @@
+//! The `promptgate` command line: argument definitions and dispatch, nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use promptgate::Lake;
+use promptgate::cmd;
+use promptgate::error::{Error, Result};
+use promptgate::event::parse_time_arg;
+use promptgate::r#gen::{CanarySpec, GenConfig, Regression};
+use promptgate::ingest::{IngestOptions, InputFormat, RecordKind};
+use promptgate::query::RollupSpec;
+use promptgate::report::{OutputFormat, VerdictFormat};
+
+/// Make LLM prompt changes boring to ship: an event lake, rollups and a canary judge.
+#[derive(Parser)]
+#[command(name = "promptgate", version, propagate_version = true)]
+struct Cli {
+    /// Lake directory.
+    #[arg(long, global = true, env = "PROMPTGATE_LAKE", default_value = "./lake")]
+    lake: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest events (or labels) from NDJSON or CSV files, or `-` for stdin.
+    ///
+    /// Exit codes: 0 input read (rejects are reported and quarantined), 1 input unreadable or
+    /// (with --strict) records rejected, 2 usage error.
+    Ingest(IngestArgs),
+    /// Run read-only SQL over llm_events, llm_labels and llm_events_labeled.
+    Sql(SqlArgs),
+    /// Per-segment, per-prompt-version metrics for one route.
+    Rollup(RollupArgs),
+    /// Generate deterministic synthetic events as NDJSON on stdout.
+    Gen(GenArgs),
+    /// Generate a week of events into a fresh lake, ingest it and show the rollups.
+    Demo {
+        /// Directory for the demo lake (must be new or empty); default: a fresh temp directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Judge a canary against its baseline: promote, abort, continue or invalid.
+    ///
+    /// Exit codes: 0 promote, 1 abort, 2 usage or input error, 3 continue (needs more
+    /// volume), 4 invalid (the comparison cannot be trusted).
+    Judge(JudgeCli),
+    /// Merge each day's small Parquet files into one (atomically; readers never see a mix).
+    Compact {
+        /// Only this day (YYYY-MM-DD).
+        #[arg(long)]
+        date: Option<String>,
+        /// Compact llm_labels instead of llm_events.
+        #[arg(long)]
+        labels: bool,
+        /// Only partitions with at least this many files.
+        #[arg(long, default_value_t = 2)]
+        min_files: usize,
+    },
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Input files; `-` (or none) reads stdin.
+    files: Vec<String>,
+    /// Input format; by default `.csv` files are CSV and everything else NDJSON.
+    #[arg(long, value_enum)]
+    format: Option<InputFormat>,
+    /// The input holds labels (event_id, label, labeler, ts, note), not events.
+    #[arg(long)]
+    labels: bool,
+    /// Exit 1 and add nothing to the lake if any record is rejected.
+    #[arg(long)]
+    strict: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Reject lines longer than this many bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_line_bytes: usize,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+struct JudgeCli {
+    /// Print the default policy (TOML) and exit.
+    #[arg(long, exclusive = true)]
+    print_default_policy: bool,
+    #[arg(long, required_unless_present = "print_default_policy")]
+    route: Option<String>,
+    /// Baseline prompt version.
+    #[arg(long, required_unless_present = "print_default_policy")]
+    baseline: Option<String>,
+    /// Canary prompt version.
+    #[arg(long, required_unless_present = "print_default_policy")]
+    canary: Option<String>,
+    #[arg(long)]
+    env: Option<String>,
+    /// Policy file (TOML); default: see --print-default-policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Window start for both arms (default: the canary's first event).
+    #[arg(long)]
+    since: Option<String>,
+    /// Window end for both arms (default: the canary's last event).
+    #[arg(long)]
+    until: Option<String>,
+    /// Planned canary share of traffic, for the sample-ratio-mismatch check (e.g. 0.05).
+    #[arg(long)]
+    expected_share: Option<f64>,
+    #[arg(long, value_enum, default_value_t)]
+    format: VerdictFormat,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    /// The query (or use -f).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    query: Option<String>,
+    /// Read the query from a file.
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Named parameter for $name placeholders, as name=value (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: OutputFormat,
+}
+
+#[derive(Args)]
+struct RollupArgs {
+    #[arg(long)]
+    route: String,
+    #[arg(long)]
+    env: Option<String>,
+    /// Inclusive start (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    since: Option<String>,
+    /// Exclusive end (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    until: Option<String>,
+    /// Segment columns, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "model,tier")]
+    by: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: OutputFormat,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of events.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Days the events span.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// First day (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, default_value = "2026-11-01")]
+    start: String,
+    /// Routes, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "chat,search,summarize,support"
+    )]
+    routes: Vec<String>,
+    #[arg(long, default_value = "v1")]
+    baseline_version: String,
+    #[arg(long, default_value = "v2")]
+    canary_version: String,
+    /// Share of traffic on the canary version (0 for none).
+    #[arg(long, default_value_t = 0.05)]
+    canary_share: f64,
+    /// Multiply the canary's duration_ms by this.
+    #[arg(long, default_value_t = 1.0)]
+    regress_latency: f64,
+    /// Multiply the canary's flagged probability by this.
+    #[arg(long, default_value_t = 1.0)]
+    regress_flagged: f64,
+    /// Multiply the canary's tokens_in by this.
+    #[arg(long, default_value_t = 1.0)]
+    regress_tokens_in: f64,
+    /// Multiply the canary's probability of a bad label by this.
+    #[arg(long, default_value_t = 1.0)]
+    regress_bad_label: f64,
+    /// Confine the regression to this tier.
+    #[arg(long)]
+    regress_tier: Option<String>,
+    /// Fraction of events carrying an inline label.
+    #[arg(long, default_value_t = 0.02)]
+    label_rate: f64,
+    #[arg(long, default_value_t = 0.02)]
+    flagged_rate: f64,
+    #[arg(long, default_value_t = 0.005)]
+    error_rate: f64,
+}
+
+fn time_arg(flag: &str, v: Option<&String>) -> Result<Option<i64>> {
+    v.map(|s| parse_time_arg(s).map_err(|e| Error::usage(format!("--{flag}: {e}"))))
+        .transpose()
+}
+
+fn gen_config(a: &GenArgs) -> Result<GenConfig> {
+    let start = parse_time_arg(&a.start).map_err(|e| Error::usage(format!("--start: {e}")))?;
+    let canary = (a.canary_share > 0.0).then(|| CanarySpec {
+        version: a.canary_version.clone(),
+        share: a.canary_share,
+        regression: Regression {
+            latency: a.regress_latency,
+            flagged: a.regress_flagged,
+            tokens_in: a.regress_tokens_in,
+            bad_label: a.regress_bad_label,
+            tier: a.regress_tier.clone(),
+        },
+    });
+    Ok(GenConfig {
+        events: a.events,
+        seed: a.seed,
+        days: a.days,
+        start: chrono::DateTime::from_timestamp_micros(start).expect("parsed time is in range"),
+        routes: a.routes.clone(),
+        baseline_version: a.baseline_version.clone(),
+        canary,
+        label_rate: a.label_rate,
+        flagged_rate: a.flagged_rate,
+        error_rate: a.error_rate,
+    })
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let lake = Lake::new(cli.lake);
+    match cli.command {
+        Command::Ingest(a) => {
+            let opts = IngestOptions {
+                format: a.format,
+                kind: if a.labels {
+                    RecordKind::Labels
+                } else {
+                    RecordKind::Events
+                },
+                max_line_bytes: a.max_line_bytes,
+                strict: a.strict,
+                progress: !a.no_progress,
+                ..IngestOptions::default()
+            };
+            cmd::ingest::run(&lake, &a.files, opts, a.json).await
+        }
+        Command::Sql(a) => {
+            let text = match (a.query, a.file) {
+                (Some(q), _) => cmd::sql::SqlText::Inline(q),
+                (None, Some(f)) => cmd::sql::SqlText::File(f),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            cmd::sql::run(&lake, text, &a.params, a.format).await
+        }
+        Command::Rollup(a) => {
+            let spec = RollupSpec {
+                since_us: time_arg("since", a.since.as_ref())?,
+                until_us: time_arg("until", a.until.as_ref())?,
+                route: a.route,
+                env: a.env,
+                by: a.by,
+            };
+            cmd::rollup::run(&lake, &spec, a.format).await
+        }
+        Command::Judge(a) => {
+            if a.print_default_policy {
+                print!("{}", promptgate::judge::DEFAULT_POLICY_TOML);
+                return Ok(0);
+            }
+            let args = cmd::judge::JudgeArgs {
+                route: a.route.unwrap_or_default(),
+                baseline: a.baseline.unwrap_or_default(),
+                canary: a.canary.unwrap_or_default(),
+                env: a.env,
+                policy: a.policy,
+                since_us: time_arg("since", a.since.as_ref())?,
+                until_us: time_arg("until", a.until.as_ref())?,
+                expected_share: a.expected_share,
+                format: a.format,
+            };
+            Ok(cmd::judge::run(&lake, &args).await)
+        }
+        Command::Gen(a) => cmd::generate::run(&gen_config(&a)?),
+        Command::Demo { dir } => cmd::demo::run(dir).await,
+        Command::Compact {
+            date,
+            labels,
+            min_files,
+        } => cmd::compact::run(&lake, date.as_deref(), labels, min_files).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
