@@ -116,6 +116,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
     .map_err(w)?;
 
     let ctx = query::lake_session(&lake).await?;
+    let policy = crate::judge::Policy::default();
     for route in ["support", "search"] {
         writeln!(
             out,
@@ -129,9 +130,44 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         let df = query::plan(&ctx, query::PROMPT_VERSION_ROLLUP_SQL, params).await?;
         report::write_dataframe(df, OutputFormat::Table, &mut out).await?;
     }
+    for (route, what) in [
+        ("support", "a canary with a planted regression"),
+        ("search", "a clean canary"),
+    ] {
+        writeln!(
+            out,
+            "\n# {what}\n$ promptgate judge --route {route} --baseline v1 --canary v2 --env prod --format markdown"
+        )
+        .map_err(w)?;
+        let args = super::judge::JudgeArgs {
+            route: route.into(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            env: Some("prod".into()),
+            policy: None,
+            since_us: None,
+            until_us: None,
+            expected_share: None,
+            format: report::VerdictFormat::Markdown,
+        };
+        let verdict = super::judge::evaluate(&ctx, &args, &policy).await?;
+        let subject = report::Subject {
+            route,
+            baseline: "v1",
+            canary: "v2",
+            env: Some("prod"),
+        };
+        report::write_verdict(
+            &verdict,
+            &subject,
+            report::VerdictFormat::Markdown,
+            &mut out,
+        )?;
+        writeln!(out, "(exit code {})", verdict.exit_code).map_err(w)?;
+    }
     writeln!(
         out,
-        "\nExplore it yourself:\n  promptgate --lake {} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"",
+        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod",
         lake.root().display()
     )
     .map_err(w)?;

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::judge::{self, Policy};
+use datafusion::prelude::SessionContext;
+
+use crate::judge::{self, Policy, Verdict};
 use crate::lake::Lake;
 use crate::query::{self, CanaryQuery};
 use crate::report::{self, Subject, VerdictFormat};
@@ -34,6 +36,27 @@ pub async fn run(lake: &Lake, a: &JudgeArgs) -> i32 {
     }
 }
 
+/// Collects both arms from the lake and judges them.
+pub(crate) async fn evaluate(
+    ctx: &SessionContext,
+    a: &JudgeArgs,
+    policy: &Policy,
+) -> Result<Verdict> {
+    let q = CanaryQuery {
+        route: a.route.clone(),
+        env: a.env.clone(),
+        baseline: a.baseline.clone(),
+        canary: a.canary.clone(),
+        since_us: a.since_us,
+        until_us: a.until_us,
+        segment_by: policy.segment_by.clone(),
+        value_columns: policy.value_columns(),
+        labels: policy.needs_labels(),
+    };
+    let samples = query::collect_samples(ctx, &q).await?;
+    Ok(judge::judge(samples, policy, a.expected_share))
+}
+
 async fn judge(lake: &Lake, a: &JudgeArgs) -> Result<i32> {
     if a.baseline == a.canary {
         return Err(
@@ -54,19 +77,7 @@ async fn judge(lake: &Lake, a: &JudgeArgs) -> Result<i32> {
         None => Policy::default(),
     };
     let ctx = query::lake_session(lake).await?;
-    let q = CanaryQuery {
-        route: a.route.clone(),
-        env: a.env.clone(),
-        baseline: a.baseline.clone(),
-        canary: a.canary.clone(),
-        since_us: a.since_us,
-        until_us: a.until_us,
-        segment_by: policy.segment_by.clone(),
-        value_columns: policy.value_columns(),
-        labels: policy.needs_labels(),
-    };
-    let samples = query::collect_samples(&ctx, &q).await?;
-    let verdict = judge::judge(samples, &policy, a.expected_share);
+    let verdict = evaluate(&ctx, a, &policy).await?;
     let mut out = super::stdout();
     let subject = Subject {
         route: &a.route,

@@ -238,7 +238,8 @@ impl Default for Policy {
 impl Policy {
     /// Family-wise significance level.
     pub fn alpha(&self) -> f64 {
-        1.0 - self.confidence
+        // Rounded so 1 - 0.95 prints as 0.05, not 0.050000000000000044.
+        ((1.0 - self.confidence) * 1e12).round() / 1e12
     }
 
     /// Parses and validates a policy; `source` names it in messages.

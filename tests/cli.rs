@@ -1,0 +1,754 @@
+//! Integration tests: the real `promptgate` binary against fixtures in `testdata/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_promptgate"))
+}
+
+fn testdata(name: &str) -> String {
+    format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Lake {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Lake {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lake");
+        Lake { _dir: dir, path }
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        bin()
+            .arg("--lake")
+            .arg(&self.path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ingest_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["ingest", "--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        assert!(
+            out.status.success(),
+            "ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    fn sql_json(&self, sql: &str) -> Vec<Value> {
+        let out = self.run(&["sql", sql, "--format", "json"]);
+        assert!(
+            out.status.success(),
+            "sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+    }
+    fn count(&self) -> i64 {
+        self.sql_json("SELECT COUNT(*) AS n FROM llm_events")[0]["n"]
+            .as_i64()
+            .unwrap()
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.path.join("llm_events"), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+fn assert_invariant(r: &Value) {
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        n("read"),
+        n("accepted") + n("duplicates") + n("rejected"),
+        "{r}"
+    );
+}
+
+#[test]
+fn mixed_spellings_are_normalized_and_unknown_fields_kept() {
+    let lake = Lake::new();
+    let r = lake.ingest_json(&[&testdata("mixed_spellings.ndjson")]);
+    assert_eq!(
+        (
+            r["read"].as_u64(),
+            r["accepted"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(5), Some(5), Some(0))
+    );
+    assert!(r["quarantine"].is_null());
+    let rows = lake.sql_json(
+        "SELECT event_id, tier, prompt_version, prompt_sha, status, attributes, CAST(ts AS VARCHAR) AS ts, label FROM llm_events_labeled ORDER BY event_id",
+    );
+    assert_eq!(rows[1]["prompt_version"], "v1"); // promptVersion
+    assert_eq!(rows[1]["prompt_sha"], "aaa111"); // promptSha
+    assert_eq!(rows[1]["status"], "flagged"); // FLAGGED normalized
+    assert_eq!(rows[1]["tier"], "default"); // missing tier
+    let attrs: Value = serde_json::from_str(rows[1]["attributes"].as_str().unwrap()).unwrap();
+    assert_eq!(attrs["top_k"], 5);
+    assert_eq!(attrs["reranker"], "bge");
+    // explicit attributes win over an unknown top-level key of the same name
+    let attrs: Value = serde_json::from_str(rows[2]["attributes"].as_str().unwrap()).unwrap();
+    assert_eq!(attrs["top_k"], 3);
+    // epoch ms and +01:00 offsets land on the right instant
+    assert!(
+        rows[1]["ts"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-20T10:01:00"),
+        "{}",
+        rows[1]["ts"]
+    );
+    assert!(
+        rows[2]["ts"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-20T10:02:00"),
+        "{}",
+        rows[2]["ts"]
+    );
+    // inline labels
+    assert_eq!(rows[2]["label"], "bad");
+    assert_eq!(rows[3]["label"], "good");
+}
+
+#[test]
+fn every_malformed_line_is_quarantined_verbatim_with_a_precise_reason() {
+    let lake = Lake::new();
+    let r = lake.ingest_json(&[&testdata("malformed.ndjson")]);
+    assert_invariant(&r);
+    assert_eq!(r["read"], 14);
+    assert_eq!(r["accepted"], 2);
+    assert_eq!(r["duplicates"], 1);
+    assert_eq!(r["rejected"], 11);
+    let q = PathBuf::from(r["quarantine"].as_str().unwrap());
+    let reasons: Vec<Value> = std::fs::read_to_string(q.join("reasons.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expect = [
+        (2, "invalid JSON"),
+        (3, "missing required field `route`"),
+        (4, "`duration_ms` must be >= 0"),
+        (5, "is not an RFC 3339 timestamp"),
+        (6, "`duration_ms` must be a number, got string"),
+        (7, "`status` \"done\" is not one of ok, flagged, error"),
+        (8, "array"),
+        (9, "epoch seconds"),
+        (10, "`route` must not be empty"),
+        (11, "`tokens_in` must be a whole number"),
+        (12, "appears twice"),
+    ];
+    assert_eq!(reasons.len(), expect.len());
+    for (r, (line, text)) in reasons.iter().zip(expect) {
+        assert_eq!(r["line"], line);
+        assert!(
+            r["reason"].as_str().unwrap().contains(text),
+            "line {line}: {}",
+            r["reason"]
+        );
+        assert!(r["source"].as_str().unwrap().ends_with("malformed.ndjson"));
+    }
+    // The quarantined file holds exactly the rejected lines, byte for byte.
+    let original: Vec<String> = std::fs::read_to_string(testdata("malformed.ndjson"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let kept = std::fs::read_to_string(q.join(reasons[0]["file"].as_str().unwrap())).unwrap();
+    let expected: Vec<&str> = expect
+        .iter()
+        .map(|(l, _)| original[l - 1].as_str())
+        .collect();
+    assert_eq!(kept.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(lake.count(), 2);
+}
+
+#[test]
+fn reingesting_adds_nothing() {
+    let lake = Lake::new();
+    let first = lake.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    assert_eq!(first["accepted"], 8);
+    let files = lake.files();
+    let again = lake.ingest_json(&[
+        &testdata("rollup_small.ndjson"),
+        &testdata("mixed_spellings.ndjson"),
+    ]);
+    assert_invariant(&again);
+    assert_eq!(again["duplicates"], 8);
+    assert_eq!(again["accepted"], 5);
+    assert_eq!(lake.count(), 13);
+    let third = lake.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    assert_eq!(
+        (third["accepted"].as_u64(), third["duplicates"].as_u64()),
+        (Some(0), Some(8))
+    );
+    assert!(lake.files().len() > files.len());
+}
+
+#[test]
+fn huge_line_is_rejected_and_kept_without_losing_neighbours() {
+    let lake = Lake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.ndjson");
+    let good = std::fs::read_to_string(testdata("rollup_small.ndjson")).unwrap();
+    let mut lines: Vec<String> = good.lines().map(String::from).collect();
+    let huge = format!(
+        "{{\"event_id\":\"h\",\"input\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    lines.insert(3, huge.clone());
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let r = lake.ingest_json(&[path.to_str().unwrap()]);
+    assert_invariant(&r);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(8), Some(1))
+    );
+    let q = PathBuf::from(r["quarantine"].as_str().unwrap());
+    let reason = std::fs::read_to_string(q.join("reasons.ndjson")).unwrap();
+    assert!(
+        reason.contains("\"line\":4") && reason.contains("--max-line-bytes"),
+        "{reason}"
+    );
+    let kept = std::fs::read_to_string(q.join("01-huge.ndjson")).unwrap();
+    assert_eq!(kept.trim_end_matches('\n'), huge);
+}
+
+#[test]
+fn csv_with_aliases_multiline_cells_and_bad_rows() {
+    let lake = Lake::new();
+    let r = lake.ingest_json(&[&testdata("events.csv")]);
+    assert_invariant(&r);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let rows = lake.sql_json(
+        "SELECT event_id, output, attributes, prompt_version FROM llm_events ORDER BY event_id",
+    );
+    assert_eq!(rows[0]["output"], "multi\nline answer");
+    assert_eq!(rows[0]["prompt_version"], "v1");
+    let attrs: Value = serde_json::from_str(rows[0]["attributes"].as_str().unwrap()).unwrap();
+    assert_eq!(attrs["region"], "eu");
+    let q = PathBuf::from(r["quarantine"].as_str().unwrap());
+    let kept = std::fs::read_to_string(q.join("01-events.csv")).unwrap();
+    let mut kept_lines = kept.lines();
+    assert!(kept_lines.next().unwrap().starts_with("event_id,ts,route"));
+    assert!(kept_lines.next().unwrap().starts_with("c-3,"));
+    assert!(kept_lines.next().unwrap().starts_with("c-4,"));
+}
+
+#[test]
+fn labels_arrive_later_and_the_latest_wins() {
+    let lake = Lake::new();
+    lake.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    let r = lake.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    assert_invariant(&r);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(4), Some(1))
+    );
+    let again = lake.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(4))
+    );
+    let rows =
+        lake.sql_json("SELECT event_id, label, labeler FROM llm_events_labeled ORDER BY event_id");
+    assert_eq!(rows[0]["label"], "bad"); // r-1: ben's later label
+    assert_eq!(rows[0]["labeler"], "ben");
+    assert_eq!(rows[1]["label"], "bad");
+    assert!(rows[2]["label"].is_null());
+    assert_eq!(rows[3]["label"], "good");
+}
+
+#[test]
+fn rollup_query_matches_hand_computed_values() {
+    let lake = Lake::new();
+    lake.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    let sql = format!(
+        "{}/queries/prompt_version_rollup.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = lake.run(&[
+        "sql",
+        "-f",
+        &sql,
+        "--param",
+        "route=support",
+        "--param",
+        "env=prod",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // By hand: v1 = r-1..r-4, durations 100,200,300,400: avg 250; p95 by linear interpolation
+    // at (4-1)*0.95 = 2.85 -> 300 + 0.85*100 = 385; tokens_in avg 25, tokens_out avg 2.5;
+    // flagged 1 of 4. v2 (prod only) = r-5, r-6: avg 1500, p95 = 1000 + 0.95*1000 = 1950.
+    assert_eq!(rows.len(), 2);
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() <= 1e-5 * x.abs().max(1.0);
+    assert_eq!(rows[0]["prompt_version"], "v1");
+    assert_eq!(rows[0]["n"], 4);
+    assert!(close(&rows[0]["avg_duration_ms"], 250.0));
+    // DataFusion's percentile_cont quantizes its interpolation weight (~1e-6 relative).
+    assert!(
+        close(&rows[0]["p95_duration_ms"], 385.0),
+        "{}",
+        rows[0]["p95_duration_ms"]
+    );
+    assert!(close(&rows[0]["avg_tokens_in"], 25.0));
+    assert!(close(&rows[0]["avg_tokens_out"], 2.5));
+    assert!(close(&rows[0]["flagged_rate"], 0.25));
+    assert_eq!(rows[1]["n"], 2);
+    assert!(close(&rows[1]["avg_duration_ms"], 1500.0));
+    assert!(
+        close(&rows[1]["p95_duration_ms"], 1950.0),
+        "{}",
+        rows[1]["p95_duration_ms"]
+    );
+    assert!(close(&rows[1]["flagged_rate"], 0.5));
+}
+
+#[test]
+fn unreadable_input_exits_1_and_leaves_the_lake_untouched() {
+    let lake = Lake::new();
+    lake.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    let before = lake.files();
+    let out = lake.run(&[
+        "ingest",
+        &testdata("mixed_spellings.ndjson"),
+        "/no/such/file.ndjson",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.ndjson"));
+    assert_eq!(lake.files(), before);
+    let out = lake.run(&["ingest", "--strict", &testdata("malformed.ndjson")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        lake.files(),
+        before,
+        "--strict adds nothing when records are rejected"
+    );
+    let out = lake.run(&["ingest", "--format", "xml", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn stdin_and_sql_errors() {
+    let lake = Lake::new();
+    let mut child = bin()
+        .args([
+            "--lake",
+            lake.path.to_str().unwrap(),
+            "ingest",
+            "-",
+            "--json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(testdata("rollup_small.ndjson")).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["accepted"], 8);
+    let out = lake.run(&["sql", "SELECT nope FROM llm_events"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let out = lake.run(&["sql", "DROP TABLE llm_events"]);
+    assert_eq!(out.status.code(), Some(1), "user SQL is read-only");
+    assert_eq!(lake.count(), 8);
+}
+
+#[test]
+fn compaction_merges_files_without_changing_rows() {
+    let lake = Lake::new();
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..4 {
+        let out = bin()
+            .args([
+                "gen",
+                "--events",
+                "3000",
+                "--days",
+                "2",
+                "--seed",
+                &seed.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let p = dir.path().join(format!("e{seed}.ndjson"));
+        std::fs::write(&p, out.stdout).unwrap();
+        lake.ingest_json(&[p.to_str().unwrap()]);
+    }
+    let before = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, SUM(duration_ms) AS s FROM llm_events");
+    assert_eq!(before[0]["n"], 12000);
+    assert_eq!(lake.files().len(), 8);
+    let out = lake.run(&["compact"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lake.files().len(), 2);
+    let after = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, SUM(duration_ms) AS s FROM llm_events");
+    assert_eq!(before[0]["n"], after[0]["n"]);
+    assert_eq!(before[0]["d"], after[0]["d"]);
+    let (a, b) = (
+        before[0]["s"].as_f64().unwrap(),
+        after[0]["s"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6 * a);
+}
+
+#[test]
+fn concurrent_ingests_neither_lose_nor_duplicate() {
+    let lake = Lake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let generate = |seed: &str, n: &str| {
+        bin()
+            .args(["gen", "--events", n, "--seed", seed])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let a = dir.path().join("a.ndjson");
+    let b = dir.path().join("b.ndjson");
+    std::fs::write(&a, generate("7", "20000")).unwrap();
+    std::fs::write(&b, generate("8", "20000")).unwrap();
+    let spawn = |files: Vec<&Path>| {
+        let mut c = bin();
+        c.arg("--lake")
+            .arg(&lake.path)
+            .args(["ingest", "--json"])
+            .args(files)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    // Both processes ingest an overlapping set: a+b and b+a.
+    let p1 = spawn(vec![&a, &b]);
+    let p2 = spawn(vec![&b, &a]);
+    let r1: Value = serde_json::from_slice(&p1.wait_with_output().unwrap().stdout).unwrap();
+    let r2: Value = serde_json::from_slice(&p2.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        r1["accepted"].as_u64().unwrap() + r2["accepted"].as_u64().unwrap(),
+        40000
+    );
+    let rows = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM llm_events");
+    assert_eq!(rows[0]["n"], 40000);
+    assert_eq!(rows[0]["d"], 40000);
+}
+
+#[test]
+fn gen_is_deterministic() {
+    let run = |seed: &str| {
+        bin()
+            .args(["gen", "--events", "500", "--seed", seed])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(run("3"), run("3"));
+    assert_ne!(run("3"), run("4"));
+    assert_eq!(String::from_utf8(run("3")).unwrap().lines().count(), 500);
+}
+
+// ---- judge -----------------------------------------------------------------------------------
+
+/// A lake with one route's baseline v1 and canary v2 from `gen` with the given extra flags.
+fn judge_lake(events: &str, extra: &[&str]) -> Lake {
+    let lake = Lake::new();
+    let mut args = vec![
+        "gen",
+        "--events",
+        events,
+        "--seed",
+        "11",
+        "--routes",
+        "support",
+        "--canary-share",
+        "0.3",
+    ];
+    args.extend_from_slice(extra);
+    let out = bin().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = bin()
+        .arg("--lake")
+        .arg(&lake.path)
+        .args(["ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(child.wait().unwrap().success());
+    lake
+}
+
+fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec![
+        "judge",
+        "--route",
+        "support",
+        "--baseline",
+        "v1",
+        "--canary",
+        "v2",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = lake.run(&args);
+    let code = out.status.code().unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (code, doc)
+}
+
+#[test]
+fn judge_promotes_a_clean_canary() {
+    let lake = judge_lake("60000", &[]);
+    let (code, v) = judge(&lake, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["verdict"], "promote");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["schema_version"], 1);
+    let seg = &v["segments"][0];
+    for k in ["n_baseline", "n_canary", "verdict", "rules", "key"] {
+        assert!(!seg[k].is_null(), "segment lacks {k}");
+    }
+    for k in [
+        "rule",
+        "baseline",
+        "canary",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "threshold",
+        "p_value",
+        "verdict",
+        "reason",
+    ] {
+        assert!(seg["rules"][0].get(k).is_some(), "rule lacks {k}");
+    }
+}
+
+#[test]
+fn judge_aborts_a_regression() {
+    let lake = judge_lake("60000", &["--regress-latency", "1.6"]);
+    let (code, v) = judge(&lake, &[]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["verdict"], "abort");
+    let failed: Vec<&Value> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["rules"].as_array().unwrap())
+        .filter(|r| r["verdict"] == "fail")
+        .collect();
+    assert!(
+        failed.iter().all(|r| r["rule"] == "p95_duration_ms"),
+        "{failed:?}"
+    );
+    assert!(!failed.is_empty());
+}
+
+#[test]
+fn judge_continues_on_low_volume_and_flags_invalid_comparisons() {
+    let lake = judge_lake("1500", &[]);
+    let (code, v) = judge(&lake, &[]);
+    assert_eq!(code, 3, "{v:#}");
+    assert_eq!(v["verdict"], "continue");
+    assert!(v["reason"].as_str().unwrap().contains("more canary events"));
+
+    // Sample-ratio mismatch: the canary got ~30% but 5% was planned.
+    let (code, v) = judge(&lake, &["--expected-share", "0.05"]);
+    assert_eq!(code, 4, "{v:#}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sample-ratio mismatch")
+    );
+
+    // No events for the canary version.
+    let out = lake.run(&[
+        "judge",
+        "--route",
+        "support",
+        "--baseline",
+        "v1",
+        "--canary",
+        "v9",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+
+    // Usage errors are 2, never 1 (1 means abort).
+    let out = lake.run(&[
+        "judge",
+        "--route",
+        "support",
+        "--baseline",
+        "v1",
+        "--canary",
+        "v1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = lake.run(&["judge", "--route", "support"]);
+    assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "min_events = 'many'\n").unwrap();
+    let out = lake.run(&[
+        "judge",
+        "--route",
+        "support",
+        "--baseline",
+        "v1",
+        "--canary",
+        "v2",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("min_events"));
+}
+
+#[test]
+fn judge_detects_two_shas_for_one_version_and_handles_quoted_names() {
+    let lake = Lake::new();
+    lake.ingest_json(&[&testdata("mixed_spellings.ndjson")]);
+    let extra = r#"{"event_id":"q-2","ts":"2026-11-21T08:00:01Z","route":"it's \"quoted\"","env":"prod","model":"gpt-4o-mini","tier":"free","prompt_version":"v'2","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("q.ndjson");
+    std::fs::write(&p, extra).unwrap();
+    lake.ingest_json(&[p.to_str().unwrap()]);
+    let route = [
+        "--route",
+        "it's \"quoted\"",
+        "--baseline",
+        "v'1",
+        "--canary",
+        "v'2",
+        "--format",
+        "json",
+    ];
+    let out = lake.run(&[&["judge"][..], &route].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n_canary"], 1);
+    assert_eq!(
+        v["n_baseline"], 0,
+        "the baseline event is outside the canary's window"
+    );
+    let out = lake.run(&[&["judge", "--since", "2026-11-01"][..], &route].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["n_baseline"].as_u64(), v["n_canary"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // v1 on route support appears with sha aaa111 and with none; give it a second sha.
+    let two = r#"{"event_id":"s-9","ts":"2026-11-20T10:00:30Z","route":"support","env":"prod","model":"gpt-4o-mini","tier":"free","prompt_version":"v1","prompt_sha":"bbb222","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#;
+    std::fs::write(&p, two).unwrap();
+    lake.ingest_json(&[p.to_str().unwrap()]);
+    let out = lake.run(&[
+        "judge",
+        "--route",
+        "support",
+        "--baseline",
+        "v1",
+        "--canary",
+        "v2",
+        "--since",
+        "2026-11-01",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["reason"].as_str().unwrap().contains("prompt_sha"));
+}
+
+#[test]
+fn judge_markdown_and_default_policy() {
+    let out = bin()
+        .args(["judge", "--print-default-policy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("min_events = 200") && text.contains("early_abort_alpha = 0.001"));
+    let lake = judge_lake("3000", &[]);
+    let out = lake.run(&[
+        "judge",
+        "--route",
+        "support",
+        "--baseline",
+        "v1",
+        "--canary",
+        "v2",
+        "--format",
+        "markdown",
+    ]);
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.starts_with("### "), "{md}");
+    assert!(md.contains("| segment | rule |"));
+}
