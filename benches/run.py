@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""promptgate benchmark, side by side with DuckDB on the same files.
+
+    python3 benches/run.py                 # 1M and 10M events
+    python3 benches/run.py --sizes 1000000 # just 1M
+
+Needs: a release build (built here with `cargo build --release`) and `pip install duckdb`.
+For each size: generate NDJSON with `promptgate gen`, then measure
+  * ingest: NDJSON -> Parquet lake (promptgate ingest) vs DuckDB COPY (read_json -> zstd Parquet),
+  * the volume rollup (queries/prompt_version_rollup.sql, route=support env=prod) over each result,
+  * judging one route (promptgate judge) on the same lake,
+with wall time (best of --repeat for queries) and peak RSS of each process. Prints Markdown.
+"""
+import argparse, json, os, platform, resource, shutil, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/promptgate-release"))
+BIN = os.path.join(TARGET, "release", "promptgate")
+
+DUCK_CONVERT = """
+import duckdb, sys
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+con.execute(f\"\"\"COPY (SELECT * FROM read_json('{sys.argv[1]}', format='newline_delimited',
+  columns={{event_id:'VARCHAR', ts:'TIMESTAMPTZ', route:'VARCHAR', env:'VARCHAR', model:'VARCHAR',
+  tier:'VARCHAR', prompt_version:'VARCHAR', prompt_sha:'VARCHAR', duration_ms:'DOUBLE',
+  tokens_in:'BIGINT', tokens_out:'BIGINT', status:'VARCHAR', input:'VARCHAR', output:'VARCHAR',
+  attributes:'JSON', label:'VARCHAR'}}))
+  TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd)\"\"\")
+"""
+
+DUCK_ROLLUP = """
+import duckdb, sys, time
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+sql = open(sys.argv[2]).read().replace('$route', "'support'").replace('$env', "'prod'")
+sql = sql.replace('FROM llm_events', f"FROM read_parquet('{sys.argv[1]}', hive_partitioning=true)")
+best = 1e9
+for _ in range(int(sys.argv[3])):
+    t = time.perf_counter(); rows = con.execute(sql).fetchall(); best = min(best, time.perf_counter() - t)
+print(best)
+"""
+
+
+def measured(cmd, stdout=subprocess.DEVNULL):
+    """Runs cmd in a fresh child; returns (seconds, peak RSS MiB, stdout)."""
+    wrapper = ("import resource, subprocess, sys, time, json\n"
+               "t = time.perf_counter()\n"
+               "p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)\n"
+               "el = time.perf_counter() - t\n"
+               "sys.stderr.write(json.dumps([el, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.returncode]) + '\\n')\n"
+               "sys.stdout.buffer.write(p.stdout)\n")
+    p = subprocess.run([sys.executable, "-c", wrapper] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
+    el, rss_kb, rc = json.loads(p.stderr.decode().strip().splitlines()[-1])
+    if rc not in (0, 1, 3):
+        raise SystemExit(f"{cmd} failed with {rc}")
+    return el, rss_kb / 1024, p.stdout.decode()
+
+
+def best_of(n, cmd):
+    runs = [measured(cmd) for _ in range(n)]
+    return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed after)")
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
+                   env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+    import duckdb
+    work = a.dir or tempfile.mkdtemp(prefix="promptgate-bench-")
+    rollup_sql = os.path.join(ROOT, "queries", "prompt_version_rollup.sql")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+          f"{platform.platform()}; duckdb {duckdb.__version__} (2 threads)\n")
+    print("| events | NDJSON MB | tool | ingest s | events/s | MB/s | ingest peak MiB | rollup s | rollup peak MiB | judge s | judge peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in [int(s) for s in a.sizes.split(",")]:
+        nd = os.path.join(work, f"events-{n}.ndjson")
+        with open(nd, "wb") as f:
+            subprocess.run([BIN, "gen", "--events", str(n), "--seed", "1", "--days", "7"], stdout=f, check=True)
+        mb = os.path.getsize(nd) / 1e6
+        lake = os.path.join(work, f"lake-{n}")
+        shutil.rmtree(lake, ignore_errors=True)
+        t, rss, _ = measured([BIN, "--lake", lake, "ingest", "--no-progress", nd])
+        rt, rrss = best_of(a.repeat, [BIN, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])
+        jt, jrss = best_of(a.repeat, [BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
+        print(f"| {n:,} | {mb:,.0f} | promptgate | {t:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} | {rrss:,.0f} | {jt:.3f} | {jrss:,.0f} |")
+        pq = os.path.join(work, f"duck-{n}.parquet")
+        dt, drss, _ = measured([sys.executable, "-c", DUCK_CONVERT, nd, pq])
+        _, drrss, out = measured([sys.executable, "-c", DUCK_ROLLUP, pq, rollup_sql, str(a.repeat)])
+        drt = float(out.strip())
+        print(f"| {n:,} | {mb:,.0f} | duckdb | {dt:.2f} | {n / dt:,.0f} | {mb / dt:,.0f} | {drss:,.0f} | {drt:.3f} | {drrss:,.0f} | - | - |")
+        os.remove(nd)
+        sys.stdout.flush()
+    if a.dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\npromptgate rollup/judge times are whole-process (start, plan, read, print); DuckDB's rollup is the query alone in a warm connection.")
+
+
+if __name__ == "__main__":
+    main()
