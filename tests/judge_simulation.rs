@@ -24,7 +24,14 @@ struct ArmSpec {
 }
 
 fn arm(n: usize) -> ArmSpec {
-    ArmSpec { n, flagged: 0.03, latency_median: 600.0, latency_mult: 1.0, label_rate: 0.1, bad: 0.1 }
+    ArmSpec {
+        n,
+        flagged: 0.03,
+        latency_median: 600.0,
+        latency_mult: 1.0,
+        label_rate: 0.1,
+        bad: 0.1,
+    }
 }
 
 fn draw(rng: &mut ChaCha8Rng, spec: ArmSpec, seg: &mut SegmentSample, which: Arm) {
@@ -36,14 +43,22 @@ fn draw(rng: &mut ChaCha8Rng, spec: ArmSpec, seg: &mut SegmentSample, which: Arm
         let label = (rng.random::<f64>() < spec.label_rate).then(|| rng.random::<f64>() < spec.bad);
         let d = lat.sample(rng) * spec.latency_mult;
         let t = tok.sample(rng).round().max(1.0);
-        a.push(flagged, false, label, &[(ValueColumn::DurationMs, d), (ValueColumn::TokensIn, t)]);
+        a.push(
+            flagged,
+            false,
+            label,
+            &[(ValueColumn::DurationMs, d), (ValueColumn::TokensIn, t)],
+        );
     }
 }
 
 /// Segments as (name, baseline spec, canary spec).
 fn run(seed: u64, segments: &[(&str, ArmSpec, ArmSpec)]) -> Decision {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut samples = Samples { segment_by: vec!["tier".into()], ..Samples::default() };
+    let mut samples = Samples {
+        segment_by: vec!["tier".into()],
+        ..Samples::default()
+    };
     for (name, b, c) in segments {
         let mut seg = SegmentSample::default();
         draw(&mut rng, *b, &mut seg, Arm::Baseline);
@@ -63,43 +78,86 @@ const RUNS: u64 = 200;
 
 #[test]
 fn identical_arms_abort_in_at_most_5_percent_of_runs() {
-    let segs = [("free", arm(1000), arm(1000)), ("pro", arm(1000), arm(1000)), ("enterprise", arm(400), arm(400))];
+    let segs = [
+        ("free", arm(1000), arm(1000)),
+        ("pro", arm(1000), arm(1000)),
+        ("enterprise", arm(400), arm(400)),
+    ];
     let aborted = rate(RUNS, Decision::Abort, |s| run(s, &segs));
-    assert!(aborted <= 0.05, "A/A aborted in {:.1}% of runs", 100.0 * aborted);
+    assert!(
+        aborted <= 0.05,
+        "A/A aborted in {:.1}% of runs",
+        100.0 * aborted
+    );
 }
 
 #[test]
 fn doubled_flagged_rate_at_4000_per_arm_aborts_in_90_percent() {
-    let c = ArmSpec { flagged: 0.06, ..arm(4000) };
+    let c = ArmSpec {
+        flagged: 0.06,
+        ..arm(4000)
+    };
     let segs = [("free", arm(4000), c)];
     let aborted = rate(RUNS, Decision::Abort, |s| run(1000 + s, &segs));
-    assert!(aborted >= 0.90, "aborted in only {:.1}% of runs", 100.0 * aborted);
+    assert!(
+        aborted >= 0.90,
+        "aborted in only {:.1}% of runs",
+        100.0 * aborted
+    );
 }
 
 #[test]
 fn p95_duration_up_50_percent_at_1000_per_arm_aborts_in_90_percent() {
-    let c = ArmSpec { latency_mult: 1.5, ..arm(1000) };
+    let c = ArmSpec {
+        latency_mult: 1.5,
+        ..arm(1000)
+    };
     let segs = [("free", arm(1000), c)];
     let aborted = rate(RUNS, Decision::Abort, |s| run(2000 + s, &segs));
-    assert!(aborted >= 0.90, "aborted in only {:.1}% of runs", 100.0 * aborted);
+    assert!(
+        aborted >= 0.90,
+        "aborted in only {:.1}% of runs",
+        100.0 * aborted
+    );
 }
 
 #[test]
 fn a_tier_mix_shift_without_per_tier_change_is_not_aborted() {
     // Enterprise is 2.5x slower. The baseline is 90% free; the canary drew 50% enterprise, so
     // its pooled p95 is far worse, while no tier changed.
-    let slow = |n| ArmSpec { latency_median: 1500.0, ..arm(n) };
-    let segs = [("free", arm(3600), arm(1000)), ("enterprise", slow(400), slow(1000))];
+    let slow = |n| ArmSpec {
+        latency_median: 1500.0,
+        ..arm(n)
+    };
+    let segs = [
+        ("free", arm(3600), arm(1000)),
+        ("enterprise", slow(400), slow(1000)),
+    ];
     let aborted = rate(RUNS, Decision::Abort, |s| run(3000 + s, &segs));
-    assert!(aborted <= 0.05, "tier-mix shift aborted in {:.1}% of runs", 100.0 * aborted);
+    assert!(
+        aborted <= 0.05,
+        "tier-mix shift aborted in {:.1}% of runs",
+        100.0 * aborted
+    );
 }
 
 #[test]
 fn a_regression_in_one_tier_is_not_averaged_away() {
-    let c = ArmSpec { latency_mult: 1.6, ..arm(800) };
-    let segs = [("free", arm(4000), arm(4000)), ("pro", arm(4000), arm(4000)), ("enterprise", arm(800), c)];
+    let c = ArmSpec {
+        latency_mult: 1.6,
+        ..arm(800)
+    };
+    let segs = [
+        ("free", arm(4000), arm(4000)),
+        ("pro", arm(4000), arm(4000)),
+        ("enterprise", arm(800), c),
+    ];
     let aborted = rate(100, Decision::Abort, |s| run(4000 + s, &segs));
-    assert!(aborted >= 0.90, "aborted in only {:.1}% of runs", 100.0 * aborted);
+    assert!(
+        aborted >= 0.90,
+        "aborted in only {:.1}% of runs",
+        100.0 * aborted
+    );
 }
 
 #[test]
@@ -110,14 +168,25 @@ fn too_little_volume_continues_and_never_promotes() {
         assert_ne!(d, Decision::Promote, "seed {s}");
     }
     let continued = rate(RUNS, Decision::Continue, |s| run(5000 + s, &segs));
-    assert!(continued >= 0.95, "continued in only {:.1}% of runs", 100.0 * continued);
+    assert!(
+        continued >= 0.95,
+        "continued in only {:.1}% of runs",
+        100.0 * continued
+    );
 }
 
 #[test]
 fn a_catastrophe_aborts_before_min_events() {
     // 40% flagged instead of 3%, only 100 canary events: early abort at alpha 0.001.
-    let c = ArmSpec { flagged: 0.4, ..arm(100) };
+    let c = ArmSpec {
+        flagged: 0.4,
+        ..arm(100)
+    };
     let segs = [("free", arm(150), c)];
     let aborted = rate(50, Decision::Abort, |s| run(6000 + s, &segs));
-    assert!(aborted >= 0.95, "aborted in only {:.1}% of runs", 100.0 * aborted);
+    assert!(
+        aborted >= 0.95,
+        "aborted in only {:.1}% of runs",
+        100.0 * aborted
+    );
 }

@@ -25,7 +25,6 @@ pub(crate) struct EventBatchBuilder {
     input: StringBuilder,
     output: StringBuilder,
     attributes: StringBuilder,
-    len: usize,
 }
 
 impl EventBatchBuilder {
@@ -47,7 +46,6 @@ impl EventBatchBuilder {
             input: s(),
             output: s(),
             attributes: s(),
-            len: 0,
         }
     }
 
@@ -67,11 +65,6 @@ impl EventBatchBuilder {
         self.input.append_option(e.input.as_deref());
         self.output.append_option(e.output.as_deref());
         self.attributes.append_option(e.attributes.as_deref());
-        self.len += 1;
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     pub fn finish(mut self) -> RecordBatch {
@@ -104,7 +97,6 @@ pub(crate) struct LabelBatchBuilder {
     labeler: StringBuilder,
     ts: TimestampMicrosecondBuilder,
     note: StringBuilder,
-    len: usize,
 }
 
 impl LabelBatchBuilder {
@@ -116,7 +108,6 @@ impl LabelBatchBuilder {
             labeler: StringBuilder::new(),
             ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             note: StringBuilder::new(),
-            len: 0,
         }
     }
 
@@ -127,11 +118,6 @@ impl LabelBatchBuilder {
         self.labeler.append_option(l.labeler.as_deref());
         self.ts.append_value(l.ts_us);
         self.note.append_option(l.note.as_deref());
-        self.len += 1;
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     pub fn finish(mut self) -> RecordBatch {

@@ -14,12 +14,9 @@ pub(crate) struct LineChunk {
 /// What the chunker found next.
 pub(crate) enum Piece {
     Lines(LineChunk),
-    /// A line longer than the limit: `line` number and its total length in bytes. Its bytes
-    /// were handed to the oversize callback as they were read.
-    Oversize {
-        line: u64,
-        bytes: u64,
-    },
+    /// A line longer than the limit; its bytes were handed to the oversize callback as they
+    /// were read.
+    Oversize,
 }
 
 pub(crate) struct LineChunker<R> {
@@ -100,18 +97,20 @@ impl<R: Read> LineChunker<R> {
             if self.buf.len() > self.max_line {
                 // No newline within the limit: stream the line out instead of buffering it.
                 let line = self.next_line;
-                let mut bytes = 0u64;
                 loop {
                     match memchr::memchr(b'\n', &self.buf) {
                         Some(i) => {
-                            oversize(line, &self.buf[..i])?;
-                            bytes += i as u64;
+                            let end = if i > 0 && self.buf[i - 1] == b'\r' {
+                                i - 1
+                            } else {
+                                i
+                            };
+                            oversize(line, &self.buf[..end])?;
                             self.buf.drain(..=i);
                             break;
                         }
                         None => {
                             oversize(line, &self.buf)?;
-                            bytes += self.buf.len() as u64;
                             self.buf.clear();
                             if self.eof {
                                 break;
@@ -124,7 +123,7 @@ impl<R: Read> LineChunker<R> {
                     }
                 }
                 self.next_line += 1;
-                return Ok(Some(Piece::Oversize { line, bytes }));
+                return Ok(Some(Piece::Oversize));
             }
             // A long line still within the limit: read more.
             let want = self.buf.len() + self.chunk_bytes;
@@ -161,14 +160,22 @@ mod tests {
     fn collect(input: &[u8], chunk: usize, max: usize) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>) {
         let mut ch = LineChunker::new(input, chunk, max);
         let mut out = Vec::new();
-        let mut over = Vec::new();
-        let mut sink = |_: u64, _: &[u8]| Ok(());
+        let mut over: Vec<(u64, u64)> = Vec::new();
+        let mut pieces: Vec<(u64, u64)> = Vec::new();
+        let mut sink = |line: u64, piece: &[u8]| {
+            match pieces.last_mut() {
+                Some((l, n)) if *l == line => *n += piece.len() as u64,
+                _ => pieces.push((line, piece.len() as u64)),
+            }
+            Ok(())
+        };
         while let Some(p) = ch.next_piece(&mut sink).unwrap() {
             match p {
                 Piece::Lines(c) => out.extend(lines(&c).map(|(n, l)| (n, l.to_vec()))),
-                Piece::Oversize { line, bytes } => over.push((line, bytes)),
+                Piece::Oversize => {}
             }
         }
+        over.extend(pieces);
         (out, over)
     }
 

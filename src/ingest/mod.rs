@@ -341,7 +341,7 @@ impl Run<'_> {
                         break;
                     }
                     Some(Piece::Lines(c)) => chunks.push(c),
-                    Some(Piece::Oversize { .. }) => {
+                    Some(Piece::Oversize) => {
                         self.quarantine.end_record()?;
                         self.report.read += 1;
                         self.report.rejected += 1;

@@ -46,10 +46,6 @@ impl Quarantine {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Rejected records written so far.
     pub fn count(&self) -> u64 {
         self.count
@@ -70,9 +66,7 @@ impl Quarantine {
     /// the record's bytes with [`Quarantine::write_raw`] and ends it with [`Quarantine::end_record`].
     pub fn begin_record(&mut self, src: &SourceToken, line: u64, reason: &str) -> Result<()> {
         self.count += 1;
-        if self.current.as_ref().map(|c| c.source.as_str()) != Some(src.source.as_str())
-            || self.current.is_none()
-        {
+        if self.current.as_ref().map(|c| c.source.as_str()) != Some(src.source.as_str()) {
             self.flush_current()?;
             fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create", &self.dir, e))?;
             let base = Path::new(&src.source)
@@ -167,12 +161,6 @@ pub(crate) struct SourceToken {
     index: usize,
     source: String,
     header: Option<Vec<u8>>,
-}
-
-impl SourceToken {
-    pub fn source(&self) -> &str {
-        &self.source
-    }
 }
 
 fn sanitize(name: &str) -> String {
