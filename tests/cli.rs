@@ -752,3 +752,65 @@ fn judge_markdown_and_default_policy() {
     assert!(md.starts_with("### "), "{md}");
     assert!(md.contains("| segment | rule |"));
 }
+
+/// An independent reader (DuckDB, from PyPI; `.ci/run` installs it) reads the lake as a
+/// Hive-partitioned dataset with the same row count, and computes the same rollup.
+#[test]
+fn duckdb_reads_the_lake_and_agrees_on_the_rollup() {
+    let lake = Lake::new();
+    let out = bin()
+        .args(["gen", "--events", "20000", "--seed", "5", "--days", "3"])
+        .output()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("e.ndjson");
+    std::fs::write(&p, &out.stdout).unwrap();
+    lake.ingest_json(&[p.to_str().unwrap()]);
+    lake.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    let ours = lake.sql_json(
+        "SELECT prompt_version, COUNT(*) AS n, AVG(duration_ms) AS avg_d, \
+         percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_d, \
+         AVG(CASE WHEN status = 'flagged' THEN 1 ELSE 0 END) AS flagged \
+         FROM llm_events WHERE route = 'support' AND env = 'prod' GROUP BY prompt_version ORDER BY n DESC",
+    );
+    let script = r#"
+import duckdb, json, sys
+c = duckdb.connect()
+src = f"read_parquet('{sys.argv[1]}/llm_events/*/*.parquet', hive_partitioning=true)"
+total = c.execute(f"SELECT COUNT(*), COUNT(DISTINCT date) FROM {src}").fetchone()
+rows = c.execute(f"""SELECT prompt_version, COUNT(*), AVG(duration_ms), quantile_cont(duration_ms, 0.95),
+    AVG(CASE WHEN status = 'flagged' THEN 1 ELSE 0 END)
+    FROM {src} WHERE route = 'support' AND env = 'prod' GROUP BY 1 ORDER BY 2 DESC""").fetchall()
+print(json.dumps({"total": total[0], "days": total[1], "rows": rows}))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&lake.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb failed (pip install duckdb): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let duck: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(duck["total"], 20000);
+    assert_eq!(duck["days"], 3);
+    let rows = duck["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), ours.len());
+    for (d, o) in rows.iter().zip(&ours) {
+        assert_eq!(d[0], o["prompt_version"]);
+        assert_eq!(d[1], o["n"]);
+        let rel = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
+        assert!(rel(d[2].as_f64().unwrap(), o["avg_d"].as_f64().unwrap()));
+        // percentile_cont's interpolation weight is quantized in DataFusion (~1e-6 relative)
+        assert!(
+            rel(d[3].as_f64().unwrap(), o["p95_d"].as_f64().unwrap()),
+            "{} vs {}",
+            d[3],
+            o["p95_d"]
+        );
+        assert!(rel(d[4].as_f64().unwrap(), o["flagged"].as_f64().unwrap()));
+    }
+}
