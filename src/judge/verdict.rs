@@ -441,12 +441,7 @@ fn measure(
                 } else {
                     "no events in an arm".into()
                 };
-                return Measurement {
-                    result: r,
-                    tested: false,
-                    material: false,
-                    below_floor: false,
-                };
+                return untested(r);
             };
             r.baseline = Some(rr.baseline_rate);
             r.canary = Some(rr.canary_rate);
@@ -490,25 +485,7 @@ fn measure(
                 r.ratio = Some(ec / eb);
             }
             match stats::quantile_ratio(&sc, &sb, z) {
-                Some(t) => {
-                    r.ratio = finite(t.estimate);
-                    r.ci_low = finite(t.low);
-                    r.ci_high = finite(t.high);
-                    r.p_value = Some(t.p_value);
-                    r.reason = format!(
-                        "{} {} vs {} ({:.2}x)",
-                        rule.metric_name,
-                        num(sc.estimate),
-                        num(sb.estimate),
-                        t.estimate
-                    );
-                    Measurement {
-                        result: r,
-                        tested: true,
-                        material: t.estimate > rule.max_ratio,
-                        below_floor: false,
-                    }
-                }
+                Some(t) => ratio_measurement(r, t, rule.max_ratio),
                 None => {
                     let need = stats::min_events_for_quantile(q, z) as u64;
                     if sb.interval.is_none() || sc.interval.is_none() {
@@ -521,12 +498,7 @@ fn measure(
                     } else {
                         r.reason = "baseline percentile is 0; the ratio is undefined".into();
                     }
-                    Measurement {
-                        result: r,
-                        tested: false,
-                        material: false,
-                        below_floor: false,
-                    }
+                    untested(r)
                 }
             }
         }
@@ -544,38 +516,46 @@ fn measure(
                 _ => None,
             };
             match t {
-                Some(t) => {
-                    r.ratio = finite(t.estimate);
-                    r.ci_low = finite(t.low);
-                    r.ci_high = finite(t.high);
-                    r.p_value = Some(t.p_value);
-                    r.reason = format!(
-                        "{} {} vs {} ({:.2}x)",
-                        rule.metric_name,
-                        num(mc),
-                        num(mb),
-                        t.estimate
-                    );
-                    Measurement {
-                        result: r,
-                        tested: true,
-                        material: t.estimate > rule.max_ratio,
-                        below_floor: false,
-                    }
-                }
+                Some(t) => ratio_measurement(r, t, rule.max_ratio),
                 None => {
                     r.verdict = RuleOutcome::Insufficient;
                     r.needs_events = Some(2);
                     r.reason = "too few events (or a zero baseline mean) to compare means".into();
-                    Measurement {
-                        result: r,
-                        tested: false,
-                        material: false,
-                        below_floor: false,
-                    }
+                    untested(r)
                 }
             }
         }
+    }
+}
+
+/// A measurement from a ratio test of two arms' values (quantiles or means).
+fn ratio_measurement(mut r: RuleResult, t: stats::RatioTest, max_ratio: f64) -> Measurement {
+    r.ratio = finite(t.estimate);
+    r.ci_low = finite(t.low);
+    r.ci_high = finite(t.high);
+    r.p_value = Some(t.p_value);
+    r.reason = format!(
+        "{} {} vs {} ({:.2}x)",
+        r.metric,
+        num(r.canary),
+        num(r.baseline),
+        t.estimate
+    );
+    Measurement {
+        result: r,
+        tested: true,
+        material: t.estimate > max_ratio,
+        below_floor: false,
+    }
+}
+
+/// A measurement without a test (its outcome and reason are already set).
+fn untested(result: RuleResult) -> Measurement {
+    Measurement {
+        result,
+        tested: false,
+        material: false,
+        below_floor: false,
     }
 }
 
