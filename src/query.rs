@@ -228,7 +228,8 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
     let mut stream = df.execute_stream().await?;
 
     let nseg = q.segment_by.len();
-    let mut by_key: HashMap<String, (Vec<String>, SegmentSample)> = HashMap::new();
+    let mut by_key: HashMap<String, (Vec<String>, SegmentSample), foldhash::fast::RandomState> =
+        HashMap::default();
     let mut shas: [Vec<Option<String>>; 2] = [Vec::new(), Vec::new()];
     let mut key = String::new();
     let mut vals: Vec<(ValueColumn, f64)> = Vec::with_capacity(3);

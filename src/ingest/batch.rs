@@ -28,24 +28,25 @@ pub(crate) struct EventBatchBuilder {
 }
 
 impl EventBatchBuilder {
-    pub fn new() -> Self {
-        let s = StringBuilder::new;
+    /// A builder sized for about `rows` events, so appends rarely reallocate.
+    pub fn with_capacity(rows: usize) -> Self {
+        let s = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
         Self {
-            event_id: s(),
-            ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            route: s(),
-            env: s(),
-            model: s(),
-            tier: s(),
-            prompt_version: s(),
-            prompt_sha: s(),
-            duration_ms: Float64Builder::new(),
-            tokens_in: Int64Builder::new(),
-            tokens_out: Int64Builder::new(),
-            status: s(),
-            input: s(),
-            output: s(),
-            attributes: s(),
+            event_id: s(36),
+            ts: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            route: s(12),
+            env: s(8),
+            model: s(16),
+            tier: s(8),
+            prompt_version: s(4),
+            prompt_sha: s(16),
+            duration_ms: Float64Builder::with_capacity(rows),
+            tokens_in: Int64Builder::with_capacity(rows),
+            tokens_out: Int64Builder::with_capacity(rows),
+            status: s(4),
+            input: s(100),
+            output: s(100),
+            attributes: s(32),
         }
     }
 

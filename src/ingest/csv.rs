@@ -155,7 +155,7 @@ impl<R: Read> CsvSource<R> {
             EventField::TokensIn.index(),
             EventField::TokensOut.index(),
         ];
-        let mut sink = ChunkSink::new(self.kind, self.now_us);
+        let mut sink = ChunkSink::new(self.kind, self.now_us, ROWS_PER_BATCH);
         while sink.records() < ROWS_PER_BATCH as u64 {
             let more = self
                 .rdr

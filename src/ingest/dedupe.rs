@@ -1,17 +1,20 @@
-//! Deduplication on the table's id column, in memory bounded by the batch being written.
+//! Deduplication on the table's id column, in memory bounded by the batches being written.
 //!
-//! Within a batch the first occurrence of an id wins. Against the lake (and files this ingest
-//! already staged) the batch's ids are the build side of a semi join that streams only the id
-//! column of the existing files: the lake's ids are never collected in memory.
+//! Within a day buffer the first occurrence of an id wins. Against the lake (and files this
+//! ingest already staged) the buffer's ids are the build side of a semi join that streams only
+//! the id column of the existing files: the lake's ids are never collected in memory. Ids of
+//! files still being written are checked in memory.
 
 use std::collections::HashSet;
+
+use foldhash::fast::RandomState;
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, filter_record_batch, lexsort_to_indices,
-    take_record_batch,
+    SortColumn, SortOptions, concat, filter_record_batch, interleave_record_batch,
+    lexsort_to_indices,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
@@ -19,51 +22,91 @@ use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{SessionContext, col};
 
 use crate::error::Result;
-use crate::lake::{self, Lake, Table};
+use crate::lake::{self, Lake, LakeFileWriter, Table};
 
 pub(super) struct Outcome {
-    /// Rows whose ids are new, first occurrence only.
-    pub batch: RecordBatch,
+    /// Batches holding only rows whose ids are new, first occurrence only.
+    pub batches: Vec<RecordBatch>,
+    pub rows: u64,
     /// Rows dropped as already seen.
     pub duplicates: u64,
 }
 
+fn ids(batch: &RecordBatch, table: Table) -> &StringArray {
+    let idx = table
+        .schema()
+        .index_of(table.id_column())
+        .expect("id column");
+    batch.column(idx).as_string::<i32>()
+}
+
+/// Drops rows of `batches` whose id was seen earlier in them, is in the lake or staged, or is
+/// among `in_flight` (batches being written right now).
 pub(super) async fn unique_new_rows(
     lake: &Lake,
     staged_dir: &Path,
     table: Table,
     batches: Vec<RecordBatch>,
+    in_flight: &[&[RecordBatch]],
 ) -> Result<Outcome> {
-    let batch = concat_batches(&table.schema(), &batches)?;
-    drop(batches);
-    let id_idx = table
-        .schema()
-        .index_of(table.id_column())
-        .expect("id column");
-    let ids = batch.column(id_idx).as_string::<i32>().clone();
-
-    let mut first = HashSet::with_capacity(ids.len());
-    let mut keep: Vec<bool> = ids
+    let mut seen: HashSet<&str, RandomState> = HashSet::default();
+    let mut keep: Vec<Vec<bool>> = batches
         .iter()
-        .map(|id| first.insert(id.unwrap_or("")))
+        .map(|b| {
+            ids(b, table)
+                .iter()
+                .map(|id| seen.insert(id.unwrap_or("")))
+                .collect()
+        })
         .collect();
 
-    let existing = existing_ids(lake, staged_dir, table, &ids).await?;
-    if !existing.is_empty() {
-        for (k, id) in keep.iter_mut().zip(ids.iter()) {
-            if *k && existing.contains(id.unwrap_or("")) {
-                *k = false;
+    let mut known: HashSet<String> = HashSet::new();
+    for list in in_flight {
+        for b in *list {
+            for id in ids(b, table).iter().flatten() {
+                if seen.contains(id) {
+                    known.insert(id.to_string());
+                }
             }
         }
     }
-    let kept = keep.iter().filter(|k| **k).count();
-    let duplicates = (ids.len() - kept) as u64;
-    let batch = if kept == ids.len() {
-        batch
-    } else {
-        filter_record_batch(&batch, &BooleanArray::from(keep))?
-    };
-    Ok(Outcome { batch, duplicates })
+    let all: Vec<&dyn Array> = batches
+        .iter()
+        .map(|b| ids(b, table) as &dyn Array)
+        .collect();
+    if !all.is_empty() {
+        let candidates = concat(&all)?;
+        known.extend(existing_ids(lake, staged_dir, table, candidates.as_string::<i32>()).await?);
+    }
+    drop(seen);
+
+    let mut out = Vec::with_capacity(batches.len());
+    let (mut rows, mut duplicates) = (0u64, 0u64);
+    for (b, k) in batches.into_iter().zip(keep.iter_mut()) {
+        if !known.is_empty() {
+            for (keep, id) in k.iter_mut().zip(ids(&b, table).iter()) {
+                if *keep && known.contains(id.unwrap_or("")) {
+                    *keep = false;
+                }
+            }
+        }
+        let kept = k.iter().filter(|x| **x).count();
+        duplicates += (k.len() - kept) as u64;
+        rows += kept as u64;
+        if kept == k.len() {
+            out.push(b);
+        } else if kept > 0 {
+            out.push(filter_record_batch(
+                &b,
+                &BooleanArray::from(std::mem::take(k)),
+            )?);
+        }
+    }
+    Ok(Outcome {
+        batches: out,
+        rows,
+        duplicates,
+    })
 }
 
 /// Ids of `candidates` already present in the lake's `table` or in the staged files.
@@ -132,18 +175,46 @@ async fn existing_ids(
     Ok(out)
 }
 
-/// Sorts a batch by the table's sort columns (for events: route, then ts).
-pub(super) fn sort_for_table(batch: &RecordBatch, table: Table) -> Result<RecordBatch> {
+/// Rows per slice when writing: the sorted copy never holds more than this many rows.
+const WRITE_SLICE_ROWS: usize = 64 * 1024;
+
+/// Writes `batches` as one file sorted by the table's sort columns (for events: route, then
+/// ts). Only the sort columns are concatenated; full rows are gathered from the original
+/// batches a slice at a time, so the sorted copy stays small.
+pub(super) fn write_sorted(path: &Path, table: Table, batches: &[RecordBatch]) -> Result<u64> {
+    let schema = table.schema();
     let columns: Vec<SortColumn> = table
         .sort_columns()
         .iter()
-        .map(|c| SortColumn {
-            values: batch
-                .column(batch.schema().index_of(c).expect("sort column"))
-                .clone(),
-            options: Some(SortOptions::default()),
+        .map(|c| {
+            let idx = schema.index_of(c).expect("sort column");
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
+            Ok(SortColumn {
+                values: concat(&parts)?,
+                options: Some(SortOptions::default()),
+            })
         })
-        .collect();
-    let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+        .collect::<Result<_>>()?;
+    let order = lexsort_to_indices(&columns, None)?;
+    drop(columns);
+    // Global row number -> (batch, row).
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let locate = |g: usize| {
+        let b = starts.partition_point(|s| *s <= g) - 1;
+        (b, g - starts[b])
+    };
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let mut writer = LakeFileWriter::create(path, table)?;
+    let mut slice: Vec<(usize, usize)> = Vec::with_capacity(WRITE_SLICE_ROWS);
+    for chunk in order.values().chunks(WRITE_SLICE_ROWS) {
+        slice.clear();
+        slice.extend(chunk.iter().map(|g| locate(*g as usize)));
+        writer.write(&interleave_record_batch(&refs, &slice)?)?;
+    }
+    writer.finish()
 }

@@ -9,6 +9,8 @@ pub(crate) struct LineChunk {
     pub data: Vec<u8>,
     /// 1-based number of the chunk's first line in its source.
     pub first_line: u64,
+    /// Lines in the chunk.
+    pub lines: u64,
 }
 
 /// What the chunker found next.
@@ -85,14 +87,22 @@ impl<R: Read> LineChunker<R> {
                 let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
                 let first_line = self.next_line;
                 self.next_line += lines;
-                return Ok(Some(Piece::Lines(LineChunk { data, first_line })));
+                return Ok(Some(Piece::Lines(LineChunk {
+                    data,
+                    first_line,
+                    lines,
+                })));
             }
             if self.eof {
                 // Last line without a trailing newline.
                 let data = std::mem::take(&mut self.buf);
                 let first_line = self.next_line;
                 self.next_line += 1;
-                return Ok(Some(Piece::Lines(LineChunk { data, first_line })));
+                return Ok(Some(Piece::Lines(LineChunk {
+                    data,
+                    first_line,
+                    lines: 1,
+                })));
             }
             if self.buf.len() > self.max_line {
                 // No newline within the limit: stream the line out instead of buffering it.

@@ -16,10 +16,11 @@ mod ndjson;
 mod quarantine;
 mod records;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,7 +77,7 @@ impl Default for IngestOptions {
             max_line_bytes: 1 << 20,
             strict: false,
             progress: true,
-            buffer_bytes: 256 << 20,
+            buffer_bytes: 192 << 20,
         }
     }
 }
@@ -180,6 +181,7 @@ pub async fn ingest(
         buffered_bytes: 0,
         report: IngestReport::default(),
         quarantine: Quarantine::new(quarantine_dir),
+        writers: VecDeque::new(),
         now_us: chrono::Utc::now().timestamp_micros(),
     };
     let total: Option<u64> = sources.iter().map(|s| s.size).sum();
@@ -189,6 +191,7 @@ pub async fn ingest(
     }
     bar.finish_and_clear();
     run.flush_all(&mut tx).await?;
+    run.join_writers()?;
 
     let rejected = run.quarantine.count();
     debug_assert_eq!(rejected, run.report.rejected);
@@ -243,6 +246,7 @@ struct Run<'a> {
     buffered_bytes: usize,
     report: IngestReport,
     quarantine: Quarantine,
+    writers: VecDeque<Writer>,
     now_us: i64,
 }
 
@@ -316,47 +320,82 @@ impl Run<'_> {
         let kind = self.opts.kind;
         let now = self.now_us;
         let max_line = self.opts.max_line_bytes;
-        let mut done = false;
-        while !done {
-            let mut chunks = Vec::with_capacity(group);
-            while chunks.len() < group {
-                let mut oversize_started: Option<u64> = None;
-                let q = &mut self.quarantine;
-                let mut on_oversize = |line: u64, piece: &[u8]| -> Result<()> {
-                    if oversize_started != Some(line) {
-                        oversize_started = Some(line);
-                        q.begin_record(
-                            &token,
-                            line,
-                            &format!(
-                                "line is longer than the {max_line}-byte limit (raise it with --max-line-bytes)"
-                            ),
-                        )?;
-                    }
-                    q.write_raw(piece)
-                };
-                match chunker.next_piece(&mut on_oversize)? {
-                    None => {
-                        done = true;
-                        break;
-                    }
-                    Some(Piece::Lines(c)) => chunks.push(c),
-                    Some(Piece::Oversize) => {
-                        self.quarantine.end_record()?;
-                        self.report.read += 1;
-                        self.report.rejected += 1;
-                    }
-                }
-                bar.set_position(chunker.consumed);
-            }
-            let parsed: Vec<Parsed> = chunks
-                .par_iter()
-                .map(|c| parse_chunk(c, kind, now, max_line))
-                .collect();
+        // Read the next group of chunks while the current one is parsed.
+        let spill_dir = tx.dir().to_path_buf();
+        let mut group_of_chunks = self.read_group(&mut chunker, &token, group, &spill_dir, bar)?;
+        while !group_of_chunks.is_empty() {
+            let (parsed, next) = rayon::join(
+                || {
+                    group_of_chunks
+                        .par_iter()
+                        .map(|c| parse_chunk(c, kind, now, max_line))
+                        .collect::<Vec<Parsed>>()
+                },
+                || {
+                    let mut oversize = Vec::new();
+                    let next = read_chunks(&mut chunker, group, &spill_dir, &mut oversize);
+                    (next, oversize)
+                },
+            );
             for p in parsed {
                 self.absorb(tx, &token, p).await?;
             }
+            let (next, oversize) = next;
+            for o in oversize {
+                self.quarantine_oversize(&token, o, max_line)?;
+            }
+            bar.set_position(chunker.consumed);
+            group_of_chunks = next?;
         }
+        Ok(())
+    }
+
+    fn read_group<R: Read>(
+        &mut self,
+        chunker: &mut LineChunker<R>,
+        token: &SourceToken,
+        group: usize,
+        spill_dir: &Path,
+        bar: &ProgressBar,
+    ) -> Result<Vec<lines::LineChunk>> {
+        let mut oversize = Vec::new();
+        let chunks = read_chunks(chunker, group, spill_dir, &mut oversize);
+        for o in oversize {
+            self.quarantine_oversize(token, o, self.opts.max_line_bytes)?;
+        }
+        bar.set_position(chunker.consumed);
+        chunks
+    }
+
+    /// Counts and quarantines a line that was too long to parse.
+    fn quarantine_oversize(
+        &mut self,
+        token: &SourceToken,
+        o: Oversize,
+        max_line: usize,
+    ) -> Result<()> {
+        self.quarantine.begin_record(
+            token,
+            o.line,
+            &format!(
+                "line is longer than the {max_line}-byte limit (raise it with --max-line-bytes)"
+            ),
+        )?;
+        let mut f = File::open(&o.path).map_err(|e| Error::io("cannot read", &o.path, e))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| Error::io("cannot read", &o.path, e))?;
+            if n == 0 {
+                break;
+            }
+            self.quarantine.write_raw(&buf[..n])?;
+        }
+        self.quarantine.end_record()?;
+        let _ = std::fs::remove_file(&o.path);
+        self.report.read += 1;
+        self.report.rejected += 1;
         Ok(())
     }
 
@@ -401,36 +440,130 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes one day's buffer as a sorted file, minus ids already in the lake or staged.
+    /// Writes one day's buffer as a sorted file, minus ids already in the lake, staged, or
+    /// being written. The sort and write run on a background thread while reading goes on.
     async fn flush(&mut self, tx: &mut Transaction<'_>, key: (TableKey, i32)) -> Result<()> {
         let Some(buf) = self.buffers.remove(&key) else {
             return Ok(());
         };
         self.buffered_bytes -= buf.bytes;
+        while self.writers.len() >= MAX_WRITERS {
+            self.join_oldest_writer()?;
+        }
         let table = key.0.table();
         let staged = tx.staged_table_dir(table);
-        let outcome = dedupe::unique_new_rows(self.lake, &staged, table, buf.batches).await?;
+        let in_flight: Vec<&[RecordBatch]> = self
+            .writers
+            .iter()
+            .filter(|w| w.table == table)
+            .map(|w| w.batches.as_slice())
+            .collect();
+        let outcome =
+            dedupe::unique_new_rows(self.lake, &staged, table, buf.batches, &in_flight).await?;
         let is_primary = match self.opts.kind {
             RecordKind::Events => table == Table::Events,
             RecordKind::Labels => table == Table::Labels,
         };
         if is_primary {
             self.report.duplicates += outcome.duplicates;
-            self.report.accepted += outcome.batch.num_rows() as u64;
+            self.report.accepted += outcome.rows;
         } else {
-            self.report.inline_labels += outcome.batch.num_rows() as u64;
+            self.report.inline_labels += outcome.rows;
         }
-        if outcome.batch.num_rows() > 0 {
-            let sorted = dedupe::sort_for_table(&outcome.batch, table)?;
-            tx.write_file(table, key.1, [Ok(sorted)])?;
+        if outcome.rows > 0 {
+            let path = tx.new_file(table, key.1);
+            let batches = Arc::new(outcome.batches);
+            let for_thread = batches.clone();
+            let handle = std::thread::spawn(move || {
+                // Written under a name queries ignore, renamed once complete.
+                let name = path.file_name().expect("file name").to_string_lossy();
+                let tmp = path.with_file_name(format!(".{name}.tmp"));
+                dedupe::write_sorted(&tmp, table, &for_thread)?;
+                std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot stage", &path, e))
+            });
+            self.writers.push_back(Writer {
+                table,
+                batches,
+                handle,
+            });
+        }
+        Ok(())
+    }
+
+    fn join_oldest_writer(&mut self) -> Result<()> {
+        if let Some(w) = self.writers.pop_front() {
+            w.handle
+                .join()
+                .map_err(|_| Error::runtime("a Parquet writer thread panicked"))??;
+        }
+        Ok(())
+    }
+
+    /// Waits for every file being written.
+    fn join_writers(&mut self) -> Result<()> {
+        while !self.writers.is_empty() {
+            self.join_oldest_writer()?;
         }
         Ok(())
     }
 }
 
+/// A file being sorted and written on its own thread.
+struct Writer {
+    table: Table,
+    batches: Arc<Vec<RecordBatch>>,
+    handle: std::thread::JoinHandle<Result<()>>,
+}
+
+/// Files written at once, each on its own thread (bounds memory: each holds one day buffer).
+const MAX_WRITERS: usize = 2;
+
+/// A line over the limit, spilled to a scratch file as it was read (never held in memory).
+struct Oversize {
+    line: u64,
+    path: PathBuf,
+}
+
+/// Reads up to `group` chunks. A line over the limit is not kept in a chunk: its bytes are
+/// streamed to a scratch file in `spill_dir` for the quarantine.
+fn read_chunks<R: Read>(
+    chunker: &mut LineChunker<R>,
+    group: usize,
+    spill_dir: &Path,
+    oversize: &mut Vec<Oversize>,
+) -> Result<Vec<lines::LineChunk>> {
+    let mut chunks = Vec::with_capacity(group);
+    let mut spill: Option<std::io::BufWriter<File>> = None;
+    while chunks.len() < group {
+        let mut on_oversize = |line: u64, piece: &[u8]| -> Result<()> {
+            if oversize.last().map(|o| o.line) != Some(line) {
+                let path = spill_dir.join(format!("oversize-{line}.tmp"));
+                let f = File::create(&path).map_err(|e| Error::io("cannot write", &path, e))?;
+                spill = Some(std::io::BufWriter::new(f));
+                oversize.push(Oversize { line, path });
+            }
+            let out = spill.as_mut().expect("opened above");
+            std::io::Write::write_all(out, piece)
+                .map_err(|e| Error::runtime(format!("cannot spill an oversize line: {e}")))
+        };
+        match chunker.next_piece(&mut on_oversize)? {
+            None => break,
+            Some(Piece::Lines(c)) => chunks.push(c),
+            Some(Piece::Oversize) => {
+                if let Some(mut f) = spill.take() {
+                    std::io::Write::flush(&mut f).map_err(|e| {
+                        Error::runtime(format!("cannot spill an oversize line: {e}"))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(chunks)
+}
+
 /// Parses one chunk of NDJSON lines into per-day batches and rejects.
 fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line: usize) -> Parsed {
-    let mut sink = ChunkSink::new(kind, now_us);
+    let mut sink = ChunkSink::new(kind, now_us, chunk.lines as usize);
     for (n, line) in lines::lines(chunk) {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;

@@ -35,6 +35,8 @@ pub(crate) struct Parsed {
 /// Collects validated records of one chunk into per-day Arrow builders.
 pub(crate) struct ChunkSink {
     kind: RecordKind,
+    /// Expected records, to size builders.
+    rows_hint: usize,
     now_us: i64,
     events: BTreeMap<i32, EventBatchBuilder>,
     labels: BTreeMap<i32, LabelBatchBuilder>,
@@ -43,9 +45,10 @@ pub(crate) struct ChunkSink {
 }
 
 impl ChunkSink {
-    pub fn new(kind: RecordKind, now_us: i64) -> Self {
+    pub fn new(kind: RecordKind, now_us: i64, rows_hint: usize) -> Self {
         Self {
             kind,
+            rows_hint,
             now_us,
             events: BTreeMap::new(),
             labels: BTreeMap::new(),
@@ -80,9 +83,10 @@ impl ChunkSink {
         };
         self.records += 1;
         let day = day_of(ev.ts_us);
+        let hint = self.rows_hint;
         self.events
             .entry(day)
-            .or_insert_with(EventBatchBuilder::new)
+            .or_insert_with(|| EventBatchBuilder::with_capacity(hint))
             .append(&ev);
         if let Some(label) = ev.label {
             // An inline label is a label like any other, stamped with the event's time.

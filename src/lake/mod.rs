@@ -499,26 +499,19 @@ impl Transaction<'_> {
         self.dir.join(table.name())
     }
 
-    /// Writes one sorted file of `table` for day `day` into staging; committed later.
-    pub fn write_file<I>(&mut self, table: Table, day: i32, batches: I) -> Result<u64>
-    where
-        I: IntoIterator<Item = Result<RecordBatch>>,
-    {
+    /// Reserves a new file of `table` for day `day`: returns its staged path, which the caller
+    /// must have written completely before [`Transaction::commit`].
+    pub fn new_file(&mut self, table: Table, day: i32) -> PathBuf {
         let rel = PathBuf::from(table.name())
             .join(format!("date={}", event::day_string(day)))
             .join(format!("part-{}.parquet", uuid::Uuid::new_v4().simple()));
         let staged = self.dir.join(&rel);
-        let mut w = LakeFileWriter::create(&staged, table)?;
-        for b in batches {
-            w.write(&b?)?;
-        }
-        let rows = w.finish()?;
         let staged_rel = staged
             .strip_prefix(&self._lock.lake.root)
             .expect("staging is inside the lake")
             .to_path_buf();
         self.moves.push((staged_rel, rel));
-        Ok(rows)
+        staged
     }
 
     /// Adds an already-written staged path (file or directory) to move to `final_rel`.
