@@ -72,6 +72,7 @@ def main():
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     import duckdb
     work = a.dir or tempfile.mkdtemp(prefix="promptgate-bench-")
+    os.makedirs(work, exist_ok=True)
     rollup_sql = os.path.join(ROOT, "queries", "prompt_version_rollup.sql")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
           f"{platform.platform()}; duckdb {duckdb.__version__} (2 threads)\n")

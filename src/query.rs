@@ -15,11 +15,13 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::event::{EVENTS_TABLE, LABELED_VIEW, LABELS_TABLE};
+use crate::event::{EVENTS_TABLE, LABELS_TABLE};
 use crate::judge::policy::ValueColumn;
 use crate::judge::{Arm, Samples, SegmentSample};
 use crate::lake::{Lake, Table};
 
+/// The view of each labeled event's latest label.
+pub const LATEST_LABELS_SQL: &str = include_str!("../queries/llm_latest_labels.sql");
 /// The view of events with their latest label.
 pub const LABELED_VIEW_SQL: &str = include_str!("../queries/llm_events_labeled.sql");
 /// Volume rollup per prompt version for one route and env (`$route`, `$env`).
@@ -34,6 +36,7 @@ pub async fn lake_session(lake: &Lake) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(config);
     lake.register(&ctx, Table::Events, EVENTS_TABLE)?;
     lake.register(&ctx, Table::Labels, LABELS_TABLE)?;
+    ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;
     ctx.sql(LABELED_VIEW_SQL).await?.collect().await?;
     Ok(ctx)
 }
@@ -193,6 +196,29 @@ pub async fn canary_span(ctx: &SessionContext, q: &CanaryQuery) -> Result<Option
     Ok(get(0).zip(get(1)))
 }
 
+/// Latest label per labeled event: event_id -> label is `bad`. Labels are human judgements, far
+/// fewer than events, so they are looked up in memory rather than joined against the events.
+async fn latest_bad_labels(ctx: &SessionContext) -> Result<HashMap<String, bool, foldhash::fast::RandomState>> {
+    let mut out = HashMap::default();
+    let mut stream = ctx
+        .table("llm_latest_labels")
+        .await?
+        .select(vec![col("event_id"), col("label")])?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let ids = cast(batch.column(0), &DataType::Utf8)?;
+        let labels = cast(batch.column(1), &DataType::Utf8)?;
+        for (id, label) in ids.as_string::<i32>().iter().zip(labels.as_string::<i32>().iter()) {
+            if let (Some(id), Some(label)) = (id, label) {
+                out.insert(id.to_string(), label == "bad");
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Streams the two arms' events of one route into per-segment [`Samples`]. Names are bound as
 /// literals through the DataFrame API, never spliced into SQL.
 pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Samples> {
@@ -217,14 +243,18 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             }
         }
     }
-    let table = if q.labels { LABELED_VIEW } else { EVENTS_TABLE };
+    let labels = if q.labels {
+        Some(latest_bad_labels(ctx).await?)
+    } else {
+        None
+    };
     let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
     columns.extend(["prompt_version", "prompt_sha", "status"].map(col));
     columns.extend(q.value_columns.iter().map(|c| col(c.name())));
-    if q.labels {
-        columns.push(col("label"));
+    if labels.is_some() {
+        columns.push(col("event_id"));
     }
-    let df = ctx.table(table).await?.filter(filter)?.select(columns)?;
+    let df = ctx.table(EVENTS_TABLE).await?.filter(filter)?.select(columns)?;
     let mut stream = df.execute_stream().await?;
 
     let nseg = q.segment_by.len();
@@ -255,12 +285,12 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             .iter()
             .map(|(c, a)| (*c, a.as_primitive::<Float64Type>()))
             .collect();
-        let label = if q.labels {
+        let event_ids = if labels.is_some() {
             Some(strings(batch.num_columns() - 1)?)
         } else {
             None
         };
-        let label = label.as_ref().map(|a| a.as_string::<i32>());
+        let event_ids = event_ids.as_ref().map(|a| a.as_string::<i32>());
         for row in 0..batch.num_rows() {
             let arm = if version.value(row) == q.canary {
                 Arm::Canary
@@ -303,7 +333,10 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
                 }
             }
             let st = status.value(row);
-            let bad = label.and_then(|l| l.is_valid(row).then(|| l.value(row) == "bad"));
+            let bad = match (&labels, event_ids) {
+                (Some(l), Some(ids)) => l.get(ids.value(row)).copied(),
+                _ => None,
+            };
             seg.arm_mut(arm)
                 .push(st == "flagged", st == "error", bad, &vals);
         }
