@@ -198,7 +198,9 @@ pub async fn canary_span(ctx: &SessionContext, q: &CanaryQuery) -> Result<Option
 
 /// Latest label per labeled event: event_id -> label is `bad`. Labels are human judgements, far
 /// fewer than events, so they are looked up in memory rather than joined against the events.
-async fn latest_bad_labels(ctx: &SessionContext) -> Result<HashMap<String, bool, foldhash::fast::RandomState>> {
+async fn latest_bad_labels(
+    ctx: &SessionContext,
+) -> Result<HashMap<String, bool, foldhash::fast::RandomState>> {
     let mut out = HashMap::default();
     let mut stream = ctx
         .table("llm_latest_labels")
@@ -210,7 +212,11 @@ async fn latest_bad_labels(ctx: &SessionContext) -> Result<HashMap<String, bool,
         let batch = batch?;
         let ids = cast(batch.column(0), &DataType::Utf8)?;
         let labels = cast(batch.column(1), &DataType::Utf8)?;
-        for (id, label) in ids.as_string::<i32>().iter().zip(labels.as_string::<i32>().iter()) {
+        for (id, label) in ids
+            .as_string::<i32>()
+            .iter()
+            .zip(labels.as_string::<i32>().iter())
+        {
             if let (Some(id), Some(label)) = (id, label) {
                 out.insert(id.to_string(), label == "bad");
             }
@@ -254,7 +260,11 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
     if labels.is_some() {
         columns.push(col("event_id"));
     }
-    let df = ctx.table(EVENTS_TABLE).await?.filter(filter)?.select(columns)?;
+    let df = ctx
+        .table(EVENTS_TABLE)
+        .await?
+        .filter(filter)?
+        .select(columns)?;
     let mut stream = df.execute_stream().await?;
 
     let nseg = q.segment_by.len();

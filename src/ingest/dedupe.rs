@@ -40,14 +40,27 @@ fn ids(batch: &RecordBatch, table: Table) -> &StringArray {
     batch.column(idx).as_string::<i32>()
 }
 
-/// Drops rows of `batches` whose id was seen earlier in them, is in the lake or staged, or is
-/// among `in_flight` (batches being written right now).
+/// Hashes of the ids one ingest run has accepted so far, per table: 8 bytes an id, so ids
+/// already staged by this run need not be re-read from disk at every flush. A hash match is only
+/// a candidate; it is confirmed in memory or against the staged files before a row is dropped.
+#[derive(Default)]
+pub(super) struct RunIds {
+    hashes: HashSet<u64, RandomState>,
+}
+
+fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// Drops rows of `batches` whose id was seen earlier in them, is in the lake, or was accepted
+/// earlier by this run (staged, or being written: `in_flight`); records the new ids in `run`.
 pub(super) async fn unique_new_rows(
     lake: &Lake,
     staged_dir: &Path,
     table: Table,
     batches: Vec<RecordBatch>,
     in_flight: &[&[RecordBatch]],
+    run: &mut RunIds,
 ) -> Result<Outcome> {
     let mut seen: HashSet<&str, RandomState> = HashSet::default();
     let mut keep: Vec<Vec<bool>> = batches
@@ -60,23 +73,38 @@ pub(super) async fn unique_new_rows(
         })
         .collect();
 
+    // Ids this run accepted before: confirmed in memory (in flight) or in the staged files.
     let mut known: HashSet<String> = HashSet::new();
-    for list in in_flight {
-        for b in *list {
-            for id in ids(b, table).iter().flatten() {
-                if seen.contains(id) {
-                    known.insert(id.to_string());
+    let maybe_own: Vec<&str> = seen
+        .iter()
+        .copied()
+        .filter(|id| run.hashes.contains(&id_hash(id)))
+        .collect();
+    if !maybe_own.is_empty() {
+        for list in in_flight {
+            for b in *list {
+                for id in ids(b, table).iter().flatten() {
+                    if seen.contains(id) {
+                        known.insert(id.to_string());
+                    }
                 }
             }
         }
+        let unresolved: StringArray = maybe_own
+            .iter()
+            .filter(|id| !known.contains(**id))
+            .map(|s| Some(*s))
+            .collect();
+        known.extend(existing_ids(None, Some(staged_dir), table, &unresolved).await?);
     }
+    // Ids already in the lake: a streaming semi join against the lake's id column.
     let all: Vec<&dyn Array> = batches
         .iter()
         .map(|b| ids(b, table) as &dyn Array)
         .collect();
     if !all.is_empty() {
         let candidates = concat(&all)?;
-        known.extend(existing_ids(lake, staged_dir, table, candidates.as_string::<i32>()).await?);
+        known.extend(existing_ids(Some(lake), None, table, candidates.as_string::<i32>()).await?);
     }
     drop(seen);
 
@@ -88,6 +116,11 @@ pub(super) async fn unique_new_rows(
                 if *keep && known.contains(id.unwrap_or("")) {
                     *keep = false;
                 }
+            }
+        }
+        for (keep, id) in k.iter().zip(ids(&b, table).iter()) {
+            if *keep {
+                run.hashes.insert(id_hash(id.unwrap_or("")));
             }
         }
         let kept = k.iter().filter(|x| **x).count();
@@ -109,15 +142,18 @@ pub(super) async fn unique_new_rows(
     })
 }
 
-/// Ids of `candidates` already present in the lake's `table` or in the staged files.
+/// Ids of `candidates` already present in the lake's `table` and/or in the staged files.
 async fn existing_ids(
-    lake: &Lake,
-    staged_dir: &Path,
+    lake: Option<&Lake>,
+    staged_dir: Option<&Path>,
     table: Table,
     candidates: &StringArray,
 ) -> Result<HashSet<String>> {
-    let have_lake = !lake.data_files(table, None)?.is_empty();
-    let have_staged = staged_dir.is_dir();
+    let have_lake = match lake {
+        Some(l) => !l.data_files(table, None)?.is_empty(),
+        None => false,
+    };
+    let have_staged = staged_dir.is_some_and(|d| d.is_dir());
     if candidates.is_empty() || (!have_lake && !have_staged) {
         return Ok(HashSet::new());
     }
@@ -135,13 +171,18 @@ async fn existing_ids(
     )?;
 
     let mut existing: Option<datafusion::prelude::DataFrame> = None;
-    for (name, dir, present) in [
-        ("lake", lake.table_dir(table), have_lake),
-        ("staged", staged_dir.to_path_buf(), have_staged),
-    ] {
-        if !present {
-            continue;
-        }
+    let dirs = [
+        (
+            "lake",
+            lake.filter(|_| have_lake).map(|l| l.table_dir(table)),
+        ),
+        (
+            "staged",
+            staged_dir.filter(|_| have_staged).map(Path::to_path_buf),
+        ),
+    ];
+    for (name, dir) in dirs {
+        let Some(dir) = dir else { continue };
         lake::register_dir(&ctx, &dir, table.schema(), name)?;
         let ids = ctx
             .table(name)

@@ -67,6 +67,8 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Arrow memory held in day buffers before the largest is flushed to a file.
     pub buffer_bytes: usize,
+    /// Bytes of input handed to one parser thread at a time.
+    pub chunk_bytes: usize,
 }
 
 impl Default for IngestOptions {
@@ -77,7 +79,8 @@ impl Default for IngestOptions {
             max_line_bytes: 1 << 20,
             strict: false,
             progress: true,
-            buffer_bytes: 192 << 20,
+            buffer_bytes: 128 << 20,
+            chunk_bytes: 4 << 20,
         }
     }
 }
@@ -182,6 +185,7 @@ pub async fn ingest(
         report: IngestReport::default(),
         quarantine: Quarantine::new(quarantine_dir),
         writers: VecDeque::new(),
+        run_ids: Default::default(),
         now_us: chrono::Utc::now().timestamp_micros(),
     };
     let total: Option<u64> = sources.iter().map(|s| s.size).sum();
@@ -247,6 +251,8 @@ struct Run<'a> {
     report: IngestReport,
     quarantine: Quarantine,
     writers: VecDeque<Writer>,
+    /// Ids accepted by this run so far, per table (events, labels).
+    run_ids: [dedupe::RunIds; 2],
     now_us: i64,
 }
 
@@ -270,9 +276,6 @@ struct DayBuffer {
     batches: Vec<RecordBatch>,
     bytes: usize,
 }
-
-/// Chunk size handed to one parser thread.
-const CHUNK_BYTES: usize = 4 << 20;
 
 impl Run<'_> {
     async fn read_source(
@@ -315,7 +318,7 @@ impl Run<'_> {
         bar: &ProgressBar,
     ) -> Result<()> {
         let token = self.quarantine.start_source(name, None);
-        let mut chunker = LineChunker::new(reader, CHUNK_BYTES, self.opts.max_line_bytes);
+        let mut chunker = LineChunker::new(reader, self.opts.chunk_bytes, self.opts.max_line_bytes);
         let group = rayon::current_num_threads().max(1) * 2;
         let kind = self.opts.kind;
         let now = self.now_us;
@@ -458,8 +461,10 @@ impl Run<'_> {
             .filter(|w| w.table == table)
             .map(|w| w.batches.as_slice())
             .collect();
+        let run_ids = &mut self.run_ids[key.0 as usize];
         let outcome =
-            dedupe::unique_new_rows(self.lake, &staged, table, buf.batches, &in_flight).await?;
+            dedupe::unique_new_rows(self.lake, &staged, table, buf.batches, &in_flight, run_ids)
+                .await?;
         let is_primary = match self.opts.kind {
             RecordKind::Events => table == Table::Events,
             RecordKind::Labels => table == Table::Labels,
@@ -587,4 +592,62 @@ fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line
         }
     }
     sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize, day: usize) -> String {
+        format!(
+            r#"{{"event_id":"e-{i}","ts":"2026-11-0{day}T10:00:00Z","route":"r{}","env":"prod","model":"m","prompt_version":"v1","duration_ms":{i},"tokens_in":1,"tokens_out":1,"status":"ok"}}"#,
+            i % 3
+        )
+    }
+
+    /// Duplicates far apart in one input, with a buffer so small that every few records flush
+    /// a file and several writers are in flight: each id is kept exactly once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn duplicates_across_flushes_and_writers_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path().join("lake"));
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&line(i, 1 + i % 3));
+            text.push('\n');
+            if i % 3 == 0 {
+                // an earlier id again, on the same day
+                let j = i / 2;
+                text.push_str(&line(j - j % 3 + i % 3, 1 + i % 3));
+                text.push('\n');
+            }
+        }
+        let opts = IngestOptions {
+            buffer_bytes: 64 << 10,
+            chunk_bytes: 16 << 10,
+            progress: false,
+            ..IngestOptions::default()
+        };
+        let src = Source::from_reader(
+            "t",
+            InputFormat::Ndjson,
+            Box::new(std::io::Cursor::new(text.clone())),
+        );
+        let r = ingest(&lake, vec![src], &opts).await.unwrap();
+        assert_eq!(r.read, 4000);
+        assert_eq!(r.accepted, 3000);
+        assert_eq!(r.duplicates, 1000);
+        assert!(
+            lake.data_files(Table::Events, None).unwrap().len() > 10,
+            "many flushes"
+        );
+        // And again: everything is a duplicate of the lake now.
+        let src = Source::from_reader(
+            "t",
+            InputFormat::Ndjson,
+            Box::new(std::io::Cursor::new(text)),
+        );
+        let r = ingest(&lake, vec![src], &opts).await.unwrap();
+        assert_eq!((r.accepted, r.duplicates), (0, 4000));
+    }
 }
