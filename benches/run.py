@@ -82,6 +82,7 @@ def main():
         nd = os.path.join(work, f"events-{n}.ndjson")
         with open(nd, "wb") as f:
             subprocess.run([BIN, "gen", "--events", str(n), "--seed", "1", "--days", "7"], stdout=f, check=True)
+        os.sync()  # let the generated file's writeback finish before timing anything
         mb = os.path.getsize(nd) / 1e6
         lake = os.path.join(work, f"lake-{n}")
         shutil.rmtree(lake, ignore_errors=True)
@@ -90,6 +91,7 @@ def main():
         jt, jrss = best_of(a.repeat, [BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
         print(f"| {n:,} | {mb:,.0f} | promptgate | {t:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} | {rrss:,.0f} | {jt:.3f} | {jrss:,.0f} |")
         pq = os.path.join(work, f"duck-{n}.parquet")
+        os.sync()
         dt, drss, _ = measured([sys.executable, "-c", DUCK_CONVERT, nd, pq])
         _, drrss, out = measured([sys.executable, "-c", DUCK_ROLLUP, pq, rollup_sql, str(a.repeat)])
         drt = float(out.strip())

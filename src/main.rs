@@ -13,6 +13,11 @@ use promptgate::ingest::{IngestOptions, InputFormat, RecordKind};
 use promptgate::query::RollupSpec;
 use promptgate::report::{OutputFormat, VerdictFormat};
 
+// Allocation-heavy parsing on several threads: mimalloc is faster than glibc's malloc here and
+// fragments less (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Make LLM prompt changes boring to ship: an event lake, rollups and a canary judge.
 #[derive(Parser)]
 #[command(name = "promptgate", version, propagate_version = true)]
