@@ -57,7 +57,7 @@ pub async fn plan(
         if msg.contains("No value found for placeholder") {
             err.with_hint("pass a value for each $name in the query with --param name=value")
         } else if msg.contains("not found") && msg.contains("table") {
-            err.with_hint("tables: llm_events, llm_labels, llm_events_labeled")
+            err.with_hint("tables: llm_events, llm_labels, llm_latest_labels, llm_events_labeled")
         } else {
             err
         }
