@@ -15,7 +15,7 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::event::{EVENTS_TABLE, LABELS_TABLE};
+use crate::event::{EVENTS_TABLE, LABELS_TABLE, day_of, day_string};
 use crate::judge::policy::ValueColumn;
 use crate::judge::{Arm, Samples, SegmentSample};
 use crate::lake::{Lake, Table};
@@ -32,7 +32,8 @@ pub const ROLLUP_SQL: &str = include_str!("../queries/rollup.sql");
 /// A session with `llm_events`, `llm_labels` and `llm_events_labeled` registered.
 pub async fn lake_session(lake: &Lake) -> Result<SessionContext> {
     lake.require_existing()?;
-    let config = SessionConfig::new().with_information_schema(true);
+    // DATAFUSION_* environment variables tune the engine (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS).
+    let config = SessionConfig::from_env()?.with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     lake.register(&ctx, Table::Events, EVENTS_TABLE)?;
     lake.register(&ctx, Table::Labels, LABELS_TABLE)?;
