@@ -637,6 +637,27 @@ pub fn day_string(day: i32) -> String {
         .to_string()
 }
 
+/// Parses a time given on the command line: RFC 3339, `YYYY-MM-DD` (midnight UTC) or
+/// `YYYY-MM-DDTHH:MM:SS` (UTC). Returns microseconds since the epoch.
+pub fn parse_time_arg(s: &str) -> Result<i64, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc).timestamp_micros());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+        return Ok(t.and_utc().timestamp_micros());
+    }
+    Err(format!(
+        "{s:?} is not a time; use RFC 3339 (2026-11-20T10:00:00Z) or a date (2026-11-20)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,25 +711,4 @@ mod tests {
         l.ts_given = true;
         assert_ne!(a, l.label_id());
     }
-}
-
-/// Parses a time given on the command line: RFC 3339, `YYYY-MM-DD` (midnight UTC) or
-/// `YYYY-MM-DDTHH:MM:SS` (UTC). Returns microseconds since the epoch.
-pub fn parse_time_arg(s: &str) -> Result<i64, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc).timestamp_micros());
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc()
-            .timestamp_micros());
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
-        return Ok(t.and_utc().timestamp_micros());
-    }
-    Err(format!(
-        "{s:?} is not a time; use RFC 3339 (2026-11-20T10:00:00Z) or a date (2026-11-20)"
-    ))
 }

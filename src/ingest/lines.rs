@@ -167,7 +167,10 @@ pub(crate) fn lines(chunk: &LineChunk) -> impl Iterator<Item = (u64, &[u8])> {
 mod tests {
     use super::*;
 
-    fn collect(input: &[u8], chunk: usize, max: usize) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>) {
+    /// (line number, bytes) of each line kept, and (line number, length) of each oversize one.
+    type Collected = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>);
+
+    fn collect(input: &[u8], chunk: usize, max: usize) -> Collected {
         let mut ch = LineChunker::new(input, chunk, max);
         let mut out = Vec::new();
         let mut over: Vec<(u64, u64)> = Vec::new();

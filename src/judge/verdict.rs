@@ -315,20 +315,31 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
     let (verdict, reason) = if !problems.is_empty() {
         (Decision::Invalid, problems.join("; "))
     } else if out_segments.iter().any(|s| s.verdict == Decision::Abort) {
-        let failing: Vec<String> = out_segments
+        // Which rules failed, and where: in full for one or two segments, counted beyond.
+        let aborted: Vec<&SegmentVerdict> = out_segments
             .iter()
             .filter(|s| s.verdict == Decision::Abort)
-            .map(|s| {
-                format!(
-                    "{} in {}",
-                    s.reason.trim_end_matches(" failed"),
-                    segment_label(&s.key)
-                )
+            .collect();
+        let mut by_rule: Vec<(&str, Vec<String>)> = Vec::new();
+        for seg in &aborted {
+            for r in seg.rules.iter().filter(|r| r.verdict == RuleOutcome::Fail) {
+                let place = segment_label(&seg.key);
+                match by_rule.iter_mut().find(|(name, _)| *name == r.rule) {
+                    Some((_, places)) => places.push(place),
+                    None => by_rule.push((&r.rule, vec![place])),
+                }
+            }
+        }
+        let parts: Vec<String> = by_rule
+            .iter()
+            .map(|(rule, places)| match places.len() {
+                1 | 2 => format!("{rule} in {}", places.join(" and ")),
+                n => format!("{rule} in {n} of {} segments", out_segments.len()),
             })
             .collect();
         (
             Decision::Abort,
-            format!("stop condition hit: {}", failing.join("; ")),
+            format!("stop condition hit: {}", parts.join("; ")),
         )
     } else if out_segments.iter().any(|s| s.verdict == Decision::Continue) {
         let waiting: Vec<&SegmentVerdict> = out_segments
