@@ -44,8 +44,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         lake.root().display()
     )
     .map_err(w)?;
-    // Route `support` runs canary v2 with a planted regression; route `search` runs a clean
-    // canary v2. The other routes only run v1.
+    // Routes `support` and `chat` run canary v2 on 10% of traffic with a planted regression
+    // (+60% latency, 3x flagged rate); `search` and `summarize` run a clean canary v2 on 25%.
     let base = GenConfig {
         events: DEMO_EVENTS / 2,
         days: 7,
@@ -60,9 +60,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
             regression: Regression {
                 latency: 1.6,
                 flagged: 3.0,
-                tokens_in: 1.0,
-                bad_label: 1.0,
-                tier: None,
+                ..Regression::default()
             },
         }),
         ..base.clone()
@@ -73,13 +71,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         canary: Some(CanarySpec {
             version: "v2".into(),
             share: 0.25,
-            regression: Regression {
-                latency: 1.0,
-                flagged: 1.0,
-                tokens_in: 1.0,
-                bad_label: 1.0,
-                tier: None,
-            },
+            regression: Regression::default(),
         }),
         ..base
     };
