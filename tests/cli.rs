@@ -814,3 +814,16 @@ print(json.dumps({"total": total[0], "days": total[1], "rows": rows}))
         assert!(rel(d[4].as_f64().unwrap(), o["flagged"].as_f64().unwrap()));
     }
 }
+
+#[test]
+fn empty_inputs_and_empty_results_are_well_formed() {
+    let lake = Lake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("blank.ndjson");
+    std::fs::write(&p, "\n  \n\r\n").unwrap();
+    let r = lake.ingest_json(&[p.to_str().unwrap()]);
+    assert_eq!((r["read"].as_u64(), r["accepted"].as_u64()), (Some(0), Some(0)));
+    assert!(lake.sql_json("SELECT * FROM llm_events").is_empty());
+    let out = lake.run(&["sql", "SELECT event_id FROM llm_events", "--format", "csv"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "event_id");
+}

@@ -105,11 +105,9 @@ pub fn write_batches(
             for b in batches {
                 w.write(b)?;
             }
+            // Writes `[]` for no rows too.
             w.finish()?;
             drop(w);
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                write!(out, "[]").map_err(io_err)?;
-            }
             writeln!(out).map_err(io_err)
         }
         OutputFormat::Ndjson => {
