@@ -822,7 +822,10 @@ fn empty_inputs_and_empty_results_are_well_formed() {
     let p = dir.path().join("blank.ndjson");
     std::fs::write(&p, "\n  \n\r\n").unwrap();
     let r = lake.ingest_json(&[p.to_str().unwrap()]);
-    assert_eq!((r["read"].as_u64(), r["accepted"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (r["read"].as_u64(), r["accepted"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(lake.sql_json("SELECT * FROM llm_events").is_empty());
     let out = lake.run(&["sql", "SELECT event_id FROM llm_events", "--format", "csv"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "event_id");

@@ -523,11 +523,6 @@ impl Transaction<'_> {
         self.moves.push((staged_rel, final_rel));
     }
 
-    /// Number of files this transaction will commit.
-    pub fn pending(&self) -> usize {
-        self.moves.len()
-    }
-
     /// Makes every staged file visible: manifest (fsynced), renames, directory fsyncs.
     pub fn commit(mut self) -> Result<()> {
         if !self.moves.is_empty() {
