@@ -314,29 +314,33 @@ fn rollup_query_matches_hand_computed_values() {
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     // By hand: v1 = r-1..r-4, durations 100,200,300,400: avg 250; p95 by linear interpolation
     // at (4-1)*0.95 = 2.85 -> 300 + 0.85*100 = 385; tokens_in avg 25, tokens_out avg 2.5;
-    // flagged 1 of 4. v2 (prod only) = r-5, r-6: avg 1500, p95 = 1000 + 0.95*1000 = 1950.
-    assert_eq!(rows.len(), 2);
-    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() <= 1e-5 * x.abs().max(1.0);
-    assert_eq!(rows[0]["prompt_version"], "v1");
-    assert_eq!(rows[0]["n"], 4);
-    assert!(close(&rows[0]["avg_duration_ms"], 250.0));
+    // flagged 1 of 4. v2 (prod only) = r-5, r-6: avg 1500, p95 = 1000 + 0.95*1000 = 1950;
+    // tokens_in avg 150, tokens_out avg 15, flagged 1 of 2.
+    // (version, n, avg duration, p95 duration, avg tokens_in, avg tokens_out, flagged rate)
+    let expected = [
+        ("v1", 4, 250.0, 385.0, 25.0, 2.5, 0.25),
+        ("v2", 2, 1500.0, 1950.0, 150.0, 15.0, 0.5),
+    ];
+    assert_eq!(rows.len(), expected.len());
     // DataFusion's percentile_cont quantizes its interpolation weight (~1e-6 relative).
-    assert!(
-        close(&rows[0]["p95_duration_ms"], 385.0),
-        "{}",
-        rows[0]["p95_duration_ms"]
-    );
-    assert!(close(&rows[0]["avg_tokens_in"], 25.0));
-    assert!(close(&rows[0]["avg_tokens_out"], 2.5));
-    assert!(close(&rows[0]["flagged_rate"], 0.25));
-    assert_eq!(rows[1]["n"], 2);
-    assert!(close(&rows[1]["avg_duration_ms"], 1500.0));
-    assert!(
-        close(&rows[1]["p95_duration_ms"], 1950.0),
-        "{}",
-        rows[1]["p95_duration_ms"]
-    );
-    assert!(close(&rows[1]["flagged_rate"], 0.5));
+    let close = |v: &Value, x: f64| (v.as_f64().unwrap() - x).abs() <= 1e-5 * x.abs().max(1.0);
+    for (row, (version, n, avg, p95, tin, tout, flagged)) in rows.iter().zip(expected) {
+        assert_eq!(row["prompt_version"], version);
+        assert_eq!(row["n"], n);
+        for (col, want) in [
+            ("avg_duration_ms", avg),
+            ("p95_duration_ms", p95),
+            ("avg_tokens_in", tin),
+            ("avg_tokens_out", tout),
+            ("flagged_rate", flagged),
+        ] {
+            assert!(
+                close(&row[col], want),
+                "{version} {col}: {} != {want}",
+                row[col]
+            );
+        }
+    }
 }
 
 #[test]
