@@ -834,3 +834,37 @@ fn empty_inputs_and_empty_results_are_well_formed() {
     let out = lake.run(&["sql", "SELECT event_id FROM llm_events", "--format", "csv"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "event_id");
 }
+
+#[test]
+fn gzip_inputs_are_read_and_a_corrupt_one_changes_nothing() {
+    use std::io::Write;
+    let lake = Lake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("events.ndjson.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(testdata("rollup_small.ndjson")).unwrap())
+        .unwrap();
+    let bytes = enc.finish().unwrap();
+    std::fs::write(&gz, &bytes).unwrap();
+    let csv_gz = dir.path().join("events.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(testdata("events.csv")).unwrap())
+        .unwrap();
+    std::fs::write(&csv_gz, enc.finish().unwrap()).unwrap();
+    let r = lake.ingest_json(&[gz.to_str().unwrap(), csv_gz.to_str().unwrap()]);
+    assert_invariant(&r);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(10), Some(2))
+    );
+
+    let before = lake.files();
+    let broken = dir.path().join("broken.ndjson.gz");
+    let mut cut = bytes[..bytes.len() / 2].to_vec();
+    cut.extend_from_slice(b"garbage");
+    std::fs::write(&broken, cut).unwrap();
+    let out = lake.run(&["ingest", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.ndjson.gz"));
+    assert_eq!(lake.files(), before);
+}

@@ -43,9 +43,10 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
-    /// The format a file name implies: `.csv` is CSV, anything else NDJSON.
+    /// The format a file name implies: `.csv` (or `.csv.gz`) is CSV, anything else NDJSON.
     pub fn from_path(path: &str) -> Self {
-        if path.to_ascii_lowercase().ends_with(".csv") {
+        let lower = path.to_ascii_lowercase();
+        if lower.trim_end_matches(".gz").ends_with(".csv") {
             InputFormat::Csv
         } else {
             InputFormat::Ndjson
@@ -147,11 +148,24 @@ impl Source {
                         .with_hint("check the path; nothing was ingested")
                 })?;
                 let size = file.metadata().ok().map(|m| m.len());
+                // Gzip (`.gz`, also concatenated members, as rotated logs often are).
+                let reader: Box<dyn Read + Send> = if p.to_ascii_lowercase().ends_with(".gz") {
+                    Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                        file,
+                    )))
+                } else {
+                    Box::new(file)
+                };
                 Ok(Source {
                     name: p.clone(),
                     format: fmt,
-                    reader: Box::new(file),
-                    size,
+                    reader,
+                    // Progress counts input bytes; a compressed size would mislead it.
+                    size: if p.to_ascii_lowercase().ends_with(".gz") {
+                        None
+                    } else {
+                        size
+                    },
                 })
             })
             .collect()
@@ -241,6 +255,14 @@ fn progress_bar(enabled: bool, total: Option<u64>) -> ProgressBar {
     }
 }
 
+/// Prefixes an error with the source it came from.
+fn in_source(name: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| Error {
+        message: format!("{name}: {}", e.message),
+        ..e
+    }
+}
+
 /// State of one ingest run.
 struct Run<'a> {
     opts: &'a IngestOptions,
@@ -325,7 +347,9 @@ impl Run<'_> {
         let max_line = self.opts.max_line_bytes;
         // Read the next group of chunks while the current one is parsed.
         let spill_dir = tx.dir().to_path_buf();
-        let mut group_of_chunks = self.read_group(&mut chunker, &token, group, &spill_dir, bar)?;
+        let mut group_of_chunks = self
+            .read_group(&mut chunker, &token, group, &spill_dir, bar)
+            .map_err(in_source(name))?;
         while !group_of_chunks.is_empty() {
             let (parsed, next) = rayon::join(
                 || {
@@ -348,7 +372,7 @@ impl Run<'_> {
                 self.quarantine_oversize(&token, o, max_line)?;
             }
             bar.set_position(chunker.consumed);
-            group_of_chunks = next?;
+            group_of_chunks = next.map_err(in_source(name))?;
         }
         Ok(())
     }
