@@ -531,20 +531,28 @@ fn judge_lake(events: &str, extra: &[&str]) -> Lake {
     lake
 }
 
-fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
+/// Runs `judge` on route `support` comparing `canary` against `baseline`, plus `extra` flags.
+fn run_judge(lake: &Lake, baseline: &str, canary: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "judge",
         "--route",
         "support",
         "--baseline",
-        "v1",
+        baseline,
         "--canary",
-        "v2",
-        "--format",
-        "json",
+        canary,
     ];
     args.extend_from_slice(extra);
-    let out = lake.run(&args);
+    lake.run(&args)
+}
+
+fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
+    let out = run_judge(
+        lake,
+        "v1",
+        "v2",
+        &[&["--format", "json"][..], extra].concat(),
+    );
     let code = out.status.code().unwrap();
     let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (code, doc)
@@ -617,44 +625,18 @@ fn judge_continues_on_low_volume_and_flags_invalid_comparisons() {
     );
 
     // No events for the canary version.
-    let out = lake.run(&[
-        "judge",
-        "--route",
-        "support",
-        "--baseline",
-        "v1",
-        "--canary",
-        "v9",
-    ]);
+    let out = run_judge(&lake, "v1", "v9", &[]);
     assert_eq!(out.status.code(), Some(4));
 
     // Usage errors are 2, never 1 (1 means abort).
-    let out = lake.run(&[
-        "judge",
-        "--route",
-        "support",
-        "--baseline",
-        "v1",
-        "--canary",
-        "v1",
-    ]);
+    let out = run_judge(&lake, "v1", "v1", &[]);
     assert_eq!(out.status.code(), Some(2));
     let out = lake.run(&["judge", "--route", "support"]);
     assert_eq!(out.status.code(), Some(2));
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.toml");
     std::fs::write(&policy, "min_events = 'many'\n").unwrap();
-    let out = lake.run(&[
-        "judge",
-        "--route",
-        "support",
-        "--baseline",
-        "v1",
-        "--canary",
-        "v2",
-        "--policy",
-        policy.to_str().unwrap(),
-    ]);
+    let out = run_judge(&lake, "v1", "v2", &["--policy", policy.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("min_events"));
 }
@@ -708,19 +690,12 @@ fn judge_detects_two_shas_for_one_version_and_handles_quoted_names() {
     let two = r#"{"event_id":"s-9","ts":"2026-11-20T10:00:30Z","route":"support","env":"prod","model":"gpt-4o-mini","tier":"free","prompt_version":"v1","prompt_sha":"bbb222","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#;
     std::fs::write(&p, two).unwrap();
     lake.ingest_json(&[p.to_str().unwrap()]);
-    let out = lake.run(&[
-        "judge",
-        "--route",
-        "support",
-        "--baseline",
+    let out = run_judge(
+        &lake,
         "v1",
-        "--canary",
         "v2",
-        "--since",
-        "2026-11-01",
-        "--format",
-        "json",
-    ]);
+        &["--since", "2026-11-01", "--format", "json"],
+    );
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -741,17 +716,7 @@ fn judge_markdown_and_default_policy() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("min_events = 200") && text.contains("early_abort_alpha = 0.001"));
     let lake = judge_lake("3000", &[]);
-    let out = lake.run(&[
-        "judge",
-        "--route",
-        "support",
-        "--baseline",
-        "v1",
-        "--canary",
-        "v2",
-        "--format",
-        "markdown",
-    ]);
+    let out = run_judge(&lake, "v1", "v2", &["--format", "markdown"]);
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("### "), "{md}");
     assert!(md.contains("| segment | rule |"));

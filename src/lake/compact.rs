@@ -15,7 +15,7 @@ use futures::StreamExt;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;
 
-use super::{Lake, LakeFileWriter, Table, register_plain_dir};
+use super::{Lake, LakeFileWriter, Table, register_sorted_partition};
 use crate::error::{Error, Result};
 
 /// What compaction did.
@@ -102,7 +102,7 @@ async fn merge_sorted(
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let sort = table.sort_columns();
-    register_plain_dir(&ctx, dir, table, "part", true)?;
+    register_sorted_partition(&ctx, dir, table, "part")?;
     let df = ctx
         .table("part")
         .await?

@@ -225,25 +225,22 @@ pub fn register_dir(ctx: &SessionContext, dir: &Path, schema: SchemaRef, name: &
     register_listing(ctx, dir, schema, options, name)
 }
 
-/// Registers one partition directory (no `date` column); with `sorted`, declares each file
-/// sorted by the table's sort columns so DataFusion can merge instead of sorting.
-pub(crate) fn register_plain_dir(
+/// Registers one partition directory (no `date` column), declaring each file sorted by the
+/// table's sort columns so DataFusion can merge files instead of sorting them.
+pub(crate) fn register_sorted_partition(
     ctx: &SessionContext,
     dir: &Path,
     table: Table,
     name: &str,
-    sorted: bool,
 ) -> Result<()> {
-    let mut options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    if sorted {
-        let order = table
-            .sort_columns()
-            .iter()
-            .map(|c| datafusion::prelude::col(*c).sort(true, false))
-            .collect();
-        options = options.with_file_sort_order(vec![order]);
-    }
+    let order = table
+        .sort_columns()
+        .iter()
+        .map(|c| datafusion::prelude::col(*c).sort(true, false))
+        .collect();
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_file_sort_order(vec![order]);
     register_listing(ctx, dir, table.schema(), options, name)
 }
 
