@@ -15,6 +15,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub const EVENTS_TABLE: &str = "llm_events";
 /// Table of human labels.
 pub const LABELS_TABLE: &str = "llm_labels";
+/// Index of labeled events: for each event that has a label, its segment columns and ts, so
+/// the judge counts labels per segment without reading every event's id.
+pub const LABELED_EVENTS_TABLE: &str = "llm_labeled_events";
 /// View: every event with its latest label.
 pub const LABELED_VIEW: &str = "llm_events_labeled";
 /// Tier used when an event has none.
@@ -56,6 +59,37 @@ static LABEL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("note", DataType::Utf8, true),
     ]))
 });
+
+/// Columns of an event kept in the labeled-events index: its id and every column a judge may
+/// filter or segment by.
+pub const LABELED_EVENT_COLUMNS: [&str; 9] = [
+    "event_id",
+    "ts",
+    "route",
+    "env",
+    "model",
+    "tier",
+    "prompt_version",
+    "prompt_sha",
+    "status",
+];
+
+static LABELED_EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let indices: Vec<usize> = LABELED_EVENT_COLUMNS
+        .iter()
+        .map(|c| {
+            EVENT_SCHEMA
+                .index_of(c)
+                .expect("index column is an event column")
+        })
+        .collect();
+    Arc::new(EVENT_SCHEMA.project(&indices).expect("valid projection"))
+});
+
+/// Arrow schema of `llm_labeled_events`: a projection of [`event_schema`].
+pub fn labeled_event_schema() -> SchemaRef {
+    LABELED_EVENT_SCHEMA.clone()
+}
 
 /// Arrow schema of `llm_events` as stored in Parquet (the `date` partition lives in the path).
 pub fn event_schema() -> SchemaRef {

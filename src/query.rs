@@ -5,21 +5,27 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Scalar, StringArray};
 use arrow::compute::cast;
+use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::execution::context::SQLOptions;
 use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::event::{EVENTS_TABLE, LABELS_TABLE, day_of, day_string};
+use crate::event::{
+    EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, Label, Status, day_of, day_string,
+};
 use crate::judge::policy::ValueColumn;
 use crate::judge::{Arm, Samples, SegmentSample};
 use crate::lake::{Lake, Table};
 
+/// Name of the view of each labeled event's latest label.
+pub const LATEST_LABELS_VIEW: &str = "llm_latest_labels";
 /// The view of each labeled event's latest label.
 pub const LATEST_LABELS_SQL: &str = include_str!("../queries/llm_latest_labels.sql");
 /// The view of events with their latest label.
@@ -37,6 +43,10 @@ pub async fn lake_session(lake: &Lake) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(config);
     lake.register(&ctx, Table::Events, EVENTS_TABLE)?;
     lake.register(&ctx, Table::Labels, LABELS_TABLE)?;
+    // Lakes written before the labeled-events index have none until their next ingest.
+    if lake.table_dir(Table::LabeledEvents).is_dir() {
+        lake.register(&ctx, Table::LabeledEvents, LABELED_EVENTS_TABLE)?;
+    }
     ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;
     ctx.sql(LABELED_VIEW_SQL).await?.collect().await?;
     Ok(ctx)
@@ -197,35 +207,6 @@ pub async fn canary_span(ctx: &SessionContext, q: &CanaryQuery) -> Result<Option
     Ok(get(0).zip(get(1)))
 }
 
-/// Latest label per labeled event: event_id -> label is `bad`. Labels are human judgements, far
-/// fewer than events, so they are looked up in memory rather than joined against the events.
-async fn latest_bad_labels(
-    ctx: &SessionContext,
-) -> Result<HashMap<String, bool, foldhash::fast::RandomState>> {
-    let mut out = HashMap::default();
-    let mut stream = ctx
-        .table("llm_latest_labels")
-        .await?
-        .select(vec![col("event_id"), col("label")])?
-        .execute_stream()
-        .await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let ids = cast(batch.column(0), &DataType::Utf8)?;
-        let labels = cast(batch.column(1), &DataType::Utf8)?;
-        for (id, label) in ids
-            .as_string::<i32>()
-            .iter()
-            .zip(labels.as_string::<i32>().iter())
-        {
-            if let (Some(id), Some(label)) = (id, label) {
-                out.insert(id.to_string(), label == "bad");
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Streams the two arms' events of one route into per-segment [`Samples`]. Names are bound as
 /// literals through the DataFrame API, never spliced into SQL.
 pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Samples> {
@@ -253,29 +234,23 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             }
         }
     }
-    let labels = if q.labels {
-        Some(latest_bad_labels(ctx).await?)
-    } else {
-        None
-    };
     let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
     columns.extend(["prompt_version", "prompt_sha", "status"].map(col));
     columns.extend(q.value_columns.iter().map(|c| col(c.name())));
-    if labels.is_some() {
-        columns.push(col("event_id"));
-    }
     let df = ctx
         .table(EVENTS_TABLE)
         .await?
-        .filter(filter)?
+        .filter(filter.clone())?
         .select(columns)?;
     let mut stream = df.execute_stream().await?;
 
     let nseg = q.segment_by.len();
-    let mut by_key: HashMap<String, (Vec<String>, SegmentSample), foldhash::fast::RandomState> =
-        HashMap::default();
+    let mut segments = Segmenter::new(nseg);
     let mut shas: [Vec<Option<String>>; 2] = [Vec::new(), Vec::new()];
-    let mut key = String::new();
+    let canary = Scalar::new(StringArray::from(vec![q.canary.as_str()]));
+    let flagged = Scalar::new(StringArray::from(vec![Status::Flagged.as_str()]));
+    let error = Scalar::new(StringArray::from(vec![Status::Error.as_str()]));
+    let mut ids = Vec::new();
     let mut vals: Vec<(ValueColumn, f64)> = Vec::with_capacity(3);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -284,11 +259,12 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
         let segs: Vec<ArrayRef> = (0..nseg).map(strings).collect::<Result<_>>()?;
         let segs: Vec<&StringArray> = segs.iter().map(|a| a.as_string::<i32>()).collect();
         let version = strings(nseg)?;
-        let version = version.as_string::<i32>();
+        let is_canary = eq(&version, &canary)?;
         let sha = strings(nseg + 1)?;
         let sha = sha.as_string::<i32>();
         let status = strings(nseg + 2)?;
-        let status = status.as_string::<i32>();
+        let is_flagged = eq(&status, &flagged)?;
+        let is_error = eq(&status, &error)?;
         let values: Vec<(ValueColumn, ArrayRef)> = q
             .value_columns
             .iter()
@@ -299,46 +275,21 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             .iter()
             .map(|(c, a)| (*c, a.as_primitive::<Float64Type>()))
             .collect();
-        let event_ids = if labels.is_some() {
-            Some(strings(batch.num_columns() - 1)?)
-        } else {
-            None
-        };
-        let event_ids = event_ids.as_ref().map(|a| a.as_string::<i32>());
-        for row in 0..batch.num_rows() {
-            let arm = if version.value(row) == q.canary {
+        segments.assign(&segs, batch.num_rows(), &mut ids);
+        let mut last_sha: [Option<Option<&str>>; 2] = [None, None];
+        for (row, seg) in ids.iter().enumerate() {
+            let arm = if is_canary.value(row) {
                 Arm::Canary
             } else {
                 Arm::Baseline
             };
-            key.clear();
-            for s in &segs {
-                key.push_str(if s.is_valid(row) { s.value(row) } else { "" });
-                key.push('\u{1f}');
-            }
-            let seg = match by_key.get_mut(key.as_str()) {
-                Some(s) => &mut s.1,
-                None => {
-                    let parts = segs
-                        .iter()
-                        .map(|s| {
-                            if s.is_valid(row) {
-                                s.value(row).to_string()
-                            } else {
-                                String::new()
-                            }
-                        })
-                        .collect();
-                    &mut by_key
-                        .entry(key.clone())
-                        .or_insert((parts, SegmentSample::default()))
-                        .1
-                }
-            };
             let sha_v = sha.is_valid(row).then(|| sha.value(row));
-            let seen = &mut shas[arm as usize];
-            if !seen.iter().any(|s| s.as_deref() == sha_v) {
-                seen.push(sha_v.map(str::to_string));
+            if last_sha[arm as usize] != Some(sha_v) {
+                last_sha[arm as usize] = Some(sha_v);
+                let seen = &mut shas[arm as usize];
+                if !seen.iter().any(|s| s.as_deref() == sha_v) {
+                    seen.push(sha_v.map(str::to_string));
+                }
             }
             vals.clear();
             for (c, a) in &values {
@@ -346,18 +297,20 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
                     vals.push((*c, a.value(row)));
                 }
             }
-            let st = status.value(row);
-            let bad = match (&labels, event_ids) {
-                (Some(l), Some(ids)) => l.get(ids.value(row)).copied(),
-                _ => None,
-            };
-            seg.arm_mut(arm)
-                .push(st == "flagged", st == "error", bad, &vals);
+            segments.samples[*seg as usize].arm_mut(arm).push(
+                is_flagged.value(row),
+                is_error.value(row),
+                None,
+                &vals,
+            );
         }
+    }
+    if q.labels {
+        count_labels(ctx, q, filter, &mut segments).await?;
     }
     Ok(Samples {
         segment_by: q.segment_by.clone(),
-        segments: by_key.into_values().collect(),
+        segments: segments.into_map(),
         shas: [Arm::Baseline, Arm::Canary]
             .into_iter()
             .map(|a| (a, shas[a as usize].iter().cloned().collect()))
@@ -367,4 +320,269 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             (s, u) => Some((s.unwrap_or(i64::MIN), u.unwrap_or(i64::MAX))),
         }),
     })
+}
+
+/// Adds each segment's labeled and bad counts: the latest label (by label ts, then label_id,
+/// as in `llm_latest_labels`) of every event in `filter`. The events come from the labeled-events
+/// index (a small table) when the lake has one, else from the events themselves.
+async fn count_labels(
+    ctx: &SessionContext,
+    q: &CanaryQuery,
+    filter: Expr,
+    segments: &mut Segmenter,
+) -> Result<()> {
+    let source = if ctx.table_exist(LABELED_EVENTS_TABLE)? {
+        LABELED_EVENTS_TABLE
+    } else {
+        EVENTS_TABLE
+    };
+    let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
+    columns.extend(["prompt_version", "event_id"].map(col));
+    let events = ctx.table(source).await?.filter(filter)?.select(columns)?;
+    // Labels are the build side: far fewer than events when the index is missing.
+    let labels = ctx.table(LABELS_TABLE).await?.select(vec![
+        col("event_id").alias("labeled_id"),
+        col("label"),
+        col("ts").alias("label_ts"),
+        col("label_id"),
+    ])?;
+    let mut stream = labels
+        .join(
+            events,
+            JoinType::Inner,
+            &["labeled_id"],
+            &["event_id"],
+            None,
+        )?
+        .execute_stream()
+        .await?;
+    let nseg = q.segment_by.len();
+    // event_id -> (segment, arm, (label ts, label_id), bad) of its latest label so far.
+    type Latest = (u32, Arm, (i64, String), bool);
+    let mut latest: HashMap<String, Latest, foldhash::fast::RandomState> = HashMap::default();
+    let mut ids = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let column = |name: &str| -> Result<ArrayRef> {
+            let i = batch.schema().index_of(name)?;
+            Ok(cast(batch.column(i), &DataType::Utf8)?)
+        };
+        let segs: Vec<ArrayRef> = q
+            .segment_by
+            .iter()
+            .map(|c| column(c))
+            .collect::<Result<_>>()?;
+        let segs: Vec<&StringArray> = segs.iter().map(|a| a.as_string::<i32>()).collect();
+        let version = column("prompt_version")?;
+        let version = version.as_string::<i32>();
+        let event = column("labeled_id")?;
+        let event = event.as_string::<i32>();
+        let label = column("label")?;
+        let label = label.as_string::<i32>();
+        let label_id = column("label_id")?;
+        let label_id = label_id.as_string::<i32>();
+        let ts = cast(
+            batch.column(batch.schema().index_of("label_ts")?),
+            &DataType::Int64,
+        )?;
+        let ts = ts.as_primitive::<Int64Type>();
+        debug_assert_eq!(segs.len(), nseg);
+        segments.assign(&segs, batch.num_rows(), &mut ids);
+        for (row, seg) in ids.iter().enumerate() {
+            let arm = if version.value(row) == q.canary {
+                Arm::Canary
+            } else {
+                Arm::Baseline
+            };
+            let order = (ts.value(row), label_id.value(row));
+            let bad = label.value(row) == Label::Bad.as_str();
+            match latest.get_mut(event.value(row)) {
+                Some(l) => {
+                    if order > (l.2.0, l.2.1.as_str()) {
+                        *l = (*seg, arm, (order.0, order.1.to_string()), bad);
+                    }
+                }
+                None => {
+                    latest.insert(
+                        event.value(row).to_string(),
+                        (*seg, arm, (order.0, order.1.to_string()), bad),
+                    );
+                }
+            }
+        }
+    }
+    for (seg, arm, _, bad) in latest.into_values() {
+        let s = segments.samples[seg as usize].arm_mut(arm);
+        s.labeled += 1;
+        s.bad += bad as u64;
+    }
+    Ok(())
+}
+
+/// Gives each distinct combination of segment values a dense number, column by column: a
+/// row's values are interned per column, then combined pairwise, so no key string is built per
+/// row. Nulls count as the empty string.
+struct Segmenter {
+    /// Per segment column: value -> number.
+    values: Vec<HashMap<String, u32, foldhash::fast::RandomState>>,
+    /// Per segment column after the first: (number so far, value number) -> number so far.
+    combos: Vec<HashMap<(u32, u32), u32, foldhash::fast::RandomState>>,
+    keys: Vec<Vec<String>>,
+    samples: Vec<SegmentSample>,
+}
+
+impl Segmenter {
+    fn new(columns: usize) -> Self {
+        Self {
+            values: (0..columns).map(|_| HashMap::default()).collect(),
+            combos: (1..columns.max(1)).map(|_| HashMap::default()).collect(),
+            keys: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Sets `out[row]` to the segment number of each of `rows` rows.
+    fn assign(&mut self, segs: &[&StringArray], rows: usize, out: &mut Vec<u32>) {
+        out.clear();
+        if segs.is_empty() {
+            // No segment columns: one segment.
+            if rows > 0 {
+                self.segment_of_row(segs, 0, 0);
+            }
+            out.resize(rows, 0);
+            return;
+        }
+        let mut level = Vec::with_capacity(rows);
+        for (k, s) in segs.iter().enumerate() {
+            let map = &mut self.values[k];
+            level.clear();
+            let mut last: Option<(&str, u32)> = None;
+            for row in 0..rows {
+                let v = if s.is_valid(row) { s.value(row) } else { "" };
+                let id = match last {
+                    Some((lv, id)) if lv == v => id,
+                    _ => {
+                        let next = map.len() as u32;
+                        let id = match map.get(v) {
+                            Some(id) => *id,
+                            None => *map.entry(v.to_string()).or_insert(next),
+                        };
+                        last = Some((v, id));
+                        id
+                    }
+                };
+                level.push(id);
+            }
+            if k == 0 {
+                out.extend_from_slice(&level);
+            } else {
+                let combos = &mut self.combos[k - 1];
+                for (o, v) in out.iter_mut().zip(&level) {
+                    let next = combos.len() as u32;
+                    *o = *combos.entry((*o, *v)).or_insert(next);
+                }
+            }
+        }
+        // Final numbers -> dense segment slots, creating a slot (and its key) on first sight.
+        for row in 0..rows {
+            out[row] = self.segment_of_row(segs, out[row], row);
+        }
+    }
+
+    /// The slot of combination `combo`, first seen at `row`.
+    fn segment_of_row(&mut self, segs: &[&StringArray], combo: u32, row: usize) -> u32 {
+        let combo = combo as usize;
+        while self.samples.len() <= combo {
+            self.samples.push(SegmentSample::default());
+            self.keys.push(Vec::new());
+        }
+        if self.keys[combo].is_empty() && !segs.is_empty() {
+            self.keys[combo] = segs
+                .iter()
+                .map(|s| {
+                    if s.is_valid(row) {
+                        s.value(row).to_string()
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
+        }
+        combo as u32
+    }
+
+    fn into_map(self) -> std::collections::BTreeMap<Vec<String>, SegmentSample> {
+        self.keys.into_iter().zip(self.samples).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[Option<&str>]) -> StringArray {
+        StringArray::from(v.to_vec())
+    }
+
+    #[test]
+    fn segmenter_numbers_combinations_densely_across_batches() {
+        let mut s = Segmenter::new(3);
+        let mut ids = Vec::new();
+        let m = strings(&[
+            Some("m1"),
+            Some("m1"),
+            Some("m2"),
+            None,
+            Some("m1"),
+            Some("m1"),
+        ]);
+        let t = strings(&[
+            Some("free"),
+            Some("pro"),
+            Some("free"),
+            Some("free"),
+            Some("free"),
+            Some("free"),
+        ]);
+        let e = strings(
+            &[Some("prod"); 5]
+                .iter()
+                .copied()
+                .chain([Some("dev")])
+                .collect::<Vec<_>>(),
+        );
+        s.assign(&[&m, &t, &e], 6, &mut ids);
+        assert_eq!(ids, [0, 1, 2, 3, 0, 4]);
+        // A later batch keeps the numbers; a null and "" are the same segment.
+        let m = strings(&[Some("m2"), Some("")]);
+        let t = strings(&[Some("free"), Some("free")]);
+        let e = strings(&[Some("prod"), Some("prod")]);
+        s.assign(&[&m, &t, &e], 2, &mut ids);
+        assert_eq!(ids, [2, 3]);
+        let key = |a: &str, b: &str, c: &str| vec![a.to_string(), b.to_string(), c.to_string()];
+        assert_eq!(
+            s.keys,
+            [
+                key("m1", "free", "prod"),
+                key("m1", "pro", "prod"),
+                key("m2", "free", "prod"),
+                key("", "free", "prod"),
+                key("m1", "free", "dev"),
+            ]
+        );
+    }
+
+    #[test]
+    fn segmenter_without_columns_has_one_segment() {
+        let mut s = Segmenter::new(0);
+        let mut ids = Vec::new();
+        s.assign(&[], 3, &mut ids);
+        assert_eq!(ids, [0, 0, 0]);
+        s.assign(&[], 0, &mut ids);
+        assert!(ids.is_empty());
+        assert_eq!(
+            s.into_map().into_keys().collect::<Vec<_>>(),
+            [Vec::<String>::new()]
+        );
+    }
 }

@@ -833,3 +833,112 @@ fn gzip_inputs_are_read_and_a_corrupt_one_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.ndjson.gz"));
     assert_eq!(lake.files(), before);
 }
+
+/// Event ids in the labeled-events index, and how many of them agree with their event on every
+/// indexed column.
+fn labeled_index(lake: &Lake) -> (Vec<String>, i64) {
+    let ids = lake
+        .sql_json("SELECT event_id FROM llm_labeled_events ORDER BY event_id")
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let agree = lake.sql_json(
+        "SELECT COUNT(*) AS n FROM llm_labeled_events x JOIN llm_events e USING (event_id) \
+         WHERE x.ts = e.ts AND x.route = e.route AND x.env = e.env AND x.model = e.model \
+         AND x.tier = e.tier AND x.prompt_version = e.prompt_version AND x.status = e.status \
+         AND x.date = e.date AND x.prompt_sha IS NOT DISTINCT FROM e.prompt_sha",
+    )[0]["n"]
+        .as_i64()
+        .unwrap();
+    (ids, agree)
+}
+
+#[test]
+fn labeled_events_index_is_the_same_whatever_arrives_first() {
+    let expected: Vec<String> = ["r-1", "r-2", "r-4"].map(String::from).to_vec();
+    // Labels first: the index starts empty, the events fill it.
+    let a = Lake::new();
+    let r = a.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    assert!(r.get("labeled_events_indexed").is_none(), "{r}");
+    assert!(a.path.join("llm_labeled_events").is_dir());
+    let r = a.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    assert_eq!(r["labeled_events_indexed"], 3, "{r}");
+    // Events first: the labels find them in the lake.
+    let b = Lake::new();
+    b.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    let r = b.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    assert_eq!(r["labeled_events_indexed"], 3, "{r}");
+    // Labels again, and events again: nothing new to index.
+    let r = b.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    assert!(r.get("labeled_events_indexed").is_none(), "{r}");
+    let r = b.ingest_json(&[&testdata("rollup_small.ndjson")]);
+    assert!(r.get("labeled_events_indexed").is_none(), "{r}");
+    for lake in [&a, &b] {
+        assert_eq!(labeled_index(lake), (expected.clone(), 3));
+    }
+}
+
+/// The judge's label counts come from the index; without one (a lake written before it
+/// existed) they come from joining labels to every event. Both give the same verdict, equal to
+/// the bad-label rates SQL computes over `llm_events_labeled`, and the next ingest builds the
+/// missing index.
+#[test]
+fn judge_counts_labels_from_the_index_or_the_events_alike() {
+    let lake = judge_lake("60000", &[]);
+    let window = ["--since", "2000-01-01", "--until", "2100-01-01"];
+    let (_, with_index) = judge(&lake, &window);
+    let sql = lake.sql_json(
+        "SELECT model, tier, prompt_version AS v, \
+         SUM(CASE WHEN label = 'bad' THEN 1.0 ELSE 0.0 END) / COUNT(label) AS rate, \
+         COUNT(label) AS labeled \
+         FROM llm_events_labeled WHERE route = 'support' AND prompt_version IN ('v1', 'v2') \
+         GROUP BY model, tier, prompt_version",
+    );
+    let mut checked = 0;
+    for seg in with_index["segments"].as_array().unwrap() {
+        let rule = seg["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == "bad_label_rate")
+            .expect("default policy has a bad-label rule");
+        for (arm, v) in [("baseline", "v1"), ("canary", "v2")] {
+            let row = sql
+                .iter()
+                .find(|r| {
+                    r["model"] == seg["key"]["model"]
+                        && r["tier"] == seg["key"]["tier"]
+                        && r["v"] == v
+                })
+                .expect("segment in SQL");
+            if row["labeled"].as_i64().unwrap() == 0 {
+                continue;
+            }
+            let (judge, sql) = (rule[arm].as_f64().unwrap(), row["rate"].as_f64().unwrap());
+            assert!(
+                (judge - sql).abs() < 1e-12,
+                "{seg:#} {arm}: {judge} vs {sql}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} arms had labels");
+
+    std::fs::remove_dir_all(lake.path.join("llm_labeled_events")).unwrap();
+    let (_, without_index) = judge(&lake, &window);
+    assert_eq!(with_index, without_index);
+
+    let empty = lake.path.parent().unwrap().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    let r = lake.ingest_json(&[empty.to_str().unwrap()]);
+    let labeled = lake.sql_json(
+        "SELECT COUNT(DISTINCT l.event_id) AS n FROM llm_labels l JOIN llm_events e USING (event_id)",
+    )[0]["n"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(r["labeled_events_indexed"].as_i64(), Some(labeled), "{r}");
+    let (ids, agree) = labeled_index(&lake);
+    assert_eq!((ids.len() as i64, agree), (labeled, labeled));
+    let (_, rebuilt) = judge(&lake, &window);
+    assert_eq!(with_index, rebuilt);
+}

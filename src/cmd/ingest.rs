@@ -42,6 +42,9 @@ fn print_report(out: &mut dyn Write, r: &IngestReport, json: bool, labels: bool)
     if r.inline_labels > 0 {
         writeln!(out, "inline labels added: {}", r.inline_labels).map_err(w)?;
     }
+    if r.labeled_events_indexed > 0 {
+        writeln!(out, "labeled events indexed: {}", r.labeled_events_indexed).map_err(w)?;
+    }
     if let Some(q) = &r.quarantine {
         writeln!(
             out,

@@ -19,7 +19,7 @@ use arrow::compute::{
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::JoinType;
-use datafusion::prelude::{SessionContext, col};
+use datafusion::prelude::{Expr, SessionContext, col};
 
 use crate::error::Result;
 use crate::lake::{self, Lake, LakeFileWriter, Table};
@@ -149,13 +149,34 @@ async fn existing_ids(
     table: Table,
     candidates: &StringArray,
 ) -> Result<HashSet<String>> {
+    let found = rows_with_ids(lake, staged_dir, table, candidates, &[table.id_column()]).await?;
+    let mut out = HashSet::new();
+    for b in &found {
+        let ids = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        for id in ids.as_string::<i32>().iter().flatten() {
+            out.insert(id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// `columns` of the rows of the lake's `table` and/or the staged files whose id is one of
+/// `candidates`: a semi join with the candidates as the (small) build side, streaming the
+/// existing files.
+pub(super) async fn rows_with_ids(
+    lake: Option<&Lake>,
+    staged_dir: Option<&Path>,
+    table: Table,
+    candidates: &StringArray,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>> {
     let have_lake = match lake {
         Some(l) => !l.data_files(table, None)?.is_empty(),
         None => false,
     };
     let have_staged = staged_dir.is_some_and(|d| d.is_dir());
     if candidates.is_empty() || (!have_lake && !have_staged) {
-        return Ok(HashSet::new());
+        return Ok(Vec::new());
     }
     let ctx = SessionContext::new();
     let id = table.id_column();
@@ -184,13 +205,12 @@ async fn existing_ids(
     for (name, dir) in dirs {
         let Some(dir) = dir else { continue };
         lake::register_dir(&ctx, &dir, table.schema(), name)?;
-        let ids = ctx
-            .table(name)
-            .await?
-            .select(vec![col(id).alias("existing_id")])?;
+        let mut select = vec![col(id).alias("existing_id")];
+        select.extend(columns.iter().filter(|c| **c != id).map(|c| col(*c)));
+        let rows = ctx.table(name).await?.select(select)?;
         existing = Some(match existing {
-            None => ids,
-            Some(prev) => prev.union(ids)?,
+            None => rows,
+            Some(prev) => prev.union(rows)?,
         });
     }
     let existing = existing.expect("at least one side is present");
@@ -199,21 +219,26 @@ async fn existing_ids(
         .await?
         .join(
             existing,
-            JoinType::LeftSemi,
+            JoinType::RightSemi,
             &["candidate_id"],
             &["existing_id"],
             None,
         )?
+        .select(
+            columns
+                .iter()
+                .map(|c| {
+                    if *c == id {
+                        col("existing_id").alias(*c)
+                    } else {
+                        col(*c)
+                    }
+                })
+                .collect::<Vec<Expr>>(),
+        )?
         .collect()
         .await?;
-    let mut out = HashSet::new();
-    for b in &found {
-        let ids = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-        for id in ids.as_string::<i32>().iter().flatten() {
-            out.insert(id.to_string());
-        }
-    }
-    Ok(out)
+    Ok(found)
 }
 
 /// Rows per slice when writing: the sorted copy never holds more than this many rows.

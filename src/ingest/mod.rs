@@ -11,6 +11,7 @@
 mod batch;
 mod csv;
 mod dedupe;
+mod label_index;
 mod lines;
 mod ndjson;
 mod quarantine;
@@ -98,6 +99,10 @@ pub struct IngestReport {
     /// Labels that came inline on events and were added to `llm_labels`.
     #[serde(skip_serializing_if = "is_zero")]
     pub inline_labels: u64,
+    /// Labeled events added to the `llm_labeled_events` index (events of this run that a label
+    /// names, and events of the lake named by this run's labels).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub labeled_events_indexed: u64,
     /// False when `--strict` refused to commit because of rejects.
     pub committed: bool,
 }
@@ -191,6 +196,7 @@ pub async fn ingest(
     let lock = lake.lock()?;
     let mut tx = lock.begin()?;
     let quarantine_dir = tx.dir().join("quarantine");
+    let index = label_index::LabelIndex::load(lake).await?;
     let mut run = Run {
         opts,
         lake,
@@ -200,6 +206,7 @@ pub async fn ingest(
         quarantine: Quarantine::new(quarantine_dir),
         writers: VecDeque::new(),
         run_ids: Default::default(),
+        index,
         now_us: chrono::Utc::now().timestamp_micros(),
     };
     let total: Option<u64> = sources.iter().map(|s| s.size).sum();
@@ -231,6 +238,7 @@ pub async fn ingest(
         }
         tx.add_move(&dir, final_rel);
     }
+    report.labeled_events_indexed = run.index.finish(lake, &mut tx).await?;
     tx.commit()?;
     report.committed = true;
     Ok(report)
@@ -275,6 +283,8 @@ struct Run<'a> {
     writers: VecDeque<Writer>,
     /// Ids accepted by this run so far, per table (events, labels).
     run_ids: [dedupe::RunIds; 2],
+    /// Labeled events this run adds to the index.
+    index: label_index::LabelIndex,
     now_us: i64,
 }
 
@@ -440,6 +450,9 @@ impl Run<'_> {
         }
         for (key, list) in [(TableKey::Events, p.events), (TableKey::Labels, p.labels)] {
             for (day, batch) in list {
+                if key == TableKey::Labels {
+                    self.index.add_labels(&batch);
+                }
                 let bytes = batch.get_array_memory_size();
                 let buf = self.buffers.entry((key, day)).or_default();
                 buf.batches.push(batch);
@@ -498,6 +511,9 @@ impl Run<'_> {
             self.report.accepted += outcome.rows;
         } else {
             self.report.inline_labels += outcome.rows;
+        }
+        if table == Table::Events {
+            self.index.add_events(key.1, &outcome.batches)?;
         }
         if outcome.rows > 0 {
             let path = tx.new_file(table, key.1);

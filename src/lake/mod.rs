@@ -28,13 +28,14 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 use parquet::arrow::ArrowWriter;
+use parquet::basic::Encoding;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::event::{self, EVENTS_TABLE, LABELS_TABLE};
+use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 
 mod compact;
 pub use compact::{CompactReport, compact};
@@ -51,6 +52,8 @@ const MANIFEST: &str = "COMMIT.json";
 pub enum Table {
     Events,
     Labels,
+    /// Index of labeled events, maintained by ingest (see `ingest::label_index`).
+    LabeledEvents,
 }
 
 impl Table {
@@ -58,18 +61,20 @@ impl Table {
         match self {
             Table::Events => EVENTS_TABLE,
             Table::Labels => LABELS_TABLE,
+            Table::LabeledEvents => LABELED_EVENTS_TABLE,
         }
     }
     pub fn schema(self) -> SchemaRef {
         match self {
             Table::Events => event::event_schema(),
             Table::Labels => event::label_schema(),
+            Table::LabeledEvents => event::labeled_event_schema(),
         }
     }
     /// The column that identifies a row; re-ingesting a row with a known id adds nothing.
     pub fn id_column(self) -> &'static str {
         match self {
-            Table::Events => "event_id",
+            Table::Events | Table::LabeledEvents => "event_id",
             Table::Labels => "label_id",
         }
     }
@@ -77,7 +82,7 @@ impl Table {
     /// sorted by (route, ts) so a route's rows are contiguous and row groups prune on route.
     pub fn sort_columns(self) -> [&'static str; 2] {
         match self {
-            Table::Events => ["route", "ts"],
+            Table::Events | Table::LabeledEvents => ["route", "ts"],
             Table::Labels => ["event_id", "ts"],
         }
     }
@@ -86,6 +91,7 @@ impl Table {
         match self {
             Table::Events => &["event_id", "input", "output", "attributes"],
             Table::Labels => &["label_id", "event_id", "note"],
+            Table::LabeledEvents => &["event_id"],
         }
     }
 }
@@ -291,6 +297,11 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     for c in table.high_cardinality_columns() {
         b = b.set_column_dictionary_enabled((*c).into(), false);
     }
+    // Timestamps are nearly sorted within a route: delta encoding stores each in about two
+    // bytes instead of eight, and a dictionary of unique values would only be thrown away.
+    b = b
+        .set_column_dictionary_enabled("ts".into(), false)
+        .set_column_encoding("ts".into(), Encoding::DELTA_BINARY_PACKED);
     b.build()
 }
 
