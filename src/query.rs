@@ -3,9 +3,9 @@
 //! User SQL runs read-only (no DDL, no DML, no `COPY`), so an ad-hoc query can never change
 //! the lake. Values from users are passed as parameters (`$route`), never spliced into SQL.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Scalar, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Scalar, StringViewArray};
 use arrow::compute::cast;
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -21,7 +21,7 @@ use crate::event::{
     EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, Label, Status, day_of, day_string,
 };
 use crate::judge::policy::ValueColumn;
-use crate::judge::{Arm, Samples, SegmentSample};
+use crate::judge::{Arm, ArmSample, Samples, SegmentSample};
 use crate::lake::{Lake, Table};
 
 /// Name of the view of each labeled event's latest label.
@@ -35,17 +35,34 @@ pub const PROMPT_VERSION_ROLLUP_SQL: &str = include_str!("../queries/prompt_vers
 /// Segmented rollup (`{segments}` template, `$route`, `$env`, `$since`, `$until`).
 pub const ROLLUP_SQL: &str = include_str!("../queries/rollup.sql");
 
-/// A session with `llm_events`, `llm_labels` and `llm_events_labeled` registered.
+/// A session with `llm_events`, `llm_labels`, `llm_labeled_events` (when the lake has it) and
+/// the views `llm_latest_labels` and `llm_events_labeled` registered.
 pub async fn lake_session(lake: &Lake) -> Result<SessionContext> {
+    session(lake, false).await
+}
+
+/// The session the judge reads through: the same tables, with strings read as `Utf8View`
+/// (see [`Lake::register_string_views`]). Never handed to user SQL, whose results keep `Utf8`.
+pub async fn judge_session(lake: &Lake) -> Result<SessionContext> {
+    session(lake, true).await
+}
+
+async fn session(lake: &Lake, string_views: bool) -> Result<SessionContext> {
     lake.require_existing()?;
     // DATAFUSION_* environment variables tune the engine (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS).
     let config = SessionConfig::from_env()?.with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    lake.register(&ctx, Table::Events, EVENTS_TABLE)?;
-    lake.register(&ctx, Table::Labels, LABELS_TABLE)?;
+    let mut tables = vec![(Table::Events, EVENTS_TABLE), (Table::Labels, LABELS_TABLE)];
     // Lakes written before the labeled-events index have none until their next ingest.
     if lake.table_dir(Table::LabeledEvents).is_dir() {
-        lake.register(&ctx, Table::LabeledEvents, LABELED_EVENTS_TABLE)?;
+        tables.push((Table::LabeledEvents, LABELED_EVENTS_TABLE));
+    }
+    for (table, name) in tables {
+        if string_views {
+            lake.register_string_views(&ctx, table, name)?;
+        } else {
+            lake.register(&ctx, table, name)?;
+        }
     }
     ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;
     ctx.sql(LABELED_VIEW_SQL).await?.collect().await?;
@@ -195,7 +212,16 @@ pub async fn canary_span(ctx: &SessionContext, q: &CanaryQuery) -> Result<Option
             vec![],
             vec![min(col("ts")).alias("first"), max(col("ts")).alias("last")],
         )?;
-    let batches = df.collect().await?;
+    // The canary is a small share of the route: evaluating the filter while decoding lets the
+    // reader decode `ts` only for the canary's rows.
+    let (mut state, plan) = df.into_parts();
+    state
+        .config_mut()
+        .options_mut()
+        .execution
+        .parquet
+        .pushdown_filters = true;
+    let batches = DataFrame::new(state, plan).collect().await?;
     let Some(b) = batches.first().filter(|b| b.num_rows() == 1) else {
         return Ok(None);
     };
@@ -234,87 +260,27 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             }
         }
     }
-    let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
-    columns.extend(["prompt_version", "prompt_sha", "status"].map(col));
-    columns.extend(q.value_columns.iter().map(|c| col(c.name())));
-    let df = ctx
-        .table(EVENTS_TABLE)
-        .await?
-        .filter(filter.clone())?
-        .select(columns)?;
-    let mut stream = df.execute_stream().await?;
-
-    let nseg = q.segment_by.len();
-    let mut segments = Segmenter::new(nseg);
-    let mut shas: [Vec<Option<String>>; 2] = [Vec::new(), Vec::new()];
-    let canary = Scalar::new(StringArray::from(vec![q.canary.as_str()]));
-    let flagged = Scalar::new(StringArray::from(vec![Status::Flagged.as_str()]));
-    let error = Scalar::new(StringArray::from(vec![Status::Error.as_str()]));
-    let mut ids = Vec::new();
-    let mut vals: Vec<(ValueColumn, f64)> = Vec::with_capacity(3);
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let strings =
-            |i: usize| -> Result<ArrayRef> { Ok(cast(batch.column(i), &DataType::Utf8)?) };
-        let segs: Vec<ArrayRef> = (0..nseg).map(strings).collect::<Result<_>>()?;
-        let segs: Vec<&StringArray> = segs.iter().map(|a| a.as_string::<i32>()).collect();
-        let version = strings(nseg)?;
-        let is_canary = eq(&version, &canary)?;
-        let sha = strings(nseg + 1)?;
-        let sha = sha.as_string::<i32>();
-        let status = strings(nseg + 2)?;
-        let is_flagged = eq(&status, &flagged)?;
-        let is_error = eq(&status, &error)?;
-        let values: Vec<(ValueColumn, ArrayRef)> = q
-            .value_columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Ok((*c, cast(batch.column(nseg + 3 + i), &DataType::Float64)?)))
-            .collect::<Result<_>>()?;
-        let values: Vec<(ValueColumn, &Float64Array)> = values
-            .iter()
-            .map(|(c, a)| (*c, a.as_primitive::<Float64Type>()))
-            .collect();
-        segments.assign(&segs, batch.num_rows(), &mut ids);
-        let mut last_sha: [Option<Option<&str>>; 2] = [None, None];
-        for (row, seg) in ids.iter().enumerate() {
-            let arm = if is_canary.value(row) {
-                Arm::Canary
-            } else {
-                Arm::Baseline
-            };
-            let sha_v = sha.is_valid(row).then(|| sha.value(row));
-            if last_sha[arm as usize] != Some(sha_v) {
-                last_sha[arm as usize] = Some(sha_v);
-                let seen = &mut shas[arm as usize];
-                if !seen.iter().any(|s| s.as_deref() == sha_v) {
-                    seen.push(sha_v.map(str::to_string));
-                }
-            }
-            vals.clear();
-            for (c, a) in &values {
-                if a.is_valid(row) {
-                    vals.push((*c, a.value(row)));
-                }
-            }
-            segments.samples[*seg as usize].arm_mut(arm).push(
-                is_flagged.value(row),
-                is_error.value(row),
-                None,
-                &vals,
-            );
+    // The label counts come from a small separate query, run while the events stream.
+    let labels = async {
+        match q.labels {
+            true => count_labels(ctx, q, filter.clone()).await.map(Some),
+            false => Ok(None),
         }
-    }
-    if q.labels {
-        count_labels(ctx, q, filter, &mut segments).await?;
+    };
+    let ((segments, shas), labels) = futures::try_join!(scan_arms(ctx, q, filter.clone()), labels)?;
+    let mut segments = segments.into_map();
+    for (key, counted) in labels.map(Segmenter::into_map).unwrap_or_default() {
+        let seg = segments.entry(key).or_default();
+        for arm in [Arm::Baseline, Arm::Canary] {
+            let (to, from) = (seg.arm_mut(arm), counted.arm(arm));
+            to.labeled += from.labeled;
+            to.bad += from.bad;
+        }
     }
     Ok(Samples {
         segment_by: q.segment_by.clone(),
-        segments: segments.into_map(),
-        shas: [Arm::Baseline, Arm::Canary]
-            .into_iter()
-            .map(|a| (a, shas[a as usize].iter().cloned().collect()))
-            .collect(),
+        segments,
+        shas: shas.into_map(),
         window: window.or(match (q.since_us, q.until_us) {
             (None, None) => None,
             (s, u) => Some((s.unwrap_or(i64::MIN), u.unwrap_or(i64::MAX))),
@@ -322,15 +288,69 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
     })
 }
 
-/// Adds each segment's labeled and bad counts: the latest label (by label ts, then label_id,
-/// as in `llm_latest_labels`) of every event in `filter`. The events come from the labeled-events
-/// index (a small table) when the lake has one, else from the events themselves.
-async fn count_labels(
+/// Streams the two arms' events through per-segment counts and metric values.
+async fn scan_arms(
     ctx: &SessionContext,
     q: &CanaryQuery,
     filter: Expr,
-    segments: &mut Segmenter,
-) -> Result<()> {
+) -> Result<(Segmenter, ShaSet)> {
+    let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
+    columns.extend(["prompt_version", "prompt_sha", "status"].map(col));
+    columns.extend(q.value_columns.iter().map(|c| col(c.name())));
+    let df = ctx
+        .table(EVENTS_TABLE)
+        .await?
+        .filter(filter)?
+        .select(columns)?;
+    let mut stream = df.execute_stream().await?;
+
+    let nseg = q.segment_by.len();
+    let mut segments = Segmenter::new(nseg);
+    let mut shas = ShaSet::default();
+    let canary = Scalar::new(StringViewArray::from(vec![q.canary.as_str()]));
+    let flagged = Scalar::new(StringViewArray::from(vec![Status::Flagged.as_str()]));
+    let error = Scalar::new(StringViewArray::from(vec![Status::Error.as_str()]));
+    let mut ids = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let rows = batch.num_rows();
+        let strings = |i: usize| views(batch.column(i));
+        let segs: Vec<ArrayRef> = (0..nseg).map(strings).collect::<Result<_>>()?;
+        let segs: Vec<&StringViewArray> = segs.iter().map(|a| a.as_string_view()).collect();
+        let is_canary = eq(&strings(nseg)?, &canary)?;
+        let sha = strings(nseg + 1)?;
+        let status = strings(nseg + 2)?;
+        let is_flagged = eq(&status, &flagged)?;
+        let is_error = eq(&status, &error)?;
+        segments.assign(&segs, rows, &mut ids);
+        shas.add(&is_canary, sha.as_string_view());
+        for (row, seg) in ids.iter().enumerate() {
+            let s = segments.arm_mut(*seg, arm_of(&is_canary, row));
+            s.n += 1;
+            s.flagged += is_flagged.value(row) as u64;
+            s.errors += is_error.value(row) as u64;
+        }
+        for (i, c) in q.value_columns.iter().enumerate() {
+            let values = cast(batch.column(nseg + 3 + i), &DataType::Float64)?;
+            let values = values.as_primitive::<Float64Type>();
+            for (row, seg) in ids.iter().enumerate() {
+                if values.is_valid(row) {
+                    segments
+                        .arm_mut(*seg, arm_of(&is_canary, row))
+                        .values_mut(*c)
+                        .push(values.value(row));
+                }
+            }
+        }
+    }
+    Ok((segments, shas))
+}
+
+/// Each segment's labeled and bad counts (only those are set): the latest label (by label ts,
+/// then label_id, as in `llm_latest_labels`) of every event in `filter`. The events come from
+/// the labeled-events index (a small table) when the lake has one, else from the events.
+async fn count_labels(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Result<Segmenter> {
+    let mut segments = Segmenter::new(q.segment_by.len());
     let source = if ctx.table_exist(LABELED_EVENTS_TABLE)? {
         LABELED_EVENTS_TABLE
     } else {
@@ -339,23 +359,32 @@ async fn count_labels(
     let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
     columns.extend(["prompt_version", "event_id"].map(col));
     let events = ctx.table(source).await?.filter(filter)?.select(columns)?;
-    // Labels are the build side: far fewer than events when the index is missing.
     let labels = ctx.table(LABELS_TABLE).await?.select(vec![
         col("event_id").alias("labeled_id"),
         col("label"),
         col("ts").alias("label_ts"),
         col("label_id"),
     ])?;
-    let mut stream = labels
-        .join(
+    // The smaller side builds the hash table: the index's rows in the window, or the labels
+    // when the events themselves are scanned.
+    let joined = if source == LABELED_EVENTS_TABLE {
+        events.join(
+            labels,
+            JoinType::Inner,
+            &["event_id"],
+            &["labeled_id"],
+            None,
+        )?
+    } else {
+        labels.join(
             events,
             JoinType::Inner,
             &["labeled_id"],
             &["event_id"],
             None,
         )?
-        .execute_stream()
-        .await?;
+    };
+    let mut stream = joined.execute_stream().await?;
     let nseg = q.segment_by.len();
     // event_id -> (segment, arm, (label ts, label_id), bad) of its latest label so far.
     type Latest = (u32, Arm, (i64, String), bool);
@@ -363,24 +392,21 @@ async fn count_labels(
     let mut ids = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let column = |name: &str| -> Result<ArrayRef> {
-            let i = batch.schema().index_of(name)?;
-            Ok(cast(batch.column(i), &DataType::Utf8)?)
-        };
+        let column = |name: &str| views(batch.column(batch.schema().index_of(name)?));
         let segs: Vec<ArrayRef> = q
             .segment_by
             .iter()
             .map(|c| column(c))
             .collect::<Result<_>>()?;
-        let segs: Vec<&StringArray> = segs.iter().map(|a| a.as_string::<i32>()).collect();
+        let segs: Vec<&StringViewArray> = segs.iter().map(|a| a.as_string_view()).collect();
         let version = column("prompt_version")?;
-        let version = version.as_string::<i32>();
+        let version = version.as_string_view();
         let event = column("labeled_id")?;
-        let event = event.as_string::<i32>();
+        let event = event.as_string_view();
         let label = column("label")?;
-        let label = label.as_string::<i32>();
+        let label = label.as_string_view();
         let label_id = column("label_id")?;
-        let label_id = label_id.as_string::<i32>();
+        let label_id = label_id.as_string_view();
         let ts = cast(
             batch.column(batch.schema().index_of("label_ts")?),
             &DataType::Int64,
@@ -389,7 +415,7 @@ async fn count_labels(
         debug_assert_eq!(segs.len(), nseg);
         segments.assign(&segs, batch.num_rows(), &mut ids);
         for (row, seg) in ids.iter().enumerate() {
-            let arm = if version.value(row) == q.canary {
+            let arm = if version.value(row) == q.canary.as_str() {
                 Arm::Canary
             } else {
                 Arm::Baseline
@@ -412,21 +438,69 @@ async fn count_labels(
         }
     }
     for (seg, arm, _, bad) in latest.into_values() {
-        let s = segments.samples[seg as usize].arm_mut(arm);
+        let s = segments.arm_mut(seg, arm);
         s.labeled += 1;
         s.bad += bad as u64;
     }
-    Ok(())
+    Ok(segments)
+}
+
+/// A string column as `Utf8View` (free when it already is one, as in [`judge_session`]).
+fn views(a: &ArrayRef) -> Result<ArrayRef> {
+    Ok(cast(a, &DataType::Utf8View)?)
+}
+
+fn arm_of(is_canary: &BooleanArray, row: usize) -> Arm {
+    if is_canary.value(row) {
+        Arm::Canary
+    } else {
+        Arm::Baseline
+    }
+}
+
+/// Distinct `prompt_sha` values per arm (None = no sha).
+#[derive(Default)]
+struct ShaSet {
+    seen: [Vec<Option<String>>; 2],
+}
+
+impl ShaSet {
+    fn add(&mut self, is_canary: &BooleanArray, sha: &StringViewArray) {
+        // Rows of one sha share a view (the same dictionary entry), so a change of view is rare.
+        let mut last: [Option<(bool, u128)>; 2] = [None, None];
+        let views = sha.views();
+        for row in 0..sha.len() {
+            let arm = arm_of(is_canary, row) as usize;
+            let key = (sha.is_valid(row), views[row]);
+            if last[arm] == Some(key) {
+                continue;
+            }
+            last[arm] = Some(key);
+            let v = key.0.then(|| sha.value(row));
+            if !self.seen[arm].iter().any(|s| s.as_deref() == v) {
+                self.seen[arm].push(v.map(str::to_string));
+            }
+        }
+    }
+
+    fn into_map(self) -> BTreeMap<Arm, BTreeSet<Option<String>>> {
+        let [baseline, canary] = self.seen;
+        BTreeMap::from([
+            (Arm::Baseline, baseline.into_iter().collect()),
+            (Arm::Canary, canary.into_iter().collect()),
+        ])
+    }
 }
 
 /// Gives each distinct combination of segment values a dense number, column by column: a
-/// row's values are interned per column, then combined pairwise, so no key string is built per
-/// row. Nulls count as the empty string.
+/// row's value is numbered per column (through its 128-bit string view, so a row costs one
+/// small hash and no string work), then numbers are combined pairwise. No key string is built
+/// per row. Nulls count as the empty string.
 struct Segmenter {
     /// Per segment column: value -> number.
     values: Vec<HashMap<String, u32, foldhash::fast::RandomState>>,
     /// Per segment column after the first: (number so far, value number) -> number so far.
-    combos: Vec<HashMap<(u32, u32), u32, foldhash::fast::RandomState>>,
+    combos: Vec<HashMap<u64, u32, foldhash::fast::RandomState>>,
     keys: Vec<Vec<String>>,
     samples: Vec<SegmentSample>,
 }
@@ -441,33 +515,43 @@ impl Segmenter {
         }
     }
 
+    fn arm_mut(&mut self, segment: u32, arm: Arm) -> &mut ArmSample {
+        self.samples[segment as usize].arm_mut(arm)
+    }
+
     /// Sets `out[row]` to the segment number of each of `rows` rows.
-    fn assign(&mut self, segs: &[&StringArray], rows: usize, out: &mut Vec<u32>) {
+    fn assign(&mut self, segs: &[&StringViewArray], rows: usize, out: &mut Vec<u32>) {
         out.clear();
         if segs.is_empty() {
             // No segment columns: one segment.
-            if rows > 0 {
-                self.segment_of_row(segs, 0, 0);
+            if rows > 0 && self.samples.is_empty() {
+                self.samples.push(SegmentSample::default());
+                self.keys.push(Vec::new());
             }
             out.resize(rows, 0);
             return;
         }
         let mut level = Vec::with_capacity(rows);
+        // Within one array equal views are equal strings: a short string (<= 12 bytes) is all
+        // in its view, a longer one is the same bytes of the same buffer.
+        let mut by_view: HashMap<u128, u32, foldhash::fast::RandomState> = HashMap::default();
         for (k, s) in segs.iter().enumerate() {
             let map = &mut self.values[k];
             level.clear();
-            let mut last: Option<(&str, u32)> = None;
+            by_view.clear();
+            let views = s.views();
             for row in 0..rows {
-                let v = if s.is_valid(row) { s.value(row) } else { "" };
-                let id = match last {
-                    Some((lv, id)) if lv == v => id,
-                    _ => {
+                let view = if s.is_valid(row) { views[row] } else { 0 };
+                let id = match by_view.get(&view) {
+                    Some(id) => *id,
+                    None => {
+                        let v = if view == 0 { "" } else { s.value(row) };
                         let next = map.len() as u32;
                         let id = match map.get(v) {
                             Some(id) => *id,
                             None => *map.entry(v.to_string()).or_insert(next),
                         };
-                        last = Some((v, id));
+                        by_view.insert(view, id);
                         id
                     }
                 };
@@ -479,39 +563,32 @@ impl Segmenter {
                 let combos = &mut self.combos[k - 1];
                 for (o, v) in out.iter_mut().zip(&level) {
                     let next = combos.len() as u32;
-                    *o = *combos.entry((*o, *v)).or_insert(next);
+                    *o = *combos
+                        .entry(((*o as u64) << 32) | *v as u64)
+                        .or_insert(next);
                 }
             }
         }
-        // Final numbers -> dense segment slots, creating a slot (and its key) on first sight.
-        for row in 0..rows {
-            out[row] = self.segment_of_row(segs, out[row], row);
+        // A combination seen for the first time gets its slot and key.
+        for (row, combo) in out.iter().enumerate() {
+            if *combo as usize == self.samples.len() {
+                self.samples.push(SegmentSample::default());
+                self.keys.push(
+                    segs.iter()
+                        .map(|s| {
+                            if s.is_valid(row) {
+                                s.value(row).to_string()
+                            } else {
+                                String::new()
+                            }
+                        })
+                        .collect(),
+                );
+            }
         }
     }
 
-    /// The slot of combination `combo`, first seen at `row`.
-    fn segment_of_row(&mut self, segs: &[&StringArray], combo: u32, row: usize) -> u32 {
-        let combo = combo as usize;
-        while self.samples.len() <= combo {
-            self.samples.push(SegmentSample::default());
-            self.keys.push(Vec::new());
-        }
-        if self.keys[combo].is_empty() && !segs.is_empty() {
-            self.keys[combo] = segs
-                .iter()
-                .map(|s| {
-                    if s.is_valid(row) {
-                        s.value(row).to_string()
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect();
-        }
-        combo as u32
-    }
-
-    fn into_map(self) -> std::collections::BTreeMap<Vec<String>, SegmentSample> {
+    fn into_map(self) -> BTreeMap<Vec<String>, SegmentSample> {
         self.keys.into_iter().zip(self.samples).collect()
     }
 }
@@ -520,8 +597,8 @@ impl Segmenter {
 mod tests {
     use super::*;
 
-    fn strings(v: &[Option<&str>]) -> StringArray {
-        StringArray::from(v.to_vec())
+    fn strings(v: &[Option<&str>]) -> StringViewArray {
+        StringViewArray::from(v.to_vec())
     }
 
     #[test]

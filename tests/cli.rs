@@ -424,6 +424,17 @@ fn compaction_merges_files_without_changing_rows() {
     let before = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, SUM(duration_ms) AS s FROM llm_events");
     assert_eq!(before[0]["n"], 12000);
     assert_eq!(lake.files().len(), 8);
+    let index_files = || {
+        let mut out = Vec::new();
+        walk(&lake.path.join("llm_labeled_events"), &mut out);
+        out.len()
+    };
+    assert_eq!(
+        index_files(),
+        8,
+        "each ingest indexed its labeled events per day"
+    );
+    let index_before = labeled_index(&lake);
     let out = lake.run(&["compact"]);
     assert!(
         out.status.success(),
@@ -431,6 +442,9 @@ fn compaction_merges_files_without_changing_rows() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(lake.files().len(), 2);
+    assert_eq!(index_files(), 2);
+    assert_eq!(labeled_index(&lake), index_before);
+    assert_eq!(index_before.0.len() as i64, index_before.1);
     let after = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, SUM(duration_ms) AS s FROM llm_events");
     assert_eq!(before[0]["n"], after[0]["n"]);
     assert_eq!(before[0]["d"], after[0]["d"]);

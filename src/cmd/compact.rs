@@ -5,7 +5,29 @@ use crate::lake::{self, Lake, Table};
 
 pub async fn run(lake: &Lake, day: Option<&str>, labels: bool, min_files: usize) -> Result<i32> {
     let table = if labels { Table::Labels } else { Table::Events };
-    let r = lake::compact(lake, table, day, min_files).await?;
+    report(
+        table,
+        lake::compact(lake, table, day, min_files).await?,
+        min_files,
+    );
+    // The labeled-events index gains a small file per day at each ingest, like the events.
+    let index = Table::LabeledEvents;
+    let has_day = |d: &str| {
+        let name = format!("date={d}");
+        lake.partition_dirs(index)
+            .map(|dirs| dirs.iter().any(|p| p.ends_with(&name)))
+    };
+    if !labels && day.map_or(Ok(true), has_day)? {
+        report(
+            index,
+            lake::compact(lake, index, day, min_files).await?,
+            min_files,
+        );
+    }
+    Ok(0)
+}
+
+fn report(table: Table, r: lake::CompactReport, min_files: usize) {
     if r.partitions == 0 {
         println!(
             "nothing to compact: no partition of {} has {} or more files",
@@ -22,5 +44,4 @@ pub async fn run(lake: &Lake, day: Option<&str>, labels: bool, min_files: usize)
             r.rows
         );
     }
-    Ok(0)
 }

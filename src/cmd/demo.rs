@@ -122,6 +122,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         let df = query::plan(&ctx, query::PROMPT_VERSION_ROLLUP_SQL, params).await?;
         report::write_dataframe(df, OutputFormat::Table, &mut out).await?;
     }
+    let ctx = query::judge_session(&lake).await?;
     for (route, what) in [
         ("support", "a canary with a planted regression"),
         ("search", "a clean canary"),

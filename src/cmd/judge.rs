@@ -76,7 +76,7 @@ async fn judge(lake: &Lake, a: &JudgeArgs) -> Result<i32> {
         Some(p) => Policy::from_file(p)?,
         None => Policy::default(),
     };
-    let ctx = query::lake_session(lake).await?;
+    let ctx = query::judge_session(lake).await?;
     let verdict = evaluate(&ctx, a, &policy).await?;
     let mut out = super::stdout();
     let subject = Subject {

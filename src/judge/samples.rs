@@ -64,6 +64,12 @@ pub struct SegmentSample {
 }
 
 impl SegmentSample {
+    pub fn arm(&self, arm: Arm) -> &ArmSample {
+        match arm {
+            Arm::Baseline => &self.baseline,
+            Arm::Canary => &self.canary,
+        }
+    }
     pub fn arm_mut(&mut self, arm: Arm) -> &mut ArmSample {
         match arm {
             Arm::Baseline => &mut self.baseline,
