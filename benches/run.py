@@ -9,7 +9,9 @@ For each size: generate NDJSON with `promptgate gen`, then measure
   * ingest: NDJSON -> Parquet lake (promptgate ingest) vs DuckDB COPY (read_json -> zstd Parquet),
   * the volume rollup (queries/prompt_version_rollup.sql, route=support env=prod) over each result,
   * judging one route (promptgate judge) on the same lake,
-with wall time (best of --repeat for queries) and peak RSS of each process. Prints Markdown.
+with wall time and peak RSS of each process. The rollup and the judge run in turn, --repeat
+rounds, and both the best and the median time are reported (this VM's timings are noisy).
+Prints Markdown.
 """
 import argparse, json, os, platform, resource, shutil, subprocess, sys, tempfile, time
 
@@ -57,15 +59,24 @@ def measured(cmd, stdout=subprocess.DEVNULL):
     return el, rss_kb / 1024, p.stdout.decode()
 
 
-def best_of(n, cmd):
-    runs = [measured(cmd) for _ in range(n)]
-    return min(r[0] for r in runs), max(r[1] for r in runs)
+def interleaved(n, *cmds):
+    """Runs the commands in turn, n rounds, so machine noise hits each alike. For each command:
+    (best s, median s, peak RSS MiB)."""
+    runs = [[] for _ in cmds]
+    for _ in range(n):
+        for i, cmd in enumerate(cmds):
+            runs[i].append(measured(cmd))
+    out = []
+    for r in runs:
+        times = sorted(x[0] for x in r)
+        out.append((times[0], times[len(times) // 2], max(x[1] for x in r)))
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed after)")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
@@ -76,8 +87,8 @@ def main():
     rollup_sql = os.path.join(ROOT, "queries", "prompt_version_rollup.sql")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
           f"{platform.platform()}; duckdb {duckdb.__version__} (2 threads)\n")
-    print("| events | NDJSON MB | tool | ingest s | events/s | MB/s | ingest peak MiB | rollup s | rollup peak MiB | judge s | judge peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| events | NDJSON MB | tool | ingest s | events/s | MB/s | ingest peak MiB | rollup s (best / median) | rollup peak MiB | judge s (best / median) | judge peak MiB | judge / rollup (best / median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in [int(s) for s in a.sizes.split(",")]:
         nd = os.path.join(work, f"events-{n}.ndjson")
         with open(nd, "wb") as f:
@@ -87,15 +98,17 @@ def main():
         lake = os.path.join(work, f"lake-{n}")
         shutil.rmtree(lake, ignore_errors=True)
         t, rss, _ = measured([BIN, "--lake", lake, "ingest", "--no-progress", nd])
-        rt, rrss = best_of(a.repeat, [BIN, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])
-        jt, jrss = best_of(a.repeat, [BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
-        print(f"| {n:,} | {mb:,.0f} | promptgate | {t:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} | {rrss:,.0f} | {jt:.3f} | {jrss:,.0f} |")
+        (rt, rmed, rrss), (jt, jmed, jrss) = interleaved(
+            a.repeat,
+            [BIN, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"],
+            [BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
+        print(f"| {n:,} | {mb:,.0f} | promptgate | {t:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} / {rmed:.3f} | {rrss:,.0f} | {jt:.3f} / {jmed:.3f} | {jrss:,.0f} | {jt / rt:.2f} / {jmed / rmed:.2f} |")
         pq = os.path.join(work, f"duck-{n}.parquet")
         os.sync()
         dt, drss, _ = measured([sys.executable, "-c", DUCK_CONVERT, nd, pq])
         _, drrss, out = measured([sys.executable, "-c", DUCK_ROLLUP, pq, rollup_sql, str(a.repeat)])
         drt = float(out.strip())
-        print(f"| {n:,} | {mb:,.0f} | duckdb | {dt:.2f} | {n / dt:,.0f} | {mb / dt:,.0f} | {drss:,.0f} | {drt:.3f} | {drrss:,.0f} | - | - |")
+        print(f"| {n:,} | {mb:,.0f} | duckdb | {dt:.2f} | {n / dt:,.0f} | {mb / dt:,.0f} | {drss:,.0f} | {drt:.3f} | {drrss:,.0f} | - | - | - |")
         os.remove(nd)
         sys.stdout.flush()
     if a.dir is None:
