@@ -97,19 +97,22 @@ impl LabelIndex {
             .expect("events have event_id");
         for b in batches {
             let ids = b.column(idx).as_string::<i32>();
+            let mut hits = 0;
             let mask: BooleanArray = ids
                 .iter()
-                .map(|id| Some(id.is_some_and(|id| self.pending.contains(id))))
+                .map(|id| {
+                    let hit = id.and_then(|id| self.pending.take(id));
+                    if let Some(id) = hit {
+                        self.lookup.remove(&id);
+                        self.indexed.insert(id);
+                        hits += 1;
+                        return Some(true);
+                    }
+                    Some(false)
+                })
                 .collect();
-            if mask.true_count() == 0 {
+            if hits == 0 {
                 continue;
-            }
-            for (id, hit) in ids.iter().zip(mask.values().iter()) {
-                if let (Some(id), true) = (id, hit) {
-                    let id = self.pending.take(id).expect("pending id");
-                    self.lookup.remove(&id);
-                    self.indexed.insert(id);
-                }
             }
             let rows = filter_record_batch(&project(b)?, &mask)?;
             self.rows.entry(day).or_default().push(rows);
