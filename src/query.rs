@@ -295,8 +295,15 @@ async fn scan_arms(
     filter: Expr,
 ) -> Result<(Segmenter, ShaSet)> {
     let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
-    columns.extend(["prompt_version", "prompt_sha", "status"].map(col));
-    columns.extend(q.value_columns.iter().map(|c| col(c.name())));
+    // Read by position; aliased because a segment column may be one of these (prompt_sha).
+    columns.extend(
+        ["prompt_version", "prompt_sha", "status"].map(|c| col(c).alias(format!("arm_{c}"))),
+    );
+    columns.extend(
+        q.value_columns
+            .iter()
+            .map(|c| col(c.name()).alias(format!("value_{}", c.name()))),
+    );
     let df = ctx
         .table(EVENTS_TABLE)
         .await?

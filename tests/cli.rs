@@ -722,12 +722,7 @@ fn judge_detects_two_shas_for_one_version_and_handles_quoted_names() {
 
 #[test]
 fn judge_markdown_and_default_policy() {
-    let out = bin()
-        .args(["judge", "--print-default-policy"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = judge_default_policy();
     assert!(text.contains("min_events = 200") && text.contains("early_abort_alpha = 0.001"));
     let lake = judge_lake("3000", &[]);
     let out = run_judge(&lake, "v1", "v2", &["--format", "markdown"]);
@@ -955,4 +950,55 @@ fn judge_counts_labels_from_the_index_or_the_events_alike() {
     assert_eq!((ids.len() as i64, agree), (labeled, labeled));
     let (_, rebuilt) = judge(&lake, &window);
     assert_eq!(with_index, rebuilt);
+}
+
+/// Segmenting by more columns (including prompt_sha, which the judge also reads for its own
+/// check, and the date partition) splits the same events and labels into more segments.
+#[test]
+fn judge_segments_by_any_allowed_columns_without_losing_events() {
+    let lake = judge_lake("20000", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let totals = |segment_by: &str| {
+        let policy = dir.path().join("policy.toml");
+        let text = judge_default_policy().replace("segment_by = [\"model\", \"tier\"]", segment_by);
+        std::fs::write(&policy, text).unwrap();
+        let (code, v) = judge(&lake, &["--policy", policy.to_str().unwrap()]);
+        assert!([0, 1, 3].contains(&code), "{code}: {v:#}");
+        let segs = v["segments"].as_array().unwrap();
+        let sum = |f: &dyn Fn(&Value) -> u64| segs.iter().map(f).sum::<u64>();
+        let labeled = |s: &Value| {
+            s["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["rule"] == "bad_label_rate")
+                .map(|r| r["n_baseline"].as_u64().unwrap() + r["n_canary"].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        (
+            segs.len(),
+            sum(&|s| s["n_baseline"].as_u64().unwrap()),
+            sum(&|s| s["n_canary"].as_u64().unwrap()),
+            sum(&labeled),
+        )
+    };
+    let two = totals("segment_by = [\"model\", \"tier\"]");
+    let four = totals("segment_by = [\"model\", \"tier\", \"date\", \"prompt_sha\"]");
+    let none = totals("segment_by = []");
+    assert!(
+        four.0 > two.0 && two.0 > none.0 && none.0 == 1,
+        "{none:?} {two:?} {four:?}"
+    );
+    assert_eq!((two.1, two.2, two.3), (four.1, four.2, four.3));
+    assert_eq!((two.1, two.2, two.3), (none.1, none.2, none.3));
+    assert!(two.3 > 0, "the lake has labeled events");
+}
+
+fn judge_default_policy() -> String {
+    let out = bin()
+        .args(["judge", "--print-default-policy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
 }
