@@ -57,9 +57,19 @@ impl Lake {
             .as_i64()
             .unwrap()
     }
+    /// The events' Parquet files.
     fn files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         walk(&self.path.join("llm_events"), &mut out);
+        out.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
+        out.sort();
+        out
+    }
+    /// The events' hidden id-hash files (`.part-X.parquet.ids`).
+    fn id_hash_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.path.join("llm_events"), &mut out);
+        out.retain(|p| p.extension().is_some_and(|e| e == "ids"));
         out.sort();
         out
     }
@@ -1001,4 +1011,84 @@ fn judge_default_policy() -> String {
         .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Ingest checks new ids against each file's id hashes and reads only the files that may hold
+/// one. Files without (or with stale) id hashes are read in full, so duplicates are still
+/// caught; compaction writes the merged file's hashes.
+#[test]
+fn duplicates_are_caught_with_or_without_id_hash_files() {
+    let lake = Lake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs = Vec::new();
+    for seed in 0..2 {
+        let out = bin()
+            .args([
+                "gen",
+                "--events",
+                "2000",
+                "--days",
+                "2",
+                "--seed",
+                &seed.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let p = dir.path().join(format!("e{seed}.ndjson"));
+        std::fs::write(&p, out.stdout).unwrap();
+        inputs.push(p.to_str().unwrap().to_string());
+    }
+    lake.ingest_json(&[&inputs[0]]);
+    let expected_hashes = |lake: &Lake| {
+        lake.files()
+            .iter()
+            .map(|f| f.with_file_name(format!(".{}.ids", f.file_name().unwrap().to_string_lossy())))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lake.id_hash_files(), expected_hashes(&lake));
+    // With id hashes: the second file is new, the first is all duplicates.
+    let r = lake.ingest_json(&[&inputs[1], &inputs[0]]);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(2000), Some(2000))
+    );
+    // Without them (a lake from before they existed), and with one that no longer matches its
+    // file: every file is read, and nothing gets in twice.
+    let hashes = lake.id_hash_files();
+    std::fs::write(&hashes[0], b"PGIDS\0\0\x01 not a real id-hash file").unwrap();
+    for h in &hashes[1..] {
+        std::fs::remove_file(h).unwrap();
+    }
+    let r = lake.ingest_json(&[&inputs[0], &inputs[1]]);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(4000))
+    );
+    assert_eq!(lake.count(), 4000);
+    // Compaction writes hashes for the merged files, and they are used.
+    assert!(lake.run(&["compact"]).status.success());
+    assert_eq!(lake.id_hash_files(), expected_hashes(&lake));
+    let r = lake.ingest_json(&[&inputs[1]]);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(2000))
+    );
+    assert_eq!(lake.count(), 4000);
+    // A file whose hashes rule out every new id is not read at all: overwrite the lake's files
+    // with zeros of the same length (so their hashes still apply) and ingest new events.
+    for f in lake.files() {
+        let len = std::fs::metadata(&f).unwrap().len() as usize;
+        std::fs::write(&f, vec![0u8; len]).unwrap();
+    }
+    let out = bin()
+        .args(["gen", "--events", "500", "--days", "2", "--seed", "99"])
+        .output()
+        .unwrap();
+    let p = dir.path().join("fresh.ndjson");
+    std::fs::write(&p, out.stdout).unwrap();
+    let r = lake.ingest_json(&[p.to_str().unwrap()]);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(500), Some(0))
+    );
 }

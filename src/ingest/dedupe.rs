@@ -22,7 +22,7 @@ use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{Expr, SessionContext, col};
 
 use crate::error::Result;
-use crate::lake::{self, Lake, LakeFileWriter, Table};
+use crate::lake::{self, Lake, LakeFileWriter, Table, ids};
 
 pub(super) struct Outcome {
     /// Batches holding only rows whose ids are new, first occurrence only.
@@ -46,10 +46,6 @@ fn ids(batch: &RecordBatch, table: Table) -> &StringArray {
 #[derive(Default)]
 pub(super) struct RunIds {
     hashes: HashSet<u64, RandomState>,
-}
-
-fn id_hash(id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
 /// Drops rows of `batches` whose id was seen earlier in them, is in the lake, or was accepted
@@ -78,7 +74,7 @@ pub(super) async fn unique_new_rows(
     let maybe_own: Vec<&str> = seen
         .iter()
         .copied()
-        .filter(|id| run.hashes.contains(&id_hash(id)))
+        .filter(|id| run.hashes.contains(&ids::id_hash(id)))
         .collect();
     if !maybe_own.is_empty() {
         for list in in_flight {
@@ -120,7 +116,7 @@ pub(super) async fn unique_new_rows(
         }
         for (keep, id) in k.iter().zip(ids(&b, table).iter()) {
             if *keep {
-                run.hashes.insert(id_hash(id.unwrap_or("")));
+                run.hashes.insert(ids::id_hash(id.unwrap_or("")));
             }
         }
         let kept = k.iter().filter(|x| **x).count();
@@ -170,10 +166,25 @@ pub(super) async fn rows_with_ids(
     candidates: &StringArray,
     columns: &[&str],
 ) -> Result<Vec<RecordBatch>> {
-    let have_lake = match lake {
-        Some(l) => !l.data_files(table, None)?.is_empty(),
-        None => false,
+    // The lake's files that may hold a candidate: where id-hash files are kept, only those
+    // whose hashes match one (a file without a trustworthy id-hash file is always read).
+    let lake_files = match lake {
+        Some(l) if ids::has_id_hashes(table) => {
+            let mut hashes: Vec<u64> = candidates
+                .iter()
+                .map(|c| ids::id_hash(c.unwrap_or("")))
+                .collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            l.data_files(table, None)?
+                .into_iter()
+                .filter(|f| ids::any_match(f, &hashes) != Some(false))
+                .collect()
+        }
+        Some(l) => l.data_files(table, None)?,
+        None => Vec::new(),
     };
+    let have_lake = !lake_files.is_empty();
     let have_staged = staged_dir.is_some_and(|d| d.is_dir());
     if candidates.is_empty() || (!have_lake && !have_staged) {
         return Ok(Vec::new());
@@ -192,19 +203,17 @@ pub(super) async fn rows_with_ids(
     )?;
 
     let mut existing: Option<datafusion::prelude::DataFrame> = None;
-    let dirs = [
-        (
-            "lake",
-            lake.filter(|_| have_lake).map(|l| l.table_dir(table)),
-        ),
-        (
-            "staged",
-            staged_dir.filter(|_| have_staged).map(Path::to_path_buf),
-        ),
-    ];
-    for (name, dir) in dirs {
-        let Some(dir) = dir else { continue };
-        lake::register_dir(&ctx, &dir, table.schema(), name)?;
+    if have_lake {
+        lake::register_files(&ctx, &lake_files, table, "lake")?;
+    }
+    if have_staged {
+        let dir = staged_dir.expect("staged dir present");
+        lake::register_dir(&ctx, dir, table.schema(), "staged")?;
+    }
+    for (name, present) in [("lake", have_lake), ("staged", have_staged)] {
+        if !present {
+            continue;
+        }
         let mut select = vec![col(id).alias("existing_id")];
         select.extend(columns.iter().filter(|c| **c != id).map(|c| col(*c)));
         let rows = ctx.table(name).await?.select(select)?;

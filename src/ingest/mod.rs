@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::lake::{Lake, Table, Transaction};
+use crate::lake::{Lake, Table, Transaction, ids};
 use lines::{LineChunker, Piece};
 use quarantine::{Quarantine, SourceToken};
 use records::{ChunkSink, Parsed};
@@ -517,6 +517,9 @@ impl Run<'_> {
         }
         if outcome.rows > 0 {
             let path = tx.new_file(table, key.1);
+            if ids::has_id_hashes(table) {
+                tx.add_id_hashes(&path);
+            }
             let batches = Arc::new(outcome.batches);
             let for_thread = batches.clone();
             let handle = std::thread::spawn(move || {
@@ -524,7 +527,15 @@ impl Run<'_> {
                 let name = path.file_name().expect("file name").to_string_lossy();
                 let tmp = path.with_file_name(format!(".{name}.tmp"));
                 dedupe::write_sorted(&tmp, table, &for_thread)?;
-                std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot stage", &path, e))
+                std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot stage", &path, e))?;
+                if ids::has_id_hashes(table) {
+                    let mut hashes = ids::IdHashes::default();
+                    for b in for_thread.iter() {
+                        hashes.add(table, b)?;
+                    }
+                    hashes.write(&path)?;
+                }
+                Ok(())
             });
             self.writers.push_back(Writer {
                 table,

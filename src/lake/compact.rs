@@ -15,7 +15,7 @@ use futures::StreamExt;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;
 
-use super::{Lake, LakeFileWriter, Table, register_sorted_partition};
+use super::{Lake, LakeFileWriter, Table, ids, register_sorted_partition};
 use crate::error::{Error, Result};
 
 /// What compaction did.
@@ -109,8 +109,17 @@ async fn merge_sorted(
         .sort(sort.iter().map(|c| col(*c).sort(true, false)).collect())?;
     let mut stream = df.execute_stream().await?;
     let mut writer = LakeFileWriter::create(out, table)?;
+    let mut hashes = ids::has_id_hashes(table).then(ids::IdHashes::default);
     while let Some(batch) = stream.next().await {
-        writer.write(&batch?)?;
+        let batch = batch?;
+        if let Some(h) = &mut hashes {
+            h.add(table, &batch)?;
+        }
+        writer.write(&batch)?;
     }
-    writer.finish()
+    let rows = writer.finish()?;
+    if let Some(h) = hashes {
+        h.write(out)?;
+    }
+    Ok(rows)
 }

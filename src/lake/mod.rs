@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 
 mod compact;
+pub mod ids;
 pub use compact::{CompactReport, compact};
 
 /// Rows per Parquet row group, at most.
@@ -274,6 +275,32 @@ pub(crate) fn register_sorted_partition(
         .with_file_extension(".parquet")
         .with_file_sort_order(vec![order]);
     register_listing(ctx, dir, table.schema(), options, name)
+}
+
+/// Registers just `files` (Parquet files of `table`, no `date` column) under `name`.
+pub fn register_files(
+    ctx: &SessionContext,
+    files: &[PathBuf],
+    table: Table,
+    name: &str,
+) -> Result<()> {
+    let urls = files
+        .iter()
+        .map(|f| {
+            let abs = std::path::absolute(f).map_err(|e| Error::io("cannot resolve", f, e))?;
+            let url = url::Url::from_file_path(&abs).map_err(|_| {
+                Error::runtime(format!("cannot use {} as a table path", abs.display()))
+            })?;
+            Ok(ListingTableUrl::try_new(url, None)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(table.schema());
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
 }
 
 fn register_listing(
@@ -546,6 +573,18 @@ impl Transaction<'_> {
             .to_path_buf();
         self.moves.push((staged_rel, rel));
         staged
+    }
+
+    /// Moves the id-hash file of `staged` (a file from [`Transaction::new_file`]) along with it.
+    pub fn add_id_hashes(&mut self, staged: &Path) {
+        let staged_rel = staged
+            .strip_prefix(&self._lock.lake.root)
+            .expect("staging is inside the lake");
+        let Some((from, to)) = self.moves.iter().find(|(from, _)| from == staged_rel) else {
+            return;
+        };
+        let pair = (ids::ids_path(from), ids::ids_path(to));
+        self.moves.push(pair);
     }
 
     /// Adds an already-written staged path (file or directory) to move to `final_rel`.
