@@ -176,9 +176,10 @@ pub(super) async fn rows_with_ids(
                 .collect();
             hashes.sort_unstable();
             hashes.dedup();
+            let mut scratch = Vec::new();
             l.data_files(table, None)?
                 .into_iter()
-                .filter(|f| ids::any_match(f, &hashes) != Some(false))
+                .filter(|f| ids::any_match(f, &hashes, &mut scratch) != Some(false))
                 .collect()
         }
         Some(l) => l.data_files(table, None)?,

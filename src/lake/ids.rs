@@ -9,7 +9,7 @@
 //! read instead, so a hand-copied or hand-edited file can never hide a duplicate.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{AsArray, RecordBatch};
@@ -77,12 +77,16 @@ impl IdHashes {
 }
 
 /// Whether the id-hash file of `parquet` holds any of `sorted` (ascending hashes). `None` when
-/// it is missing or cannot be trusted: the caller must then read the file's ids.
-pub fn any_match(parquet: &Path, sorted: &[u64]) -> Option<bool> {
+/// it is missing or cannot be trusted: the caller must then read the file's ids. `scratch`
+/// holds one file's hashes (8 bytes a row) and is reused from file to file.
+pub fn any_match(parquet: &Path, sorted: &[u64], scratch: &mut Vec<u8>) -> Option<bool> {
     let len = fs::metadata(parquet).ok()?.len();
-    // One file's hashes: 8 bytes a row of one Parquet file, read whole.
-    let bytes = fs::read(ids_path(parquet)).ok()?;
-    let (head, body) = bytes.split_at_checked(24)?;
+    scratch.clear();
+    File::open(ids_path(parquet))
+        .ok()?
+        .read_to_end(scratch)
+        .ok()?;
+    let (head, body) = scratch.split_at_checked(24)?;
     let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
     if &head[..8] != MAGIC
         || word(&head[8..16]) != len
@@ -137,21 +141,33 @@ mod tests {
             v.sort_unstable();
             v
         };
-        assert_eq!(any_match(&parquet, &sorted(&["e-2"])), Some(true));
-        assert_eq!(any_match(&parquet, &sorted(&["x", "e-3", "y"])), Some(true));
-        assert_eq!(any_match(&parquet, &sorted(&["x", "y", "z"])), Some(false));
-        assert_eq!(any_match(&parquet, &[]), Some(false));
+        assert_eq!(
+            any_match(&parquet, &sorted(&["e-2"]), &mut Vec::new()),
+            Some(true)
+        );
+        assert_eq!(
+            any_match(&parquet, &sorted(&["x", "e-3", "y"]), &mut Vec::new()),
+            Some(true)
+        );
+        assert_eq!(
+            any_match(&parquet, &sorted(&["x", "y", "z"]), &mut Vec::new()),
+            Some(false)
+        );
+        assert_eq!(any_match(&parquet, &[], &mut Vec::new()), Some(false));
         // The Parquet file changed length: the hashes no longer describe it.
         fs::write(&parquet, b"another file").unwrap();
-        assert_eq!(any_match(&parquet, &sorted(&["x"])), None);
+        assert_eq!(any_match(&parquet, &sorted(&["x"]), &mut Vec::new()), None);
         // Missing or truncated id-hash files are not trusted either (a candidate above every
         // stored hash makes the whole file be read).
         fs::write(&parquet, b"stand-in for a parquet file").unwrap();
-        assert_eq!(any_match(&parquet, &[u64::MAX]), Some(false));
+        assert_eq!(
+            any_match(&parquet, &[u64::MAX], &mut Vec::new()),
+            Some(false)
+        );
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        assert_eq!(any_match(&parquet, &[u64::MAX]), None);
+        assert_eq!(any_match(&parquet, &[u64::MAX], &mut Vec::new()), None);
         fs::remove_file(&path).unwrap();
-        assert_eq!(any_match(&parquet, &sorted(&["x"])), None);
+        assert_eq!(any_match(&parquet, &sorted(&["x"]), &mut Vec::new()), None);
     }
 }
