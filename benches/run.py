@@ -89,6 +89,7 @@ def main():
           f"{platform.platform()}; duckdb {duckdb.__version__} (2 threads)\n")
     print("| events | NDJSON MB | tool | ingest s | events/s | MB/s | ingest peak MiB | rollup s (best / median) | rollup peak MiB | judge s (best / median) | judge peak MiB | judge / rollup (best / median) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    appends = []
     for n in [int(s) for s in a.sizes.split(",")]:
         nd = os.path.join(work, f"events-{n}.ndjson")
         with open(nd, "wb") as f:
@@ -110,7 +111,23 @@ def main():
         drt = float(out.strip())
         print(f"| {n:,} | {mb:,.0f} | duckdb | {dt:.2f} | {n / dt:,.0f} | {mb / dt:,.0f} | {drss:,.0f} | {drt:.3f} | {drrss:,.0f} | - | - | - |")
         os.remove(nd)
+        # Appending a tenth more (new events, another seed) to the lake just built: what a daily
+        # ingest into a grown lake costs, against the same events into an empty lake.
+        extra = os.path.join(work, f"append-{n}.ndjson")
+        with open(extra, "wb") as f:
+            subprocess.run([BIN, "gen", "--events", str(n // 10), "--seed", "2", "--days", "7"], stdout=f, check=True)
+        os.sync()
+        empty = os.path.join(work, f"empty-{n}")
+        shutil.rmtree(empty, ignore_errors=True)
+        et, _, _ = measured([BIN, "--lake", empty, "ingest", "--no-progress", extra])
+        at, arss, _ = measured([BIN, "--lake", lake, "ingest", "--no-progress", extra])
+        appends.append(f"| {n // 10:,} into {n:,} | {at:.2f} | {et:.2f} | {arss:,.0f} |")
+        shutil.rmtree(empty, ignore_errors=True)
+        os.remove(extra)
         sys.stdout.flush()
+    print("\n| promptgate: append events into the lake | ingest s | same events into an empty lake s | peak MiB |")
+    print("|---|---|---|---|")
+    print("\n".join(appends))
     if a.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     print("\npromptgate rollup/judge times are whole-process (start, plan, read, print); DuckDB's rollup is the query alone in a warm connection.")
