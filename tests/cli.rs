@@ -75,6 +75,19 @@ impl Lake {
     }
 }
 
+/// Writes `promptgate gen ARGS` to a new file in `dir`; returns its path.
+fn gen_file(dir: &Path, args: &[&str]) -> String {
+    let out = bin().arg("gen").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = dir.join(format!("gen-{}.ndjson", args.join("_")));
+    std::fs::write(&p, out.stdout).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -415,21 +428,18 @@ fn compaction_merges_files_without_changing_rows() {
     let lake = Lake::new();
     let dir = tempfile::tempdir().unwrap();
     for seed in 0..4 {
-        let out = bin()
-            .args([
-                "gen",
+        let p = gen_file(
+            dir.path(),
+            &[
                 "--events",
                 "3000",
                 "--days",
                 "2",
                 "--seed",
                 &seed.to_string(),
-            ])
-            .output()
-            .unwrap();
-        let p = dir.path().join(format!("e{seed}.ndjson"));
-        std::fs::write(&p, out.stdout).unwrap();
-        lake.ingest_json(&[p.to_str().unwrap()]);
+            ],
+        );
+        lake.ingest_json(&[&p]);
     }
     let before = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, SUM(duration_ms) AS s FROM llm_events");
     assert_eq!(before[0]["n"], 12000);
@@ -1022,21 +1032,17 @@ fn duplicates_are_caught_with_or_without_id_hash_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut inputs = Vec::new();
     for seed in 0..2 {
-        let out = bin()
-            .args([
-                "gen",
+        inputs.push(gen_file(
+            dir.path(),
+            &[
                 "--events",
                 "2000",
                 "--days",
                 "2",
                 "--seed",
                 &seed.to_string(),
-            ])
-            .output()
-            .unwrap();
-        let p = dir.path().join(format!("e{seed}.ndjson"));
-        std::fs::write(&p, out.stdout).unwrap();
-        inputs.push(p.to_str().unwrap().to_string());
+            ],
+        ));
     }
     lake.ingest_json(&[&inputs[0]]);
     let expected_hashes = |lake: &Lake| {
@@ -1080,13 +1086,11 @@ fn duplicates_are_caught_with_or_without_id_hash_files() {
         let len = std::fs::metadata(&f).unwrap().len() as usize;
         std::fs::write(&f, vec![0u8; len]).unwrap();
     }
-    let out = bin()
-        .args(["gen", "--events", "500", "--days", "2", "--seed", "99"])
-        .output()
-        .unwrap();
-    let p = dir.path().join("fresh.ndjson");
-    std::fs::write(&p, out.stdout).unwrap();
-    let r = lake.ingest_json(&[p.to_str().unwrap()]);
+    let p = gen_file(
+        dir.path(),
+        &["--events", "500", "--days", "2", "--seed", "99"],
+    );
+    let r = lake.ingest_json(&[&p]);
     assert_eq!(
         (r["accepted"].as_u64(), r["duplicates"].as_u64()),
         (Some(500), Some(0))
