@@ -47,7 +47,8 @@ pub struct IdHashes {
 impl IdHashes {
     pub fn add(&mut self, table: Table, batch: &RecordBatch) -> Result<()> {
         let idx = batch.schema().index_of(table.id_column())?;
-        let ids = batch.column(idx).as_string::<i32>();
+        let ids = arrow::compute::cast(batch.column(idx), &arrow::datatypes::DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
         self.hashes
             .extend(ids.iter().map(|id| id_hash(id.unwrap_or(""))));
         Ok(())
