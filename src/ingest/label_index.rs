@@ -155,7 +155,8 @@ impl LabelIndex {
     /// Adds looked-up rows (already in index columns), split by the day of each event.
     fn add_found(&mut self, b: RecordBatch) -> Result<()> {
         // A lake holding an event twice (files copied in by hand) must not index it twice.
-        let ids = b.column(0).as_string::<i32>();
+        let ids = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
         let keep: BooleanArray = ids
             .iter()
             .map(|id| Some(id.is_some_and(|id| self.indexed.insert(id.to_string()))))
