@@ -24,8 +24,6 @@ use crate::judge::policy::ValueColumn;
 use crate::judge::{Arm, ArmSample, Samples, SegmentSample};
 use crate::lake::{Lake, Table};
 
-/// Name of the view of each labeled event's latest label.
-pub const LATEST_LABELS_VIEW: &str = "llm_latest_labels";
 /// The view of each labeled event's latest label.
 pub const LATEST_LABELS_SQL: &str = include_str!("../queries/llm_latest_labels.sql");
 /// The view of events with their latest label.
@@ -85,7 +83,9 @@ pub async fn plan(
         if msg.contains("No value found for placeholder") {
             err.with_hint("pass a value for each $name in the query with --param name=value")
         } else if msg.contains("not found") && msg.contains("table") {
-            err.with_hint("tables: llm_events, llm_labels, llm_latest_labels, llm_events_labeled")
+            err.with_hint(
+                "tables: llm_events, llm_labels, llm_labeled_events, llm_latest_labels, llm_events_labeled",
+            )
         } else {
             err
         }
