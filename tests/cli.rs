@@ -59,17 +59,16 @@ impl Lake {
     }
     /// The events' Parquet files.
     fn files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.path.join("llm_events"), &mut out);
-        out.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
-        out.sort();
-        out
+        self.event_files_ending("parquet")
     }
     /// The events' hidden id-hash files (`.part-X.parquet.ids`).
     fn id_hash_files(&self) -> Vec<PathBuf> {
+        self.event_files_ending("ids")
+    }
+    fn event_files_ending(&self, extension: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
         walk(&self.path.join("llm_events"), &mut out);
-        out.retain(|p| p.extension().is_some_and(|e| e == "ids"));
+        out.retain(|p| p.extension().is_some_and(|e| e == extension));
         out.sort();
         out
     }
@@ -580,6 +579,18 @@ fn run_judge(lake: &Lake, baseline: &str, canary: &str, extra: &[&str]) -> Outpu
     lake.run(&args)
 }
 
+/// The JSON a command printed, after checking it exited with `code`.
+fn json_exiting(out: Output, code: i32) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
     let out = run_judge(
         lake,
@@ -694,27 +705,16 @@ fn judge_detects_two_shas_for_one_version_and_handles_quoted_names() {
         "--format",
         "json",
     ];
-    let out = lake.run(&[&["judge"][..], &route].concat());
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_exiting(lake.run(&[&["judge"][..], &route].concat()), 4);
     assert_eq!(v["n_canary"], 1);
     assert_eq!(
         v["n_baseline"], 0,
         "the baseline event is outside the canary's window"
     );
-    let out = lake.run(&[&["judge", "--since", "2026-11-01"][..], &route].concat());
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_exiting(
+        lake.run(&[&["judge", "--since", "2026-11-01"][..], &route].concat()),
+        3,
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (v["n_baseline"].as_u64(), v["n_canary"].as_u64()),
         (Some(1), Some(1))
@@ -724,19 +724,15 @@ fn judge_detects_two_shas_for_one_version_and_handles_quoted_names() {
     let two = r#"{"event_id":"s-9","ts":"2026-11-20T10:00:30Z","route":"support","env":"prod","model":"gpt-4o-mini","tier":"free","prompt_version":"v1","prompt_sha":"bbb222","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#;
     std::fs::write(&p, two).unwrap();
     lake.ingest_json(&[p.to_str().unwrap()]);
-    let out = run_judge(
-        &lake,
-        "v1",
-        "v2",
-        &["--since", "2026-11-01", "--format", "json"],
+    let v = json_exiting(
+        run_judge(
+            &lake,
+            "v1",
+            "v2",
+            &["--since", "2026-11-01", "--format", "json"],
+        ),
+        4,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["reason"].as_str().unwrap().contains("prompt_sha"));
 }
 

@@ -52,6 +52,16 @@ fn draw(rng: &mut ChaCha8Rng, spec: ArmSpec, seg: &mut SegmentSample, which: Arm
     }
 }
 
+/// Asserts that `what` happened in at least `min` of the runs (`share` is the measured share).
+fn at_least(share: f64, min: f64, what: &str) {
+    assert!(share >= min, "{what} in only {:.1}% of runs", 100.0 * share);
+}
+
+/// Asserts that `what` happened in at most `max` of the runs.
+fn at_most(share: f64, max: f64, what: &str) {
+    assert!(share <= max, "{what} in {:.1}% of runs", 100.0 * share);
+}
+
 /// Segments as (name, baseline spec, canary spec).
 fn run(seed: u64, segments: &[(&str, ArmSpec, ArmSpec)]) -> Decision {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -84,11 +94,7 @@ fn identical_arms_abort_in_at_most_5_percent_of_runs() {
         ("enterprise", arm(400), arm(400)),
     ];
     let aborted = rate(RUNS, Decision::Abort, |s| run(s, &segs));
-    assert!(
-        aborted <= 0.05,
-        "A/A aborted in {:.1}% of runs",
-        100.0 * aborted
-    );
+    at_most(aborted, 0.05, "A/A aborted");
 }
 
 #[test]
@@ -99,11 +105,7 @@ fn doubled_flagged_rate_at_4000_per_arm_aborts_in_90_percent() {
     };
     let segs = [("free", arm(4000), c)];
     let aborted = rate(RUNS, Decision::Abort, |s| run(1000 + s, &segs));
-    assert!(
-        aborted >= 0.90,
-        "aborted in only {:.1}% of runs",
-        100.0 * aborted
-    );
+    at_least(aborted, 0.90, "aborted");
 }
 
 #[test]
@@ -114,11 +116,7 @@ fn p95_duration_up_50_percent_at_1000_per_arm_aborts_in_90_percent() {
     };
     let segs = [("free", arm(1000), c)];
     let aborted = rate(RUNS, Decision::Abort, |s| run(2000 + s, &segs));
-    assert!(
-        aborted >= 0.90,
-        "aborted in only {:.1}% of runs",
-        100.0 * aborted
-    );
+    at_least(aborted, 0.90, "aborted");
 }
 
 #[test]
@@ -134,11 +132,7 @@ fn a_tier_mix_shift_without_per_tier_change_is_not_aborted() {
         ("enterprise", slow(400), slow(1000)),
     ];
     let aborted = rate(RUNS, Decision::Abort, |s| run(3000 + s, &segs));
-    assert!(
-        aborted <= 0.05,
-        "tier-mix shift aborted in {:.1}% of runs",
-        100.0 * aborted
-    );
+    at_most(aborted, 0.05, "tier-mix shift aborted");
 }
 
 #[test]
@@ -153,11 +147,7 @@ fn a_regression_in_one_tier_is_not_averaged_away() {
         ("enterprise", arm(800), c),
     ];
     let aborted = rate(100, Decision::Abort, |s| run(4000 + s, &segs));
-    assert!(
-        aborted >= 0.90,
-        "aborted in only {:.1}% of runs",
-        100.0 * aborted
-    );
+    at_least(aborted, 0.90, "aborted");
 }
 
 #[test]
@@ -168,11 +158,7 @@ fn too_little_volume_continues_and_never_promotes() {
         assert_ne!(d, Decision::Promote, "seed {s}");
     }
     let continued = rate(RUNS, Decision::Continue, |s| run(5000 + s, &segs));
-    assert!(
-        continued >= 0.95,
-        "continued in only {:.1}% of runs",
-        100.0 * continued
-    );
+    at_least(continued, 0.95, "continued");
 }
 
 #[test]
@@ -184,9 +170,5 @@ fn a_catastrophe_aborts_before_min_events() {
     };
     let segs = [("free", arm(150), c)];
     let aborted = rate(50, Decision::Abort, |s| run(6000 + s, &segs));
-    assert!(
-        aborted >= 0.95,
-        "aborted in only {:.1}% of runs",
-        100.0 * aborted
-    );
+    at_least(aborted, 0.95, "aborted");
 }
