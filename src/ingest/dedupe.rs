@@ -30,6 +30,8 @@ pub(super) struct Outcome {
     pub rows: u64,
     /// Rows dropped as already seen.
     pub duplicates: u64,
+    /// The id hash of each kept row (unsorted), for the file's id-hash file.
+    pub id_hashes: Vec<u64>,
 }
 
 fn ids(batch: &RecordBatch, table: Table) -> &StringArray {
@@ -106,6 +108,7 @@ pub(super) async fn unique_new_rows(
 
     let mut out = Vec::with_capacity(batches.len());
     let (mut rows, mut duplicates) = (0u64, 0u64);
+    let mut id_hashes = Vec::new();
     for (b, k) in batches.into_iter().zip(keep.iter_mut()) {
         if !known.is_empty() {
             for (keep, id) in k.iter_mut().zip(ids(&b, table).iter()) {
@@ -116,7 +119,9 @@ pub(super) async fn unique_new_rows(
         }
         for (keep, id) in k.iter().zip(ids(&b, table).iter()) {
             if *keep {
-                run.hashes.insert(ids::id_hash(id.unwrap_or("")));
+                let h = ids::id_hash(id.unwrap_or(""));
+                run.hashes.insert(h);
+                id_hashes.push(h);
             }
         }
         let kept = k.iter().filter(|x| **x).count();
@@ -135,6 +140,7 @@ pub(super) async fn unique_new_rows(
         batches: out,
         rows,
         duplicates,
+        id_hashes,
     })
 }
 

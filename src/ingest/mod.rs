@@ -326,15 +326,9 @@ impl Run<'_> {
             InputFormat::Ndjson => self.read_ndjson(tx, &name, reader, bar).await,
             InputFormat::Csv => {
                 let (mut csv, header) = csv::CsvSource::open(reader, self.opts.kind, self.now_us)
-                    .map_err(|e| Error {
-                    message: format!("{name}: {}", e.message),
-                    ..e
-                })?;
+                    .map_err(in_source(&name))?;
                 let token = self.quarantine.start_source(&name, Some(header));
-                while let Some(p) = csv.next_batch().map_err(|e| Error {
-                    message: format!("{name}: {}", e.message),
-                    ..e
-                })? {
+                while let Some(p) = csv.next_batch().map_err(in_source(&name))? {
                     self.absorb(tx, &token, p).await?;
                 }
                 Ok(())
@@ -355,12 +349,11 @@ impl Run<'_> {
         let kind = self.opts.kind;
         let now = self.now_us;
         let max_line = self.opts.max_line_bytes;
-        // Read the next group of chunks while the current one is parsed.
+        // Read the next group of chunks while the current one is parsed (the first round only
+        // reads).
         let spill_dir = tx.dir().to_path_buf();
-        let mut group_of_chunks = self
-            .read_group(&mut chunker, &token, group, &spill_dir, bar)
-            .map_err(in_source(name))?;
-        while !group_of_chunks.is_empty() {
+        let mut group_of_chunks = Vec::new();
+        loop {
             let (parsed, next) = rayon::join(
                 || {
                     group_of_chunks
@@ -383,25 +376,10 @@ impl Run<'_> {
             }
             bar.set_position(chunker.consumed);
             group_of_chunks = next.map_err(in_source(name))?;
+            if group_of_chunks.is_empty() {
+                return Ok(());
+            }
         }
-        Ok(())
-    }
-
-    fn read_group<R: Read>(
-        &mut self,
-        chunker: &mut LineChunker<R>,
-        token: &SourceToken,
-        group: usize,
-        spill_dir: &Path,
-        bar: &ProgressBar,
-    ) -> Result<Vec<lines::LineChunk>> {
-        let mut oversize = Vec::new();
-        let chunks = read_chunks(chunker, group, spill_dir, &mut oversize);
-        for o in oversize {
-            self.quarantine_oversize(token, o, self.opts.max_line_bytes)?;
-        }
-        bar.set_position(chunker.consumed);
-        chunks
     }
 
     /// Counts and quarantines a line that was too long to parse.
@@ -522,17 +500,15 @@ impl Run<'_> {
             }
             let batches = Arc::new(outcome.batches);
             let for_thread = batches.clone();
+            let id_hashes =
+                ids::has_id_hashes(table).then(|| ids::IdHashes::from_hashes(outcome.id_hashes));
             let handle = std::thread::spawn(move || {
                 // Written under a name queries ignore, renamed once complete.
                 let name = path.file_name().expect("file name").to_string_lossy();
                 let tmp = path.with_file_name(format!(".{name}.tmp"));
                 dedupe::write_sorted(&tmp, table, &for_thread)?;
                 std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot stage", &path, e))?;
-                if ids::has_id_hashes(table) {
-                    let mut hashes = ids::IdHashes::default();
-                    for b in for_thread.iter() {
-                        hashes.add(table, b)?;
-                    }
+                if let Some(hashes) = id_hashes {
                     hashes.write(&path)?;
                 }
                 Ok(())

@@ -45,6 +45,11 @@ pub struct IdHashes {
 }
 
 impl IdHashes {
+    /// Hashes already computed with [`id_hash`], in any order.
+    pub fn from_hashes(hashes: Vec<u64>) -> Self {
+        Self { hashes }
+    }
+
     pub fn add(&mut self, table: Table, batch: &RecordBatch) -> Result<()> {
         let idx = batch.schema().index_of(table.id_column())?;
         let ids = arrow::compute::cast(batch.column(idx), &arrow::datatypes::DataType::Utf8)?;

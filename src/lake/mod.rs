@@ -28,8 +28,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Encoding;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
