@@ -1,9 +1,11 @@
 //! Deduplication on the table's id column, in memory bounded by the batches being written.
 //!
-//! Within a day buffer the first occurrence of an id wins. Against the lake (and files this
-//! ingest already staged) the buffer's ids are the build side of a semi join that streams only
-//! the id column of the existing files: the lake's ids are never collected in memory. Ids of
-//! files still being written are checked in memory.
+//! Within a day buffer the first occurrence of an id wins. Against the lake, the buffer's id
+//! hashes are first merged against each file's id-hash file (`lake::ids`); the files that may
+//! hold one (and files without trustworthy hashes), like the files this ingest already staged,
+//! are then checked exactly: the buffer's ids are the build side of a semi join that streams
+//! only their id column, so the lake's ids are never collected in memory. Ids of files still
+//! being written are checked in memory. Each id is hashed once.
 
 use std::collections::HashSet;
 
@@ -70,14 +72,26 @@ pub(super) async fn unique_new_rows(
                 .collect()
         })
         .collect();
+    let hashes: Vec<Vec<u64>> = batches
+        .iter()
+        .map(|b| {
+            ids(b, table)
+                .iter()
+                .map(|id| ids::id_hash(id.unwrap_or("")))
+                .collect()
+        })
+        .collect();
 
     // Ids this run accepted before: confirmed in memory (in flight) or in the staged files.
     let mut known: HashSet<String> = HashSet::new();
-    let maybe_own: Vec<&str> = seen
-        .iter()
-        .copied()
-        .filter(|id| run.hashes.contains(&ids::id_hash(id)))
-        .collect();
+    let mut maybe_own: Vec<&str> = Vec::new();
+    for ((b, k), h) in batches.iter().zip(&keep).zip(&hashes) {
+        for ((id, first), h) in ids(b, table).iter().zip(k).zip(h) {
+            if *first && run.hashes.contains(h) {
+                maybe_own.push(id.unwrap_or(""));
+            }
+        }
+    }
     if !maybe_own.is_empty() {
         for list in in_flight {
             for b in *list {
@@ -93,6 +107,7 @@ pub(super) async fn unique_new_rows(
             .filter(|id| !known.contains(**id))
             .map(|s| Some(*s))
             .collect();
+        let unresolved = Candidates::new(unresolved);
         known.extend(existing_ids(None, Some(staged_dir), table, &unresolved).await?);
     }
     // Ids already in the lake: a streaming semi join against the lake's id column.
@@ -101,15 +116,18 @@ pub(super) async fn unique_new_rows(
         .map(|b| ids(b, table) as &dyn Array)
         .collect();
     if !all.is_empty() {
-        let candidates = concat(&all)?;
-        known.extend(existing_ids(Some(lake), None, table, candidates.as_string::<i32>()).await?);
+        let candidates = Candidates::with_hashes(
+            concat(&all)?.as_string::<i32>().clone(),
+            hashes.iter().flatten().copied().collect(),
+        );
+        known.extend(existing_ids(Some(lake), None, table, &candidates).await?);
     }
     drop(seen);
 
     let mut out = Vec::with_capacity(batches.len());
     let (mut rows, mut duplicates) = (0u64, 0u64);
     let mut id_hashes = Vec::new();
-    for (b, k) in batches.into_iter().zip(keep.iter_mut()) {
+    for ((b, k), h) in batches.into_iter().zip(keep.iter_mut()).zip(&hashes) {
         if !known.is_empty() {
             for (keep, id) in k.iter_mut().zip(ids(&b, table).iter()) {
                 if *keep && known.contains(id.unwrap_or("")) {
@@ -117,11 +135,10 @@ pub(super) async fn unique_new_rows(
                 }
             }
         }
-        for (keep, id) in k.iter().zip(ids(&b, table).iter()) {
+        for (keep, h) in k.iter().zip(h) {
             if *keep {
-                let h = ids::id_hash(id.unwrap_or(""));
-                run.hashes.insert(h);
-                id_hashes.push(h);
+                run.hashes.insert(*h);
+                id_hashes.push(*h);
             }
         }
         let kept = k.iter().filter(|x| **x).count();
@@ -144,12 +161,36 @@ pub(super) async fn unique_new_rows(
     })
 }
 
+/// Ids to look for, with their id hashes sorted and deduplicated (to skip lake files whose
+/// id-hash files rule them all out).
+pub(super) struct Candidates {
+    ids: StringArray,
+    hashes: Vec<u64>,
+}
+
+impl Candidates {
+    pub fn new(ids: StringArray) -> Self {
+        let hashes = ids
+            .iter()
+            .map(|id| ids::id_hash(id.unwrap_or("")))
+            .collect();
+        Self::with_hashes(ids, hashes)
+    }
+
+    /// `hashes` are the [`ids::id_hash`]es of `ids`, in any order.
+    fn with_hashes(ids: StringArray, mut hashes: Vec<u64>) -> Self {
+        hashes.sort_unstable();
+        hashes.dedup();
+        Self { ids, hashes }
+    }
+}
+
 /// Ids of `candidates` already present in the lake's `table` and/or in the staged files.
 async fn existing_ids(
     lake: Option<&Lake>,
     staged_dir: Option<&Path>,
     table: Table,
-    candidates: &StringArray,
+    candidates: &Candidates,
 ) -> Result<HashSet<String>> {
     let found = rows_with_ids(lake, staged_dir, table, candidates, &[table.id_column()]).await?;
     let mut out = HashSet::new();
@@ -169,23 +210,17 @@ pub(super) async fn rows_with_ids(
     lake: Option<&Lake>,
     staged_dir: Option<&Path>,
     table: Table,
-    candidates: &StringArray,
+    candidates: &Candidates,
     columns: &[&str],
 ) -> Result<Vec<RecordBatch>> {
     // The lake's files that may hold a candidate: where id-hash files are kept, only those
     // whose hashes match one (a file without a trustworthy id-hash file is always read).
     let lake_files = match lake {
         Some(l) if ids::has_id_hashes(table) => {
-            let mut hashes: Vec<u64> = candidates
-                .iter()
-                .map(|c| ids::id_hash(c.unwrap_or("")))
-                .collect();
-            hashes.sort_unstable();
-            hashes.dedup();
             let mut scratch = Vec::new();
             l.data_files(table, None)?
                 .into_iter()
-                .filter(|f| ids::any_match(f, &hashes, &mut scratch) != Some(false))
+                .filter(|f| ids::any_match(f, &candidates.hashes, &mut scratch) != Some(false))
                 .collect()
         }
         Some(l) => l.data_files(table, None)?,
@@ -193,7 +228,7 @@ pub(super) async fn rows_with_ids(
     };
     let have_lake = !lake_files.is_empty();
     let have_staged = staged_dir.is_some_and(|d| d.is_dir());
-    if candidates.is_empty() || (!have_lake && !have_staged) {
+    if candidates.ids.is_empty() || (!have_lake && !have_staged) {
         return Ok(Vec::new());
     }
     let ctx = SessionContext::new();
@@ -203,7 +238,7 @@ pub(super) async fn rows_with_ids(
         DataType::Utf8,
         true,
     )]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(candidates.clone())])?;
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(candidates.ids.clone())])?;
     ctx.register_table(
         "candidates",
         Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),

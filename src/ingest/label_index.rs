@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::prelude::{SessionContext, col};
@@ -124,7 +124,8 @@ impl LabelIndex {
     /// staged events, and stages the index rows found. Returns how many rows were added.
     pub async fn finish(mut self, lake: &Lake, tx: &mut Transaction<'_>) -> Result<u64> {
         if !self.lookup.is_empty() {
-            let candidates: StringArray = self.lookup.iter().map(|s| Some(s.as_str())).collect();
+            let candidates =
+                dedupe::Candidates::new(self.lookup.iter().map(|s| Some(s.as_str())).collect());
             let staged = tx.staged_table_dir(Table::Events);
             let found = dedupe::rows_with_ids(
                 Some(lake),
