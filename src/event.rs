@@ -46,6 +46,7 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("input", true),
         s("output", true),
         s("attributes", true),
+        s("unit_id", true),
     ]))
 });
 
@@ -62,7 +63,7 @@ static LABEL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Columns of an event kept in the labeled-events index: its id and every column a judge may
 /// filter or segment by.
-pub const LABELED_EVENT_COLUMNS: [&str; 9] = [
+pub const LABELED_EVENT_COLUMNS: [&str; 10] = [
     "event_id",
     "ts",
     "route",
@@ -72,6 +73,7 @@ pub const LABELED_EVENT_COLUMNS: [&str; 9] = [
     "prompt_version",
     "prompt_sha",
     "status",
+    "unit_id",
 ];
 
 static LABELED_EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -119,12 +121,16 @@ pub enum EventField {
     Input,
     Output,
     Attributes,
+    UnitId,
     Label,
 }
 
+/// Number of [`EventField`]s: the schema's columns and the inline `label`.
+pub const EVENT_FIELD_COUNT: usize = 17;
+
 impl EventField {
     /// Every field, in schema order (the inline `label` last).
-    pub const ALL: [EventField; 16] = [
+    pub const ALL: [EventField; EVENT_FIELD_COUNT] = [
         Self::EventId,
         Self::Ts,
         Self::Route,
@@ -140,6 +146,7 @@ impl EventField {
         Self::Input,
         Self::Output,
         Self::Attributes,
+        Self::UnitId,
         Self::Label,
     ];
 
@@ -163,6 +170,7 @@ impl EventField {
             "input" => Self::Input,
             "output" => Self::Output,
             "attributes" => Self::Attributes,
+            "unit_id" | "unitId" => Self::UnitId,
             "label" => Self::Label,
             _ => return None,
         })
@@ -186,6 +194,7 @@ impl EventField {
             Self::Input => "input",
             Self::Output => "output",
             Self::Attributes => "attributes",
+            Self::UnitId => "unit_id",
             Self::Label => "label",
         }
     }
@@ -345,6 +354,9 @@ pub struct Event<'a> {
     pub output: Option<Cow<'a, str>>,
     /// A JSON object, as text.
     pub attributes: Option<Cow<'a, str>>,
+    /// The user, session or account the application assigned the call to (the unit a canary
+    /// is randomized by); events of one unit are correlated.
+    pub unit_id: Option<Cow<'a, str>>,
     /// A label that came inline on the event.
     pub label: Option<Label>,
 }
@@ -572,7 +584,7 @@ pub fn parse_label(v: Option<RawValue<'_>>) -> Result<Label, RejectReason> {
 }
 
 /// Field values of one event record, indexed by [`EventField::index`].
-pub type EventFields<'a> = [Option<RawValue<'a>>; 16];
+pub type EventFields<'a> = [Option<RawValue<'a>>; EVENT_FIELD_COUNT];
 
 /// Validates one event record. `attributes` must already be a JSON object's text (readers merge
 /// unknown fields into it).
@@ -608,6 +620,7 @@ pub fn validate_event<'a>(mut f: EventFields<'a>) -> Result<Event<'a>, RejectRea
             ));
         }
     };
+    let unit_id = optional_text("unit_id", take(F::UnitId))?;
     let label = match take(F::Label) {
         None | Some(RawValue::Null) => None,
         v => Some(parse_label(v)?),
@@ -628,6 +641,7 @@ pub fn validate_event<'a>(mut f: EventFields<'a>) -> Result<Event<'a>, RejectRea
         input,
         output,
         attributes,
+        unit_id,
         label,
     })
 }

@@ -255,6 +255,9 @@ pub fn write_events<W: Write>(cfg: &GenConfig, mut out: W) -> io::Result<u64> {
 /// Precomputed per-config state plus the rng; emits one event at a time.
 struct Generator {
     rng: ChaCha8Rng,
+    seed: u64,
+    /// Size of the pool of units (users) events are drawn from.
+    units: u64,
     events: u64,
     start_ms: i64,
     span_ms: u64,
@@ -317,6 +320,8 @@ impl Generator {
             .and_then(|t| TIERS.iter().position(|&x| x == t));
         Generator {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            seed: cfg.seed,
+            units: (cfg.events / 4).max(1),
             events: cfg.events,
             start_ms: cfg.start.timestamp_millis(),
             span_ms: u64::from(cfg.days) * MS_PER_DAY as u64,
@@ -362,7 +367,10 @@ impl Generator {
         let env = pick(&ENV_CUM, self.unit());
         let model = pick(&MODEL_CUM, self.unit());
         let tier = pick(&TIER_CUM, self.unit());
-        let canary = self.unit() < self.canary_share;
+        // Users: a skewed pool (unit k draws about 1/sqrt(k) of the traffic of unit 0), each
+        // sticky to one arm as a real assignment by unit would be.
+        let unit_idx = (self.unit().powi(2) * self.units as f64) as u64;
+        let canary = unit_share(self.seed, unit_idx) < self.canary_share;
         let regressed = canary && self.regression_tier.is_none_or(|t| t == tier);
         let (m_latency, m_flagged, m_tokens_in, m_bad) = if regressed {
             let r = &self.regression;
@@ -433,6 +441,8 @@ impl Generator {
             Status::Error => ERROR_TEMPLATES,
         };
         push_text(buf, outputs, output_bits, Some(topic));
+        buf.extend_from_slice(b"\",\"unit_id\":\"u");
+        push_u64(buf, unit_idx);
         buf.extend_from_slice(b"\",");
         buf.extend_from_slice(self.attr_frag[route]);
         if let Some(label) = label {
@@ -490,6 +500,16 @@ impl Status {
             Status::Error => "error",
         }
     }
+}
+
+/// Where a unit falls in `[0, 1)`, fixed per seed and unit (splitmix64): a unit is in the canary
+/// when this is below the canary share, so it stays in one arm for all its events.
+fn unit_share(seed: u64, unit: u64) -> f64 {
+    let mut z = seed ^ unit.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Maps a uniform `u64` onto `[0, n)` (multiply-shift; `n == 0` gives 0).

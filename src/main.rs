@@ -118,6 +118,10 @@ struct JudgeCli {
     /// Planned canary share of traffic, for the sample-ratio-mismatch check (e.g. 0.05).
     #[arg(long)]
     expected_share: Option<f64>,
+    /// Attributes that must not differ between the arms (e.g. top_k,context_budget,reranker):
+    /// a value one arm has and the other never has makes the verdict invalid.
+    #[arg(long, value_delimiter = ',')]
+    pin: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     format: VerdictFormat,
 }
@@ -289,6 +293,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 since_us: time_arg("since", a.since.as_ref())?,
                 until_us: time_arg("until", a.until.as_ref())?,
                 expected_share: a.expected_share,
+                pins: a.pin,
                 format: a.format,
             };
             Ok(cmd::judge::run(&lake, &args).await)

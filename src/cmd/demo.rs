@@ -141,6 +141,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
             since_us: None,
             until_us: None,
             expected_share: None,
+            pins: Vec::new(),
             format: report::VerdictFormat::Markdown,
         };
         let verdict = super::judge::evaluate(&ctx, &args, &policy).await?;

@@ -21,6 +21,8 @@ pub struct JudgeArgs {
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
     pub expected_share: Option<f64>,
+    /// Attributes (keys of `attributes`) that must take the same values in both arms.
+    pub pins: Vec<String>,
     pub format: VerdictFormat,
 }
 

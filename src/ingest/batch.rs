@@ -25,6 +25,7 @@ pub(crate) struct EventBatchBuilder {
     input: StringBuilder,
     output: StringBuilder,
     attributes: StringBuilder,
+    unit_id: StringBuilder,
 }
 
 impl EventBatchBuilder {
@@ -47,6 +48,7 @@ impl EventBatchBuilder {
             input: s(100),
             output: s(100),
             attributes: s(32),
+            unit_id: s(12),
         }
     }
 
@@ -66,6 +68,7 @@ impl EventBatchBuilder {
         self.input.append_option(e.input.as_deref());
         self.output.append_option(e.output.as_deref());
         self.attributes.append_option(e.attributes.as_deref());
+        self.unit_id.append_option(e.unit_id.as_deref());
     }
 
     pub fn finish(mut self) -> RecordBatch {
@@ -85,6 +88,7 @@ impl EventBatchBuilder {
             Arc::new(self.input.finish()),
             Arc::new(self.output.finish()),
             Arc::new(self.attributes.finish()),
+            Arc::new(self.unit_id.finish()),
         ];
         RecordBatch::try_new(event_schema(), columns).expect("builders match the event schema")
     }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use super::ndjson::merge_attributes;
 use super::records::{ChunkSink, Parsed, RecordKind};
 use crate::error::{Error, Result};
-use crate::event::{EventField, LabelField, RawValue};
+use crate::event::{EVENT_FIELD_COUNT, EventField, EventFields, LabelField, RawValue};
 
 /// Rows per parsed batch handed to the ingest.
 const ROWS_PER_BATCH: usize = 64 * 1024;
@@ -107,7 +107,7 @@ impl<R: Read> CsvSource<R> {
             })
             .collect();
         let mut columns = Vec::with_capacity(names.len());
-        let mut seen_fields: Vec<Option<&str>> = vec![None; 16];
+        let mut seen_fields: Vec<Option<&str>> = vec![None; EVENT_FIELD_COUNT];
         for name in &names {
             let resolved = match kind {
                 RecordKind::Events => EventField::from_key(name).map(|f| (f.index(), f.name())),
@@ -215,14 +215,14 @@ impl<R: Read> CsvSource<R> {
     }
 }
 
-type Cells<'a> = ([Option<RawValue<'a>>; 16], Vec<(&'a str, &'a str)>);
+type Cells<'a> = (EventFields<'a>, Vec<(&'a str, &'a str)>);
 
 fn cells<'a>(
     record: &'a csv::ByteRecord,
     columns: &[Column],
     names: &'a [String],
 ) -> Result<Cells<'a>, String> {
-    let mut fields: [Option<RawValue<'a>>; 16] = std::array::from_fn(|_| None);
+    let mut fields: EventFields<'a> = std::array::from_fn(|_| None);
     let mut unknown = Vec::new();
     if record.len() > columns.len() {
         return Err(format!(

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue as JsonRaw;
 
-use crate::event::{EventField, LabelField, RawValue, RejectReason};
+use crate::event::{EVENT_FIELD_COUNT, EventField, EventFields, LabelField, RawValue, RejectReason};
 
 /// A string that borrows from the input when it has no escapes.
 struct CowStr<'a>(Cow<'a, str>);
@@ -150,11 +150,11 @@ fn resolve_label(key: &str) -> Option<(usize, &'static str)> {
 }
 
 /// Parses one NDJSON event line into raw fields, with unknown keys merged into `attributes`.
-pub(crate) fn event_fields(line: &[u8]) -> Result<[Option<RawValue<'_>>; 16], RejectReason> {
+pub(crate) fn event_fields(line: &[u8]) -> Result<EventFields<'_>, RejectReason> {
     let RecordFields {
         mut fields,
         unknown,
-    } = parse_object::<16>(line, resolve_event)?;
+    } = parse_object::<EVENT_FIELD_COUNT>(line, resolve_event)?;
     if !unknown.is_empty() {
         let slot = &mut fields[EventField::Attributes.index()];
         let values = unknown
