@@ -20,6 +20,8 @@ pub const LABELS_TABLE: &str = "llm_labels";
 pub const LABELED_EVENTS_TABLE: &str = "llm_labeled_events";
 /// View: every event with its latest label.
 pub const LABELED_VIEW: &str = "llm_events_labeled";
+/// Columns a rollup or the judge may segment by: schema columns only, never user text.
+pub const SEGMENT_COLUMNS: [&str; 6] = ["env", "model", "tier", "prompt_sha", "status", "date"];
 /// Tier used when an event has none.
 pub const DEFAULT_TIER: &str = "default";
 

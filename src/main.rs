@@ -94,7 +94,9 @@ struct IngestArgs {
 #[derive(Args)]
 struct JudgeCli {
     /// Print the default policy (TOML) and exit.
-    #[arg(long, exclusive = true)]
+    // Not `exclusive`: clap would count a global --lake taken from PROMPTGATE_LAKE as a
+    // conflicting argument.
+    #[arg(long, conflicts_with_all = ["route", "baseline", "canary", "policy"])]
     print_default_policy: bool,
     #[arg(long, required_unless_present = "print_default_policy")]
     route: Option<String>,

@@ -1,174 +1,275 @@
-//! Simulation of the judge's error rates over many seeds, through the library (no lake).
+//! The judge's error rates and power, measured over many seeds through the library (no lake).
 //!
-//! Each run draws synthetic events per segment and arm and asks the judge for a verdict with the
-//! default policy. The thresholds are the ones the judge promises: A/A aborts in at most 5% of
-//! runs; a doubled flagged rate at 4,000 events per arm and a +50% p95 duration at 1,000 per arm
-//! abort in at least 90%; a tier-mix shift alone never aborts more than chance; too little
-//! volume gives continue, never promote.
+//! Each scenario draws synthetic events per segment and arm (`promptgate::judge::simulate`) and
+//! asks the judge, with the default policy, for a verdict: once, or at 20 looks as the data
+//! accumulates (what `rollout step` or a cron job does). Every test prints the rate it measured
+//! and asserts the bound the judge promises.
 
-use promptgate::judge::policy::ValueColumn;
-use promptgate::judge::{Arm, Decision, Policy, Samples, SegmentSample, judge};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, LogNormal};
+use promptgate::judge::simulate::{ArmSpec, Drawn, Tokens, Units, draw, samples_at};
+use promptgate::judge::{Decision, Policy, judge};
 
-/// One arm of one segment: how many events and how they are distributed.
-#[derive(Clone, Copy)]
-struct ArmSpec {
-    n: usize,
-    flagged: f64,
-    latency_median: f64,
-    latency_mult: f64,
-    label_rate: f64,
-    bad: f64,
+const RUNS: u64 = 200;
+const LOOKS: usize = 20;
+
+fn healthy(n: usize) -> ArmSpec {
+    ArmSpec::healthy(n)
 }
 
-fn arm(n: usize) -> ArmSpec {
-    ArmSpec {
-        n,
-        flagged: 0.03,
-        latency_median: 600.0,
-        latency_mult: 1.0,
-        label_rate: 0.1,
-        bad: 0.1,
+/// The verdict on all drawn events (one look).
+fn once(drawn: &Drawn, policy: &Policy) -> Decision {
+    judge(samples_at(drawn, 1.0), policy, None).verdict
+}
+
+/// Whether any of `LOOKS` evenly spaced looks (1/20 of the data, 2/20, ..., all of it) gave
+/// `decision`. A canary that is aborted or promoted stops there.
+fn at_any_look(drawn: &Drawn, policy: &Policy, decision: Decision) -> bool {
+    for look in 1..=LOOKS {
+        let v = judge(samples_at(drawn, look as f64 / LOOKS as f64), policy, None).verdict;
+        if v == decision {
+            return true;
+        }
+        if matches!(v, Decision::Abort | Decision::Promote) {
+            return false;
+        }
     }
+    false
 }
 
-fn draw(rng: &mut ChaCha8Rng, spec: ArmSpec, seg: &mut SegmentSample, which: Arm) {
-    let lat = LogNormal::new(spec.latency_median.ln(), 0.5).unwrap();
-    let tok = LogNormal::new(800f64.ln(), 0.6).unwrap();
-    let a = seg.arm_mut(which);
-    for _ in 0..spec.n {
-        let flagged = rng.random::<f64>() < spec.flagged;
-        let label = (rng.random::<f64>() < spec.label_rate).then(|| rng.random::<f64>() < spec.bad);
-        let d = lat.sample(rng) * spec.latency_mult;
-        let t = tok.sample(rng).round().max(1.0);
-        a.push(
-            flagged,
-            false,
-            label,
-            &[(ValueColumn::DurationMs, d), (ValueColumn::TokensIn, t)],
-        );
-    }
-}
-
-/// Asserts that `what` happened in at least `min` of the runs (`share` is the measured share).
-fn at_least(share: f64, min: f64, what: &str) {
-    assert!(share >= min, "{what} in only {:.1}% of runs", 100.0 * share);
-}
-
-/// Asserts that `what` happened in at most `max` of the runs.
-fn at_most(share: f64, max: f64, what: &str) {
-    assert!(share <= max, "{what} in {:.1}% of runs", 100.0 * share);
-}
-
-/// Segments as (name, baseline spec, canary spec).
-fn run(seed: u64, segments: &[(&str, ArmSpec, ArmSpec)]) -> Decision {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut samples = Samples {
-        segment_by: vec!["tier".into()],
-        ..Samples::default()
-    };
-    for (name, b, c) in segments {
-        let mut seg = SegmentSample::default();
-        draw(&mut rng, *b, &mut seg, Arm::Baseline);
-        draw(&mut rng, *c, &mut seg, Arm::Canary);
-        samples.segments.insert(vec![name.to_string()], seg);
-    }
-    judge(samples, &Policy::default(), None).verdict
-}
-
-fn rate(runs: u64, decision: Decision, f: impl Fn(u64) -> Decision) -> f64 {
-    let r = (0..runs).filter(|s| f(*s) == decision).count() as f64 / runs as f64;
-    eprintln!("{decision:?} in {:.1}% of {runs} runs", 100.0 * r);
+/// Share of `runs` seeds (from `first_seed`) for which `f` is true; printed.
+fn share(what: &str, runs: u64, first_seed: u64, f: impl Fn(u64) -> bool) -> f64 {
+    let hits = (first_seed..first_seed + runs).filter(|s| f(*s)).count();
+    let r = hits as f64 / runs as f64;
+    eprintln!("{what}: {hits} of {runs} runs ({:.1}%)", 100.0 * r);
     r
 }
 
-const RUNS: u64 = 200;
+#[track_caller]
+fn at_most(measured: f64, bound: f64, what: &str) {
+    assert!(
+        measured <= bound,
+        "{what} in {:.1}% of runs (bound {:.1}%)",
+        100.0 * measured,
+        100.0 * bound
+    );
+}
+
+#[track_caller]
+fn at_least(measured: f64, bound: f64, what: &str) {
+    assert!(
+        measured >= bound,
+        "{what} in only {:.1}% of runs (bound {:.1}%)",
+        100.0 * measured,
+        100.0 * bound
+    );
+}
+
+fn three_tiers(b: ArmSpec, c: ArmSpec) -> Vec<(&'static str, ArmSpec, ArmSpec)> {
+    vec![("free", b, c), ("pro", b, c), ("enterprise", b, c)]
+}
 
 #[test]
-fn identical_arms_abort_in_at_most_5_percent_of_runs() {
-    let segs = [
-        ("free", arm(1000), arm(1000)),
-        ("pro", arm(1000), arm(1000)),
-        ("enterprise", arm(400), arm(400)),
-    ];
-    let aborted = rate(RUNS, Decision::Abort, |s| run(s, &segs));
+fn identical_arms_abort_in_at_most_5_percent_over_20_looks() {
+    let policy = Policy::default();
+    let segs = three_tiers(healthy(2000), healthy(2000));
+    let aborted = share("A/A aborted at some look", RUNS, 0, |s| {
+        at_any_look(&draw(s, &segs), &policy, Decision::Abort)
+    });
     at_most(aborted, 0.05, "A/A aborted");
 }
 
 #[test]
-fn doubled_flagged_rate_at_4000_per_arm_aborts_in_90_percent() {
-    let c = ArmSpec {
-        flagged: 0.06,
-        ..arm(4000)
+fn identical_tied_token_counts_abort_no_more_than_continuous_ones() {
+    // Templated prompts: tokens_in is 800 or 1200, 1200 in 5% of calls, so the p95 sits on the
+    // jump between the two values in both arms.
+    let policy = Policy::default();
+    let tied = ArmSpec {
+        tokens: Tokens::Tied {
+            low: 800.0,
+            high: 1200.0,
+            p_high: 0.05,
+        },
+        ..healthy(1000)
     };
-    let segs = [("free", arm(4000), c)];
-    let aborted = rate(RUNS, Decision::Abort, |s| run(1000 + s, &segs));
-    at_least(aborted, 0.90, "aborted");
+    let segs = [("free", tied, tied), ("pro", tied, tied)];
+    let aborted = share("A/A with tied tokens_in aborted", RUNS, 10_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Abort
+    });
+    at_most(aborted, 0.05, "A/A with tied tokens aborted");
+    let aborted = share("... at some of 20 looks", RUNS, 10_000, |s| {
+        at_any_look(&draw(s, &segs), &policy, Decision::Abort)
+    });
+    at_most(aborted, 0.05, "A/A with tied tokens aborted over 20 looks");
 }
 
 #[test]
-fn p95_duration_up_50_percent_at_1000_per_arm_aborts_in_90_percent() {
-    let c = ArmSpec {
-        latency_mult: 1.5,
-        ..arm(1000)
+fn identical_arms_of_correlated_users_abort_in_at_most_5_percent() {
+    // 20 users per arm with 200 events each, each user with its own flagged rate (ICC 0.05)
+    // and latency: events of one user are far from independent.
+    let policy = Policy::default();
+    let users = ArmSpec {
+        units: Some(Units {
+            count: 20,
+            flagged_icc: 0.05,
+            latency_sigma: 0.3,
+        }),
+        ..healthy(4000)
     };
-    let segs = [("free", arm(1000), c)];
-    let aborted = rate(RUNS, Decision::Abort, |s| run(2000 + s, &segs));
-    at_least(aborted, 0.90, "aborted");
+    let segs = [("free", users, users)];
+    let aborted = share("A/A with correlated users aborted", RUNS, 20_000, |s| {
+        at_any_look(&draw(s, &segs), &policy, Decision::Abort)
+    });
+    at_most(aborted, 0.05, "A/A with correlated users aborted");
+}
+
+#[test]
+fn a_canary_exactly_at_each_threshold_is_promoted_in_at_most_5_percent_over_20_looks() {
+    let policy = Policy::default();
+    let n = 12_000;
+    let at_flagged = ArmSpec {
+        flagged: 0.045, // 1.5 x 3%
+        ..healthy(n)
+    };
+    let at_latency = ArmSpec {
+        latency_mult: 1.25,
+        ..healthy(n)
+    };
+    let at_tokens = ArmSpec {
+        tokens: Tokens::LogNormal {
+            median: 800.0,
+            sigma: 0.6,
+            mult: 1.25,
+        },
+        ..healthy(n)
+    };
+    for (what, canary, seed) in [
+        ("flagged_rate at 1.5x", at_flagged, 30_000),
+        ("p95_duration_ms at 1.25x", at_latency, 31_000),
+        ("p95_tokens_in at 1.25x", at_tokens, 32_000),
+    ] {
+        let segs = [("free", healthy(n), canary)];
+        let promoted = share(
+            &format!("{what} promoted at some of 20 looks"),
+            100,
+            seed,
+            |s| at_any_look(&draw(s, &segs), &policy, Decision::Promote),
+        );
+        at_most(promoted, 0.05, what);
+    }
+}
+
+#[test]
+fn a_doubled_flagged_rate_at_250_events_per_arm_is_never_promoted() {
+    let policy = Policy::default();
+    let c = ArmSpec {
+        flagged: 0.06,
+        ..healthy(250)
+    };
+    let segs = [("free", healthy(250), c)];
+    let promoted = share("3% -> 6% flagged at 250 per arm promoted", RUNS, 40_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Promote
+    });
+    at_most(promoted, 0.05, "a doubled flagged rate promoted");
+}
+
+#[test]
+fn large_regressions_abort_with_high_power() {
+    let policy = Policy::default();
+    let flagged = ArmSpec {
+        flagged: 0.06,
+        ..healthy(4000)
+    };
+    let segs = [("free", healthy(4000), flagged)];
+    let power = share("doubled flagged rate at 4,000 per arm aborted", RUNS, 50_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Abort
+    });
+    at_least(power, 0.80, "a doubled flagged rate aborted");
+
+    let slow = ArmSpec {
+        latency_mult: 1.5,
+        ..healthy(1000)
+    };
+    let segs = [("free", healthy(1000), slow)];
+    let power = share("+50% p95 duration at 1,000 per arm aborted", RUNS, 51_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Abort
+    });
+    at_least(power, 0.90, "+50% p95 duration aborted");
+}
+
+#[test]
+fn a_healthy_canary_at_production_volume_promotes() {
+    // Three tiers, 5% canary: 100,000 baseline and 5,000 canary events per tier.
+    let policy = Policy::default();
+    let segs = three_tiers(healthy(100_000), healthy(5_000));
+    let promoted = share("healthy canary promoted", 50, 60_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Promote
+    });
+    at_least(promoted, 0.90, "a healthy canary promoted");
 }
 
 #[test]
 fn a_tier_mix_shift_without_per_tier_change_is_not_aborted() {
     // Enterprise is 2.5x slower. The baseline is 90% free; the canary drew 50% enterprise, so
     // its pooled p95 is far worse, while no tier changed.
+    let policy = Policy::default();
     let slow = |n| ArmSpec {
         latency_median: 1500.0,
-        ..arm(n)
+        ..healthy(n)
     };
     let segs = [
-        ("free", arm(3600), arm(1000)),
+        ("free", healthy(3600), healthy(1000)),
         ("enterprise", slow(400), slow(1000)),
     ];
-    let aborted = rate(RUNS, Decision::Abort, |s| run(3000 + s, &segs));
-    at_most(aborted, 0.05, "tier-mix shift aborted");
+    let aborted = share("tier-mix shift aborted", RUNS, 70_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Abort
+    });
+    at_most(aborted, 0.05, "a tier-mix shift aborted");
 }
 
 #[test]
 fn a_regression_in_one_tier_is_not_averaged_away() {
-    let c = ArmSpec {
+    let policy = Policy::default();
+    let slow = ArmSpec {
         latency_mult: 1.6,
-        ..arm(800)
+        ..healthy(800)
     };
     let segs = [
-        ("free", arm(4000), arm(4000)),
-        ("pro", arm(4000), arm(4000)),
-        ("enterprise", arm(800), c),
+        ("free", healthy(4000), healthy(4000)),
+        ("pro", healthy(4000), healthy(4000)),
+        ("enterprise", healthy(800), slow),
     ];
-    let aborted = rate(100, Decision::Abort, |s| run(4000 + s, &segs));
-    at_least(aborted, 0.90, "aborted");
+    let aborted = share("regression in one tier aborted", 100, 80_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Abort
+    });
+    at_least(aborted, 0.90, "a regression in one tier aborted");
 }
 
 #[test]
 fn too_little_volume_continues_and_never_promotes() {
-    let segs = [("free", arm(150), arm(60)), ("pro", arm(300), arm(250))];
-    for s in 0..RUNS {
-        let d = run(5000 + s, &segs);
+    let policy = Policy::default();
+    let segs = [
+        ("free", healthy(150), healthy(60)),
+        ("pro", healthy(300), healthy(250)),
+    ];
+    let continued = share("too little volume continued", RUNS, 90_000, |s| {
+        let d = once(&draw(s, &segs), &policy);
         assert_ne!(d, Decision::Promote, "seed {s}");
-    }
-    let continued = rate(RUNS, Decision::Continue, |s| run(5000 + s, &segs));
-    at_least(continued, 0.95, "continued");
+        d == Decision::Continue
+    });
+    at_least(continued, 0.95, "too little volume continued");
 }
 
 #[test]
 fn a_catastrophe_aborts_before_min_events() {
     // 40% flagged instead of 3%, only 100 canary events: early abort at alpha 0.001.
+    let policy = Policy::default();
     let c = ArmSpec {
         flagged: 0.4,
-        ..arm(100)
+        ..healthy(100)
     };
-    let segs = [("free", arm(150), c)];
-    let aborted = rate(50, Decision::Abort, |s| run(6000 + s, &segs));
-    at_least(aborted, 0.95, "aborted");
+    let segs = [("free", healthy(150), c)];
+    let aborted = share("catastrophe aborted early", 50, 95_000, |s| {
+        once(&draw(s, &segs), &policy) == Decision::Abort
+    });
+    at_least(aborted, 0.95, "a catastrophe aborted");
 }
+

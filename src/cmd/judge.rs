@@ -7,7 +7,8 @@ use datafusion::prelude::SessionContext;
 
 use crate::judge::{self, Policy, Verdict};
 use crate::lake::Lake;
-use crate::query::{self, CanaryQuery};
+use crate::judge::CanaryQuery;
+use crate::query;
 use crate::report::{self, Subject, VerdictFormat};
 
 /// Options of one judgement.
@@ -54,8 +55,9 @@ pub(crate) async fn evaluate(
         segment_by: policy.segment_by.clone(),
         value_columns: policy.value_columns(),
         labels: policy.needs_labels(),
+        pins: a.pins.clone(),
     };
-    let samples = query::collect_samples(ctx, &q).await?;
+    let samples = judge::collect_samples(ctx, &q).await?;
     Ok(judge::judge(samples, policy, a.expected_share))
 }
 

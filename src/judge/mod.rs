@@ -2,15 +2,23 @@
 //!
 //! A pipeline of small steps, each recording why it decided what it did (after Kayenta's
 //! separation of measurement, scoring and the final call):
-//! [`policy`] says what to check; [`samples`] is the plain data checked (per segment and arm);
-//! [`stats`] holds the intervals and tests; [`verdict`] measures each rule in each segment,
-//! adjusts for multiplicity, classifies, and makes the call. The judge never reads files.
+//! [`collect`] reads both arms from the lake into [`samples`], the plain data checked (per
+//! segment, arm and unit); [`policy`] says what to check; [`stats`] holds the formulas,
+//! [`sequential`] the always-valid critical values and [`evidence`] the bounds and tests built
+//! from them; [`verdict`] measures each rule in each segment, adjusts for multiplicity,
+//! classifies, pools the evidence across segments, and makes the call. Everything after
+//! [`collect`] is a pure function of plain data.
 
+pub mod collect;
+pub mod evidence;
 pub mod policy;
 pub mod samples;
+pub mod sequential;
+pub mod simulate;
 pub mod stats;
 pub mod verdict;
 
+pub use collect::{CanaryQuery, collect_samples};
 pub use policy::{DEFAULT_POLICY_TOML, Policy};
-pub use samples::{Arm, ArmSample, Samples, SegmentSample};
+pub use samples::{Arm, ArmSample, EventObs, Samples, SegmentSample};
 pub use verdict::{Decision, RuleOutcome, RuleResult, SegmentVerdict, Verdict, judge};

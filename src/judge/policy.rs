@@ -3,27 +3,44 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::query::SEGMENT_COLUMNS;
+use crate::event::SEGMENT_COLUMNS;
 
 /// The default policy, as printed by `promptgate judge --print-default-policy`.
 pub const DEFAULT_POLICY_TOML: &str = r#"# promptgate judge policy
 #
-# A rule fails when the canary/baseline ratio of its metric is past max_ratio AND the canary
-# is significantly worse than the baseline (one-sided test, Holm-adjusted over all rules x
-# segments). Metrics: flagged_rate, error_rate, bad_label_rate, avg_<col>, p<NN>_<col> with
-# <col> one of duration_ms, tokens_in, tokens_out (e.g. p99_duration_ms, avg_tokens_out).
+# Each rule bounds the canary/baseline ratio of one metric by max_ratio. Per rule and segment
+# the judge reaches one of three outcomes:
+#   fail          the ratio is past max_ratio AND significantly above 1 (one-sided test,
+#                 Holm-adjusted over all rules x segments): the canary is aborted;
+#   pass          evidence that the ratio is within max_ratio: the one-sided upper bound is at
+#                 or below it (non-inferiority);
+#   inconclusive  neither yet: the canary must keep running; the output estimates how many
+#                 more events would settle it.
+# A canary is promoted only when every gating rule passes (rates and means on an estimate
+# stratified across segments, percentiles in every segment) and every segment has min_events.
+# Metrics: flagged_rate, error_rate, bad_label_rate, avg_<col>, p<NN>_<col> with <col> one of
+# duration_ms, tokens_in, tokens_out (e.g. p99_duration_ms, avg_tokens_out).
+# A rule may be report_only (shown, never decides) or abort_only (can abort, never holds a
+# promotion: for margins no canary can prove at realistic volume; the output says it was not
+# proven).
 
 # Events per arm per segment before a canary can be promoted. Below it a rule can still fail,
 # but only at early_abort_alpha.
 min_events = 200
 # Columns that define a segment; canary and baseline are compared within each segment.
 segment_by = ["model", "tier"]
-# Confidence level of the intervals; 1 - confidence is the family-wise significance level.
+# Confidence level: 1 - confidence is the one-sided level of every pass bound and the
+# family-wise level of the abort tests.
 confidence = 0.95
 # Significance a rule needs to abort a canary before min_events is reached.
 early_abort_alpha = 0.001
 # A rate rule cannot fail on fewer canary events of its kind than this (so 0 -> 1 cannot abort).
 min_rate_events = 5
+# Always-valid bounds (confidence sequences): the error rates hold however often the canary is
+# judged while it runs. false: one planned look (fixed-horizon bounds, narrower).
+sequential = true
+# Events per arm at which the always-valid percentile bounds are tightest.
+planned_events = 2000
 
 [[rules]]
 metric = "flagged_rate"
@@ -37,9 +54,12 @@ max_ratio = 1.25
 metric = "p95_tokens_in"
 max_ratio = 1.25
 
+# A +10% margin on a rate of about 10% needs tens of thousands of labels to prove; with the
+# tens to hundreds of labels a canary gets, this rule can only stop a clear regression.
 [[rules]]
 metric = "bad_label_rate"
 max_ratio = 1.10
+abort_only = true
 "#;
 
 /// A column a value metric reads.
@@ -143,8 +163,8 @@ impl Metric {
     /// The statistical method behind this metric's interval and test.
     pub fn test_name(&self) -> &'static str {
         match self {
-            Metric::Rate { .. } => "exact conditional binomial (rate ratio)",
-            Metric::Quantile { .. } => "order-statistic CI + delta method (log ratio)",
+            Metric::Rate { .. } => "log rate ratio (Poisson or clustered variance)",
+            Metric::Quantile { .. } => "order-statistic bounds per arm (distribution-free)",
             Metric::Mean { .. } => "delta method on log ratio of means",
         }
     }
@@ -172,6 +192,10 @@ pub struct RuleSpec {
     /// Shown in the output, never decides the verdict.
     #[serde(default)]
     pub report_only: bool,
+    /// Can abort the canary, never holds a promotion (its margin is not provable at the
+    /// volumes a canary gets); the output says it was not proven.
+    #[serde(default)]
+    pub abort_only: bool,
 }
 
 /// A validated stop condition.
@@ -182,6 +206,14 @@ pub struct PolicyRule {
     pub metric: Metric,
     pub max_ratio: f64,
     pub report_only: bool,
+    pub abort_only: bool,
+}
+
+impl PolicyRule {
+    /// Whether this rule must pass for the canary to be promoted.
+    pub fn must_pass(&self) -> bool {
+        !self.report_only && !self.abort_only
+    }
 }
 
 /// The policy file.
@@ -198,6 +230,10 @@ struct PolicyFile {
     early_abort_alpha: f64,
     #[serde(default = "default_min_rate_events")]
     min_rate_events: u64,
+    #[serde(default = "default_true")]
+    sequential: bool,
+    #[serde(default = "default_planned_events")]
+    planned_events: u64,
     #[serde(default)]
     rules: Vec<RuleSpec>,
 }
@@ -217,6 +253,12 @@ fn default_early() -> f64 {
 fn default_min_rate_events() -> u64 {
     5
 }
+fn default_true() -> bool {
+    true
+}
+fn default_planned_events() -> u64 {
+    2000
+}
 
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -226,6 +268,10 @@ pub struct Policy {
     pub confidence: f64,
     pub early_abort_alpha: f64,
     pub min_rate_events: u64,
+    /// Always-valid (confidence-sequence) bounds rather than a single fixed-horizon look.
+    pub sequential: bool,
+    /// Events per arm at which always-valid percentile bounds are tightest.
+    pub planned_events: u64,
     pub rules: Vec<PolicyRule>,
 }
 
@@ -261,6 +307,9 @@ impl Policy {
         if f.min_events == 0 {
             return Err("min_events must be at least 1".into());
         }
+        if f.planned_events == 0 {
+            return Err("planned_events must be at least 1".into());
+        }
         for c in &f.segment_by {
             if !SEGMENT_COLUMNS.contains(&c.as_str()) || c == "status" {
                 return Err(format!(
@@ -282,6 +331,11 @@ impl Policy {
                 ));
             }
             let name = r.name.unwrap_or_else(|| r.metric.clone());
+            if r.report_only && r.abort_only {
+                return Err(format!(
+                    "rule {name:?}: report_only and abort_only exclude each other (report_only never decides; abort_only can abort)"
+                ));
+            }
             if rules.iter().any(|x: &PolicyRule| x.name == name) {
                 return Err(format!("two rules are named {name:?}; give one a `name`"));
             }
@@ -291,6 +345,7 @@ impl Policy {
                 metric,
                 max_ratio: r.max_ratio,
                 report_only: r.report_only,
+                abort_only: r.abort_only,
             });
         }
         Ok(Policy {
@@ -299,6 +354,8 @@ impl Policy {
             confidence: f.confidence,
             early_abort_alpha: f.early_abort_alpha,
             min_rate_events: f.min_rate_events,
+            sequential: f.sequential,
+            planned_events: f.planned_events,
             rules,
         })
     }
@@ -361,6 +418,9 @@ mod tests {
                 ("bad_label_rate", 1.10)
             ]
         );
+        assert!(p.sequential);
+        let abort_only: Vec<_> = p.rules.iter().filter(|r| r.abort_only).map(|r| r.name.as_str()).collect();
+        assert_eq!(abort_only, ["bad_label_rate"]);
     }
 
     #[test]
@@ -393,5 +453,10 @@ mod tests {
         let e =
             Policy::from_toml("typo = 1\n[[rules]]\nmetric='error_rate'\nmax_ratio=2").unwrap_err();
         assert!(e.contains("typo"), "{e}");
+        let e = Policy::from_toml(
+            "[[rules]]\nmetric='error_rate'\nmax_ratio=2\nreport_only=true\nabort_only=true",
+        )
+        .unwrap_err();
+        assert!(e.contains("exclude"), "{e}");
     }
 }

@@ -702,6 +702,179 @@ pub fn sign_test(wins: u64, losses: u64) -> f64 {
     (2.0 * binomial_sf_ge(larger, n, 0.5)).min(1.0)
 }
 
+/// Variance of a ratio metric `r = ΣS / ΣN` over independent units (users, sessions), by the
+/// delta method: `Var(r) ≈ Σ(S_i - r·N_i)² / (ΣN)² · K/(K-1)` for `K` units.
+///
+/// Deng, Knoblich & Lu, "Applying the Delta Method in Metric Analytics", KDD 2018, §3 (ratio
+/// metrics, where the analysis unit, an event, differs from the randomization unit, a user).
+/// Events of one unit are correlated; treating them as independent underestimates the variance
+/// by the design effect `1 + (m-1)·ICC`. `None` with fewer than two units or `ΣN == 0`.
+#[must_use]
+pub fn ratio_metric_var(m: &crate::judge::samples::RatioMoments) -> Option<f64> {
+    if m.units < 2 || m.n <= 0.0 {
+        return None;
+    }
+    let r = m.s / m.n;
+    // Σ(S - rN)² expanded; clamp the rounding error of the subtraction at 0.
+    let resid = (m.ss - 2.0 * r * m.sn + r * r * m.nn).max(0.0);
+    let k = m.units as f64;
+    Some(resid / (m.n * m.n) * k / (k - 1.0))
+}
+
+/// A log ratio and the standard error of its log: what every rate and mean rule is judged on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogRatio {
+    pub log_estimate: f64,
+    pub se: f64,
+}
+
+/// Log rate ratio of `x_c/n_c` over `x_b/n_b` with the Poisson variance `1/x_c + 1/x_b`
+/// (the one-stratum case of [`mantel_haenszel_rate_ratio`]). A zero count gets 0.5 added to both
+/// counts (Haldane-Anscombe), so the interval exists and is wide. `None` when an arm has no
+/// events or neither arm has any event of the kind (nothing to compare).
+#[must_use]
+pub fn log_rate_ratio(x_c: u64, n_c: u64, x_b: u64, n_b: u64) -> Option<LogRatio> {
+    mantel_haenszel_rate_ratio(&[(x_c, n_c, x_b, n_b)])
+}
+
+/// Mantel-Haenszel rate ratio over strata `(x_c, n_c, x_b, n_b)`, on the log scale with the
+/// Greenland-Robins variance for person-time data:
+/// `RR = Σ x_c·n_b/N / Σ x_b·n_c/N` and
+/// `Var(ln RR) = Σ (x_c+x_b)·n_c·n_b/N² / (Σ x_c·n_b/N · Σ x_b·n_c/N)` with `N = n_c + n_b`.
+///
+/// Greenland, S. & Robins, J. M. (1985), "Estimation of a common effect parameter from sparse
+/// follow-up data", Biometrics 41(1). Compares within strata, so a canary that drew more of a
+/// risky segment is not blamed for it (Simpson-safe), while pooling the evidence of all strata.
+/// When either sum is 0 (no events of the kind in one arm), 0.5 is added to both counts of every
+/// stratum. `None` when no stratum has events in both arms, or no stratum has an event of the
+/// kind.
+#[must_use]
+pub fn mantel_haenszel_rate_ratio(strata: &[(u64, u64, u64, u64)]) -> Option<LogRatio> {
+    let usable: Vec<(f64, f64, f64, f64)> = strata
+        .iter()
+        .filter(|(_, n_c, _, n_b)| *n_c > 0 && *n_b > 0)
+        .map(|&(a, n1, b, n0)| (a as f64, n1 as f64, b as f64, n0 as f64))
+        .collect();
+    if usable.iter().all(|(a, _, b, _)| *a + *b == 0.0) {
+        return None;
+    }
+    let sums = |add: f64| {
+        let (mut r, mut s, mut v) = (0.0, 0.0, 0.0);
+        for &(a, n1, b, n0) in &usable {
+            let (a, b) = (a + add, b + add);
+            let n = n1 + n0;
+            r += a * n0 / n;
+            s += b * n1 / n;
+            v += (a + b) * n1 * n0 / (n * n);
+        }
+        (r, s, v)
+    };
+    let (mut r, mut s, mut v) = sums(0.0);
+    if r == 0.0 || s == 0.0 {
+        (r, s, v) = sums(0.5);
+    }
+    Some(LogRatio {
+        log_estimate: (r / s).ln(),
+        se: (v / (r * s)).sqrt(),
+    })
+}
+
+/// Inverse-variance weighted mean of log ratios: `Σ w·θ / Σ w` with `w = 1/se²`, standard error
+/// `1/sqrt(Σ w)`. Strata with `se == 0` (no variance left) are taken as known exactly: their
+/// mean is the answer, with `se = 0`. `None` for no strata or a non-finite input.
+#[must_use]
+pub fn inverse_variance_mean(parts: &[LogRatio]) -> Option<LogRatio> {
+    if parts.is_empty()
+        || parts
+            .iter()
+            .any(|p| !p.log_estimate.is_finite() || !p.se.is_finite() || p.se < 0.0)
+    {
+        return None;
+    }
+    let exact: Vec<&LogRatio> = parts.iter().filter(|p| p.se == 0.0).collect();
+    if !exact.is_empty() {
+        let mean = exact.iter().map(|p| p.log_estimate).sum::<f64>() / exact.len() as f64;
+        return Some(LogRatio {
+            log_estimate: mean,
+            se: 0.0,
+        });
+    }
+    let w: f64 = parts.iter().map(|p| 1.0 / (p.se * p.se)).sum();
+    let mean = parts
+        .iter()
+        .map(|p| p.log_estimate / (p.se * p.se))
+        .sum::<f64>()
+        / w;
+    Some(LogRatio {
+        log_estimate: mean,
+        se: (1.0 / w).sqrt(),
+    })
+}
+
+/// A threshold as an exact fraction, so "past the threshold" is decided without rounding:
+/// `1.5` is `3/2`, `1.1` is `11/10` (from the shortest decimal that prints as the value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Margin {
+    pub value: f64,
+    num: u128,
+    den: u128,
+}
+
+impl Margin {
+    pub fn new(value: f64) -> Self {
+        let text = format!("{value}");
+        let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+        let parsed = (frac.len() <= 18)
+            .then(|| format!("{int}{frac}").parse::<u128>().ok())
+            .flatten();
+        match parsed {
+            Some(num) => Margin {
+                value,
+                num,
+                den: 10u128.pow(frac.len() as u32),
+            },
+            // Not a plain decimal (never for a validated policy): compare as floats.
+            None => Margin {
+                value,
+                num: 0,
+                den: 0,
+            },
+        }
+    }
+
+    /// Whether `x_c/n_c` over `x_b/n_b` is past the margin, in exact integer arithmetic.
+    /// A positive rate over a zero one is past any margin; 0 over anything is not.
+    pub fn exceeded_by_counts(&self, x_c: u64, n_c: u64, x_b: u64, n_b: u64) -> bool {
+        if self.den == 0 {
+            return (x_c as f64 / n_c as f64) > self.value * (x_b as f64 / n_b as f64);
+        }
+        // x_c/n_c > (num/den)·x_b/n_b  <=>  x_c·n_b·den > num·x_b·n_c (u128 cannot overflow
+        // for counts below 2^32·... in practice; saturating keeps it total).
+        let lhs = (x_c as u128)
+            .saturating_mul(n_b as u128)
+            .saturating_mul(self.den);
+        let rhs = self
+            .num
+            .saturating_mul(x_b as u128)
+            .saturating_mul(n_c as u128);
+        lhs > rhs
+    }
+
+    /// Whether `canary / baseline` is past the margin, as `canary·den > num·baseline` (exact
+    /// for integer-valued metrics such as tokens).
+    pub fn exceeded_by_values(&self, canary: f64, baseline: f64) -> bool {
+        if self.den == 0 {
+            return canary > self.value * baseline;
+        }
+        canary * self.den as f64 > self.num as f64 * baseline
+    }
+
+    /// Whether a ratio bound is at or within the margin.
+    pub fn covers(&self, ratio: f64) -> bool {
+        ratio <= self.value
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1342,5 +1515,82 @@ mod tests {
         assert_close(sign_test(10, 0), 0.001953125, 1e-12);
         assert_eq!(sign_test(0, 0), 1.0);
         assert!(sign_test(u64::MAX, u64::MAX) <= 1.0);
+    }
+
+    // ---- judge v2: pooled and clustered variances, exact thresholds ----
+
+    #[test]
+    fn mantel_haenszel_matches_stats_md() {
+        // STATS.md: strata (12/400 vs 20/1600), (30/1000 vs 45/3000) -> MH rate ratio 2.104918,
+        // se(log) 0.197954, one-sided 95% upper 2.915037 (Greenland-Robins, by hand in Python).
+        let r = mantel_haenszel_rate_ratio(&[(12, 400, 20, 1600), (30, 1000, 45, 3000)]).unwrap();
+        assert_close(r.log_estimate.exp(), 2.104918, 1e-6);
+        assert_close(r.se, 0.197954, 1e-5);
+        let upper = (r.log_estimate + 1.6448536269514722 * r.se).exp();
+        assert_close(upper, 2.915037, 1e-5);
+        // One stratum is the plain log rate ratio with variance 1/x_c + 1/x_b.
+        let one = log_rate_ratio(30, 1000, 15, 1000).unwrap();
+        assert_close(one.log_estimate.exp(), 2.0, 1e-12);
+        assert_close(one.se, (1.0_f64 / 30.0 + 1.0 / 15.0).sqrt(), 1e-12);
+    }
+
+    #[test]
+    fn rate_ratios_with_zero_counts_exist_and_nothing_to_compare_is_none() {
+        let r = log_rate_ratio(6, 1000, 0, 1000).unwrap();
+        // 0.5 added to both counts: (6.5/1000)/(0.5/1000) = 13.
+        assert_close(r.log_estimate.exp(), 13.0, 1e-12);
+        assert!(r.se.is_finite() && r.se > 1.0);
+        assert!(log_rate_ratio(0, 1000, 0, 1000).is_none());
+        assert!(log_rate_ratio(3, 0, 1, 10).is_none());
+    }
+
+    #[test]
+    fn ratio_metric_variance_matches_deng_et_al() {
+        // Units (S, N) = (1,10), (0,5), (3,20), (2,8). Reference: the delta-method form of
+        // Deng, Knoblich & Lu (2018) with sample covariances, numpy 2.x:
+        //   C = np.cov(S, N, ddof=1); (C[0,0]/muN**2 - 2*muS*C[0,1]/muN**3
+        //                              + muS**2*C[1,1]/muN**4) / K  -> 0.001058460748860979
+        let mut m = crate::judge::samples::RatioMoments::default();
+        for (s, n) in [(1.0, 10.0), (0.0, 5.0), (3.0, 20.0), (2.0, 8.0)] {
+            m.add(s, n);
+        }
+        assert_close(ratio_metric_var(&m).unwrap(), 0.001058460748860979, 1e-12);
+        let mut one = crate::judge::samples::RatioMoments::default();
+        one.add(1.0, 3.0);
+        assert!(ratio_metric_var(&one).is_none());
+    }
+
+    #[test]
+    fn inverse_variance_mean_weights_by_precision() {
+        let a = LogRatio {
+            log_estimate: 0.2,
+            se: 0.1,
+        };
+        let b = LogRatio {
+            log_estimate: -0.1,
+            se: 0.2,
+        };
+        let m = inverse_variance_mean(&[a, b]).unwrap();
+        // weights 100 and 25: (20 - 2.5) / 125 = 0.14, se = 1/sqrt(125)
+        assert_close(m.log_estimate, 0.14, 1e-12);
+        assert_close(m.se, 1.0 / 125f64.sqrt(), 1e-12);
+        assert!(inverse_variance_mean(&[]).is_none());
+    }
+
+    #[test]
+    fn thresholds_are_compared_exactly() {
+        // 3/1234 over 2/1234 is exactly 1.5: not past a 1.5x threshold, although
+        // (3/1234)/(2/1234) in floating point is 1.5000000000000002.
+        let m = Margin::new(1.5);
+        assert!((3.0_f64 / 1234.0) / (2.0 / 1234.0) > 1.5);
+        assert!(!m.exceeded_by_counts(3, 1234, 2, 1234));
+        assert!(m.exceeded_by_counts(4, 1234, 2, 1234));
+        let m = Margin::new(1.1);
+        assert!(!m.exceeded_by_counts(11, 100, 10, 100));
+        assert!(m.exceeded_by_counts(12, 100, 10, 100));
+        assert!(m.exceeded_by_counts(1, 100, 0, 100));
+        assert!(!m.exceeded_by_counts(0, 100, 0, 100));
+        assert!(!Margin::new(1.25).exceeded_by_values(1000.0, 800.0));
+        assert!(Margin::new(1.25).exceeded_by_values(1001.0, 800.0));
     }
 }

@@ -6,8 +6,9 @@ use std::io::Write;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::error::{Error, Result};
-use crate::judge::verdict::segment_label;
-use crate::judge::{RuleResult, Verdict};
+use super::sig;
+use crate::judge::verdict::{ratio_text, segment_label};
+use crate::judge::{Decision, RuleOutcome, RuleResult, Verdict};
 
 /// Output format of `promptgate judge`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -63,68 +64,163 @@ fn headline(v: &Verdict, s: &Subject<'_>) -> String {
     )
 }
 
-fn opt(x: Option<f64>, digits: usize) -> String {
-    match x {
-        Some(x) if x.abs() >= 1e5 || (x != 0.0 && x.abs() < 1e-3) => format!("{x:.2e}"),
-        Some(x) => format!("{x:.digits$}"),
-        None => "-".into(),
-    }
-}
-
+/// A metric value for people: rates as percentages, others at 4 significant digits.
 fn value(r: &RuleResult, x: Option<f64>) -> String {
-    if r.metric.ends_with("_rate") {
-        x.map_or("-".into(), |x| format!("{:.2}%", 100.0 * x))
-    } else {
-        opt(x, 1)
+    match x {
+        None => "-".into(),
+        Some(x) if r.metric.ends_with("_rate") => format!("{}%", sig(100.0 * x, 3)),
+        Some(x) => sig(x, 4),
     }
 }
 
+fn bound(x: Option<f64>) -> String {
+    x.map_or("unbounded".into(), ratio_text)
+}
+
+/// `1.32x [0.91, 1.88]`: the estimate and the one-sided bounds the decision used.
 fn ratio_ci(r: &RuleResult) -> String {
     let ratio = match (r.ratio, r.canary, r.baseline) {
-        (Some(x), _, _) => format!("{x:.2}x"),
-        (None, Some(c), Some(b)) if b == 0.0 && c > 0.0 => "inf".into(),
+        (Some(x), _, _) => ratio_text(x),
+        (None, Some(c), Some(b)) if b == 0.0 && c > 0.0 => "unbounded".into(),
         _ => "-".into(),
     };
-    if r.p_value.is_none() {
+    if r.ci_low_level.is_none() && r.ci_high.is_none() {
         return ratio;
     }
-    let hi = r.ci_high.map_or("inf".into(), |h| format!("{h:.2}"));
-    format!("{ratio} [{}, {hi}]", opt(r.ci_low, 2))
+    let low = match (r.ci_low, r.ci_low_level) {
+        (Some(l), _) => ratio_text(l),
+        (None, Some(_)) => "unbounded".into(),
+        (None, None) => "-".into(),
+    };
+    format!("{ratio} [{low}, {}]", bound(r.ci_high))
 }
 
-fn p(r: &RuleResult) -> String {
+fn pvals(r: &RuleResult) -> String {
     match (r.p_value, r.p_adjusted) {
-        (Some(p), Some(a)) => format!("{} / {}", opt(Some(p), 4), opt(Some(a), 4)),
+        (Some(p), Some(a)) => format!("{} / {}", sig(p, 2), sig(a, 2)),
+        (Some(p), None) => sig(p, 2),
         _ => "-".into(),
     }
+}
+
+fn rule_name(r: &RuleResult) -> String {
+    let tag = if r.report_only {
+        " (report only)"
+    } else if r.abort_only {
+        " (abort only)"
+    } else {
+        ""
+    };
+    format!("{}{tag}", r.rule)
+}
+
+fn needs(r: &RuleResult) -> Option<String> {
+    match (r.needs_canary, r.needs_baseline) {
+        (Some(c), Some(b)) => Some(format!(
+            "about {c} more canary and {b} more baseline events (estimate at the current values)"
+        )),
+        _ => None,
+    }
+}
+
+fn settings(v: &Verdict) -> String {
+    format!(
+        "{} baseline / {} canary events; segments by {}; {:.0}% confidence ({}){}; abort tests Holm-adjusted over {}; min_events {} per arm; early-abort alpha {}",
+        v.n_baseline,
+        v.n_canary,
+        if v.segment_by.is_empty() {
+            "nothing".into()
+        } else {
+            v.segment_by.join(", ")
+        },
+        100.0 * v.confidence,
+        if v.sequential {
+            "always valid over repeated looks"
+        } else {
+            "fixed horizon, one look"
+        },
+        if v.clustered { "; variances per unit_id" } else { "" },
+        v.tests,
+        v.min_events,
+        v.early_abort_alpha
+    )
+}
+
+fn srm_line(v: &Verdict) -> Option<String> {
+    v.srm.as_ref().map(|srm| {
+        format!(
+            "sample ratio: canary {}% of {} ({} vs {}), planned {}% (chi-square {}, p {}){}",
+            sig(100.0 * srm.observed_share, 3),
+            srm.basis,
+            srm.canary,
+            srm.baseline,
+            sig(100.0 * srm.expected_share, 3),
+            sig(srm.chi2, 3),
+            sig(srm.p_value, 2),
+            if srm.mismatch { " MISMATCH" } else { "" }
+        )
+    })
+}
+
+fn rules_table(rules: &[RuleResult], with_p: bool) -> Table {
+    let mut t = Table::new();
+    let mut header = vec![
+        "rule",
+        "n b/c",
+        "baseline",
+        "canary",
+        "ratio [bounds]",
+        "threshold",
+    ];
+    if with_p {
+        header.push("p / adj p");
+    }
+    header.push("outcome");
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header);
+    for r in rules {
+        let mut row = vec![
+            rule_name(r),
+            format!("{}/{}", r.n_baseline, r.n_canary),
+            value(r, r.baseline),
+            value(r, r.canary),
+            ratio_ci(r),
+            format!("<= {}", ratio_text(r.threshold)),
+        ];
+        if with_p {
+            row.push(pvals(r));
+        }
+        row.push(r.verdict.as_str().to_string());
+        t.add_row(row);
+    }
+    t
 }
 
 fn table(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     writeln!(out, "{}", headline(v, s)).map_err(w)?;
     writeln!(out, "  {}", v.reason).map_err(w)?;
-    writeln!(
-        out,
-        "  events: {} baseline, {} canary; segments by {}; {:.0}% confidence, Holm over {} tests; min_events {} per arm; early-abort alpha {}",
-        v.n_baseline,
-        v.n_canary,
-        if v.segment_by.is_empty() { "nothing".into() } else { v.segment_by.join(", ") },
-        100.0 * v.confidence,
-        v.tests,
-        v.min_events,
-        v.early_abort_alpha
-    )
-    .map_err(w)?;
-    if let Some(srm) = &v.srm {
+    writeln!(out, "  {}", settings(v)).map_err(w)?;
+    if let Some(line) = srm_line(v) {
+        writeln!(out, "  {line}").map_err(w)?;
+    }
+    for x in &v.warnings {
+        writeln!(out, "  warning: {x}").map_err(w)?;
+    }
+    for x in &v.unproven {
+        writeln!(out, "  not proven: {x}").map_err(w)?;
+    }
+    if !v.overall.is_empty() && !v.segments.is_empty() {
         writeln!(
             out,
-            "  sample ratio: canary {:.2}% of events, planned {:.2}% (chi-square {:.2}, p {}){}",
-            100.0 * srm.observed_share,
-            100.0 * srm.expected_share,
-            srm.chi2,
-            opt(Some(srm.p_value), 4),
-            if srm.mismatch { " MISMATCH" } else { "" }
+            "\nall segments (pooled evidence: what promotion is decided on)"
         )
         .map_err(w)?;
+        writeln!(out, "{}", rules_table(&v.overall, false)).map_err(w)?;
+        for r in &v.overall {
+            let more = needs(r).map(|n| format!("; {n}")).unwrap_or_default();
+            writeln!(out, "  {} [{}]: {}{more}", r.rule, r.test, r.reason).map_err(w)?;
+        }
     }
     for seg in &v.segments {
         writeln!(
@@ -137,49 +233,50 @@ fn table(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
             seg.reason
         )
         .map_err(w)?;
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED)
-            .set_content_arrangement(ContentArrangement::Disabled)
-            .set_header(vec![
-                "rule",
-                "n b/c",
-                "baseline",
-                "canary",
-                "ratio [CI]",
-                "threshold",
-                "p / adj p",
-                "verdict",
-            ]);
-        for r in &seg.rules {
-            t.add_row(vec![
-                format!(
-                    "{}{}",
-                    r.rule,
-                    if r.report_only { " (report only)" } else { "" }
-                ),
-                format!("{}/{}", r.n_baseline, r.n_canary),
-                value(r, r.baseline),
-                value(r, r.canary),
-                ratio_ci(r),
-                format!("> {:.2}x", r.threshold),
-                p(r),
-                format!("{:?}", r.verdict).to_lowercase(),
-            ]);
+        if seg.rules.is_empty() {
+            continue;
         }
-        writeln!(out, "{t}").map_err(w)?;
+        writeln!(out, "{}", rules_table(&seg.rules, true)).map_err(w)?;
         for r in &seg.rules {
             writeln!(out, "  {}: {}", r.rule, r.reason).map_err(w)?;
         }
     }
-    writeln!(out, "\nnote: {}", v.assumptions.join("; ")).map_err(w)
+    writeln!(
+        out,
+        "\nbounds: ratio [lower at the abort test's level, upper at {}]; a rule passes when the upper bound is within its threshold",
+        sig(1.0 - v.confidence, 2)
+    )
+    .map_err(w)?;
+    writeln!(out, "note: {}", v.assumptions.join("; ")).map_err(w)
 }
 
+fn md_row(out: &mut dyn Write, place: &str, r: &RuleResult) -> Result<()> {
+    writeln!(
+        out,
+        "| {} | {} | {}/{} | {} | {} | {} | ≤ {} | **{}** |",
+        place.replace('|', "\\|"),
+        rule_name(r),
+        r.n_baseline,
+        r.n_canary,
+        value(r, r.baseline),
+        value(r, r.canary),
+        ratio_ci(r),
+        ratio_text(r.threshold),
+        r.verdict.as_str()
+    )
+    .map_err(w)
+}
+
+const MD_HEADER: &str = "| where | rule | n (b/c) | baseline | canary | ratio [bounds] | threshold | outcome |\n|---|---|---|---|---|---|---|---|";
+
+/// The Markdown for a pull request: the decision and the rules that decided it first, then the
+/// open rules with the events they still need, then everything else folded away.
 fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     let icon = match v.verdict {
-        crate::judge::Decision::Promote => "✅",
-        crate::judge::Decision::Abort => "🛑",
-        crate::judge::Decision::Continue => "⏳",
-        crate::judge::Decision::Invalid => "⚠️",
+        Decision::Promote => "✅",
+        Decision::Abort => "🛑",
+        Decision::Continue => "⏳",
+        Decision::Invalid => "⚠️",
     };
     writeln!(
         out,
@@ -188,57 +285,78 @@ fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     )
     .map_err(w)?;
     writeln!(out, "{}\n", v.reason).map_err(w)?;
-    writeln!(
-        out,
-        "{} baseline / {} canary events · segments by {} · {:.0}% confidence, Holm-adjusted over {} tests · min {} events per arm\n",
-        v.n_baseline,
-        v.n_canary,
-        if v.segment_by.is_empty() { "nothing".into() } else { v.segment_by.join(", ") },
-        100.0 * v.confidence,
-        v.tests,
-        v.min_events
-    )
-    .map_err(w)?;
-    writeln!(out, "| segment | rule | n (b/c) | baseline | canary | ratio [CI] | threshold | adj. p | verdict |").map_err(w)?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|").map_err(w)?;
-    for seg in &v.segments {
-        for r in &seg.rules {
-            writeln!(
-                out,
-                "| {} | {} | {}/{} | {} | {} | {} | > {:.2}x | {} | **{}** |",
-                segment_label(&seg.key).replace('|', "\\|"),
-                r.rule,
-                r.n_baseline,
-                r.n_canary,
-                value(r, r.baseline),
-                value(r, r.canary),
-                ratio_ci(r),
-                r.threshold,
-                opt(r.p_adjusted, 4),
-                format!("{:?}", r.verdict).to_lowercase()
-            )
-            .map_err(w)?;
+    for x in v.problems.iter().chain(&v.warnings) {
+        writeln!(out, "- ⚠️ {x}").map_err(w)?;
+    }
+    // Rows that decided: failures (abort), or the open gating rules (continue), or every
+    // gating rule's pooled evidence (promote).
+    let deciding: Vec<(String, &RuleResult)> = match v.verdict {
+        Decision::Abort => v
+            .segments
+            .iter()
+            .flat_map(|seg| {
+                seg.rules
+                    .iter()
+                    .filter(|r| r.verdict == RuleOutcome::Fail)
+                    .map(move |r| (segment_label(&seg.key), r))
+            })
+            .collect(),
+        _ => v
+            .overall
+            .iter()
+            .filter(|r| v.deciding.contains(&r.rule))
+            .map(|r| ("all segments".to_string(), r))
+            .collect(),
+    };
+    if !deciding.is_empty() {
+        writeln!(out, "\n**Decided by**\n\n{MD_HEADER}").map_err(w)?;
+        for (place, r) in &deciding {
+            md_row(out, place, r)?;
+        }
+        writeln!(out).map_err(w)?;
+        for (place, r) in &deciding {
+            writeln!(out, "- **{}** ({place}): {}", r.rule, r.reason).map_err(w)?;
         }
     }
-    let notable: Vec<String> = v
-        .segments
+    // Still open: inconclusive rows with what they wait for.
+    let open: Vec<(String, &RuleResult)> = v
+        .overall
         .iter()
-        .flat_map(|seg| {
+        .filter(|r| r.verdict == RuleOutcome::Inconclusive && !v.deciding.contains(&r.rule))
+        .map(|r| ("all segments".to_string(), r))
+        .chain(v.segments.iter().flat_map(|seg| {
             seg.rules
                 .iter()
-                .filter(|r| !matches!(r.verdict, crate::judge::RuleOutcome::Pass))
-                .map(move |r| {
-                    format!(
-                        "- **{}** in {}: {}",
-                        r.rule,
-                        segment_label(&seg.key),
-                        r.reason
-                    )
-                })
-        })
+                .filter(|r| r.verdict == RuleOutcome::Inconclusive && !r.report_only)
+                .map(move |r| (segment_label(&seg.key), r))
+        }))
         .collect();
-    if !notable.is_empty() {
-        writeln!(out, "\n{}", notable.join("\n")).map_err(w)?;
+    if v.verdict != Decision::Abort && !open.is_empty() {
+        writeln!(out, "\n**Inconclusive** (no evidence either way yet)\n").map_err(w)?;
+        for (place, r) in &open {
+            let more = needs(r).map(|n| format!(" Needs {n}.")).unwrap_or_default();
+            writeln!(out, "- **{}** ({place}): {}.{more}", rule_name(r), r.reason).map_err(w)?;
+        }
     }
-    writeln!(out, "\n<sub>{}</sub>", v.assumptions.join("; ")).map_err(w)
+    for x in &v.unproven {
+        writeln!(out, "- not proven: {x}").map_err(w)?;
+    }
+    writeln!(
+        out,
+        "\n<details><summary>All rules and segments</summary>\n\n{MD_HEADER}"
+    )
+    .map_err(w)?;
+    for r in &v.overall {
+        md_row(out, "all segments", r)?;
+    }
+    for seg in &v.segments {
+        for r in &seg.rules {
+            md_row(out, &segment_label(&seg.key), r)?;
+        }
+    }
+    writeln!(out, "\n{}", settings(v)).map_err(w)?;
+    if let Some(line) = srm_line(v) {
+        writeln!(out, "\n{line}").map_err(w)?;
+    }
+    writeln!(out, "\n</details>\n\n<sub>{}</sub>", v.assumptions.join("; ")).map_err(w)
 }
