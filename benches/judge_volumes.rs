@@ -41,7 +41,12 @@ fn rate(rule: &str, n: usize, canary: impl Fn(usize) -> ArmSpec, decision: Decis
 }
 
 /// The smallest volume on the grid at which `decision` happens in at least `target` of runs.
-fn needed(rule: &str, canary: impl Fn(usize) -> ArmSpec + Copy, decision: Decision, target: f64) -> String {
+fn needed(
+    rule: &str,
+    canary: impl Fn(usize) -> ArmSpec + Copy,
+    decision: Decision,
+    target: f64,
+) -> String {
     for n in GRID {
         let r = rate(rule, n, canary, decision);
         if r >= target {
@@ -53,25 +58,33 @@ fn needed(rule: &str, canary: impl Fn(usize) -> ArmSpec + Copy, decision: Decisi
 
 fn main() {
     let healthy = ArmSpec::healthy;
-    let flagged = |m: f64| move |n| ArmSpec {
-        flagged: 0.03 * m,
-        ..ArmSpec::healthy(n)
+    let flagged = |m: f64| {
+        move |n| ArmSpec {
+            flagged: 0.03 * m,
+            ..ArmSpec::healthy(n)
+        }
     };
-    let latency = |m: f64| move |n| ArmSpec {
-        latency_mult: m,
-        ..ArmSpec::healthy(n)
+    let latency = |m: f64| {
+        move |n| ArmSpec {
+            latency_mult: m,
+            ..ArmSpec::healthy(n)
+        }
     };
-    let tokens = |m: f64| move |n| ArmSpec {
-        tokens: Tokens::LogNormal {
-            median: 800.0,
-            sigma: 0.6,
-            mult: m,
-        },
-        ..ArmSpec::healthy(n)
+    let tokens = |m: f64| {
+        move |n| ArmSpec {
+            tokens: Tokens::LogNormal {
+                median: 800.0,
+                sigma: 0.6,
+                mult: m,
+            },
+            ..ArmSpec::healthy(n)
+        }
     };
-    let bad = |m: f64| move |n| ArmSpec {
-        bad: 0.1 * m,
-        ..ArmSpec::healthy(n)
+    let bad = |m: f64| {
+        move |n| ArmSpec {
+            bad: 0.1 * m,
+            ..ArmSpec::healthy(n)
+        }
     };
     println!(
         "| rule (default threshold) | promote a healthy canary (80% of runs) | abort at the threshold (50% of runs) | abort at twice the threshold's excess (80% of runs) |"

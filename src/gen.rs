@@ -825,7 +825,7 @@ mod tests {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        assert_eq!(format!("{h:016x}"), "34b8b18603c04838");
+        assert_eq!(format!("{h:016x}"), "b0aea11365a97cc0");
     }
 
     #[test]
@@ -873,6 +873,7 @@ mod tests {
             "input",
             "output",
             "attributes",
+            "unit_id",
         ];
         let mut ids = std::collections::HashSet::new();
         for e in &events {
@@ -1080,12 +1081,26 @@ mod tests {
                 share,
                 Regression::default(),
             )));
+            // Arms are assigned per unit: the share of units is the planned one, the share of
+            // events close to it, and no unit is in both arms.
+            let mut arm_of_unit: std::collections::HashMap<&str, bool> = Default::default();
+            for e in &events {
+                let canary = s(e, "prompt_version") == "v2";
+                let previous = arm_of_unit.insert(s(e, "unit_id"), canary);
+                assert!(previous.is_none_or(|p| p == canary), "unit in both arms");
+            }
+            let units =
+                arm_of_unit.values().filter(|c| **c).count() as f64 / arm_of_unit.len() as f64;
+            assert!(
+                (units - share).abs() < 0.02,
+                "unit share {units} vs {share}"
+            );
             let got = events
                 .iter()
                 .filter(|e| s(e, "prompt_version") == "v2")
                 .count() as f64
                 / 20_000.0;
-            assert!((got - share).abs() < 0.01, "share {got} vs {share}");
+            assert!((got - share).abs() < 0.03, "event share {got} vs {share}");
         }
         let no_canary = GenConfig {
             canary: None,

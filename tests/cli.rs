@@ -604,26 +604,69 @@ fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
 }
 
 #[test]
-fn judge_promotes_a_clean_canary() {
+fn judge_promotes_a_clean_canary_only_on_evidence() {
+    // 60,000 events: nothing fails, but the smallest segments cannot yet show their p95
+    // within 1.25x: continue, saying which rules are open and about how many events they need.
     let lake = judge_lake("60000", &[]);
+    let (code, v) = judge(&lake, &[]);
+    assert_eq!(code, 3, "{v:#}");
+    assert!(!v["deciding"].as_array().unwrap().is_empty());
+    let open: Vec<&Value> = v["overall"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verdict"] == "inconclusive" && r["abort_only"] == false)
+        .collect();
+    assert!(!open.is_empty(), "{v:#}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not yet shown within")
+    );
+
+    // Five times the volume: every gating rule is shown within its threshold.
+    let lake = judge_lake("300000", &[]);
     let (code, v) = judge(&lake, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["verdict"], "promote");
     assert_eq!(v["exit_code"], 0);
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
+    assert_eq!(v["clustered"], true, "gen's events carry unit_id");
+    for r in v["overall"].as_array().unwrap() {
+        if r["abort_only"] == false {
+            assert_eq!(r["verdict"], "pass", "{r:#}");
+            assert!(r["ci_high"].as_f64().unwrap() <= r["threshold"].as_f64().unwrap());
+        }
+    }
+    // The abort-only bad-label rule is reported as not proven.
+    assert!(
+        v["unproven"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str().unwrap().contains("bad_label_rate (abort-only)")),
+        "{v:#}"
+    );
     let seg = &v["segments"][0];
     for k in ["n_baseline", "n_canary", "verdict", "rules", "key"] {
         assert!(!seg[k].is_null(), "segment lacks {k}");
     }
     for k in [
         "rule",
+        "test",
+        "n_baseline",
+        "n_canary",
         "baseline",
         "canary",
         "ratio",
         "ci_low",
+        "ci_low_level",
         "ci_high",
+        "ci_high_level",
         "threshold",
         "p_value",
+        "p_adjusted",
         "verdict",
         "reason",
     ] {
@@ -657,11 +700,16 @@ fn judge_continues_on_low_volume_and_flags_invalid_comparisons() {
     let (code, v) = judge(&lake, &[]);
     assert_eq!(code, 3, "{v:#}");
     assert_eq!(v["verdict"], "continue");
-    assert!(v["reason"].as_str().unwrap().contains("more canary events"));
+    assert!(
+        v["reason"].as_str().unwrap().contains("more canary"),
+        "{v:#}"
+    );
 
-    // Sample-ratio mismatch: the canary got ~30% but 5% was planned.
+    // Sample-ratio mismatch: the canary got ~30% of the units but 5% was planned. gen's events
+    // carry unit_id, so distinct units are counted, and a mismatch is invalid.
     let (code, v) = judge(&lake, &["--expected-share", "0.05"]);
     assert_eq!(code, 4, "{v:#}");
+    assert_eq!(v["srm"]["basis"], "units");
     assert!(
         v["reason"]
             .as_str()
@@ -711,28 +759,27 @@ fn judge_detects_two_shas_for_one_version_and_handles_quoted_names() {
         v["n_baseline"], 0,
         "the baseline event is outside the canary's window"
     );
+    // --since alone does not widen the baseline's window past the canary's span: both arms
+    // are still compared over the time the canary ran.
     let v = json_exiting(
         lake.run(&[&["judge", "--since", "2026-11-01"][..], &route].concat()),
-        3,
+        4,
     );
     assert_eq!(
         (v["n_baseline"].as_u64(), v["n_canary"].as_u64()),
-        (Some(1), Some(1))
+        (Some(0), Some(1))
     );
 
-    // v1 on route support appears with sha aaa111 and with none; give it a second sha.
-    let two = r#"{"event_id":"s-9","ts":"2026-11-20T10:00:30Z","route":"support","env":"prod","model":"gpt-4o-mini","tier":"free","prompt_version":"v1","prompt_sha":"bbb222","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#;
+    // Within the canary's span (its one event at 10:02), v1 on route support shows up with
+    // two different shas.
+    let two = [
+        r#"{"event_id":"s-8","ts":"2026-11-20T10:02:00Z","route":"support","env":"prod","model":"claude-3-5-haiku","tier":"pro","prompt_version":"v1","prompt_sha":"aaa111","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#,
+        r#"{"event_id":"s-9","ts":"2026-11-20T10:02:00Z","route":"support","env":"prod","model":"claude-3-5-haiku","tier":"pro","prompt_version":"v1","prompt_sha":"bbb222","duration_ms":10,"tokens_in":1,"tokens_out":1,"status":"ok"}"#,
+    ]
+    .join("\n");
     std::fs::write(&p, two).unwrap();
     lake.ingest_json(&[p.to_str().unwrap()]);
-    let v = json_exiting(
-        run_judge(
-            &lake,
-            "v1",
-            "v2",
-            &["--since", "2026-11-01", "--format", "json"],
-        ),
-        4,
-    );
+    let v = json_exiting(run_judge(&lake, "v1", "v2", &["--format", "json"]), 4);
     assert!(v["reason"].as_str().unwrap().contains("prompt_sha"));
 }
 
@@ -744,7 +791,12 @@ fn judge_markdown_and_default_policy() {
     let out = run_judge(&lake, "v1", "v2", &["--format", "markdown"]);
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("### "), "{md}");
-    assert!(md.contains("| segment | rule |"));
+    // The decision first, the rules that decided it, then everything else folded away.
+    let decided = md.find("**Decided by**").expect("deciding rules");
+    let details = md.find("<details>").expect("a collapsed block");
+    assert!(decided < details, "{md}");
+    assert!(md.contains("| where | rule |"));
+    assert!(!md.contains("2683.8999"), "numbers are rounded for people");
 }
 
 /// An independent reader (DuckDB, from PyPI; `.ci/run` installs it) reads the lake as a
@@ -968,8 +1020,9 @@ fn judge_counts_labels_from_the_index_or_the_events_alike() {
     assert_eq!(with_index, rebuilt);
 }
 
-/// Segmenting by more columns (including prompt_sha, which the judge also reads for its own
-/// check, and the date partition) splits the same events and labels into more segments.
+/// Segmenting by more columns (including the date partition) splits the same events and labels
+/// into more segments; segmenting by prompt_sha, which differs between the versions by
+/// definition, is refused with the reason.
 #[test]
 fn judge_segments_by_any_allowed_columns_without_losing_events() {
     let lake = judge_lake("20000", &[]);
@@ -999,7 +1052,7 @@ fn judge_segments_by_any_allowed_columns_without_losing_events() {
         )
     };
     let two = totals("segment_by = [\"model\", \"tier\"]");
-    let four = totals("segment_by = [\"model\", \"tier\", \"date\", \"prompt_sha\"]");
+    let four = totals("segment_by = [\"model\", \"tier\", \"date\", \"env\"]");
     let none = totals("segment_by = []");
     assert!(
         four.0 > two.0 && two.0 > none.0 && none.0 == 1,
@@ -1008,6 +1061,15 @@ fn judge_segments_by_any_allowed_columns_without_losing_events() {
     assert_eq!((two.1, two.2, two.3), (four.1, four.2, four.3));
     assert_eq!((two.1, two.2, two.3), (none.1, none.2, none.3));
     assert!(two.3 > 0, "the lake has labeled events");
+    let policy = dir.path().join("sha.toml");
+    let text = judge_default_policy().replace(
+        "segment_by = [\"model\", \"tier\"]",
+        "segment_by = [\"model\", \"prompt_sha\"]",
+    );
+    std::fs::write(&policy, text).unwrap();
+    let out = run_judge(&lake, "v1", "v2", &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("differ in it by definition"));
 }
 
 fn judge_default_policy() -> String {
@@ -1016,6 +1078,19 @@ fn judge_default_policy() -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // The same with the lake given through the environment (clap must not count it as an
+    // argument that conflicts with --print-default-policy).
+    let with_env = bin()
+        .args(["judge", "--print-default-policy"])
+        .env("PROMPTGATE_LAKE", "/nonexistent/lake")
+        .output()
+        .unwrap();
+    assert!(
+        with_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_env.stderr)
+    );
+    assert_eq!(with_env.stdout, out.stdout);
     String::from_utf8(out.stdout).unwrap()
 }
 

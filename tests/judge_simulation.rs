@@ -165,9 +165,12 @@ fn a_doubled_flagged_rate_at_250_events_per_arm_is_never_promoted() {
         ..healthy(250)
     };
     let segs = [("free", healthy(250), c)];
-    let promoted = share("3% -> 6% flagged at 250 per arm promoted", RUNS, 40_000, |s| {
-        once(&draw(s, &segs), &policy) == Decision::Promote
-    });
+    let promoted = share(
+        "3% -> 6% flagged at 250 per arm promoted",
+        RUNS,
+        40_000,
+        |s| once(&draw(s, &segs), &policy) == Decision::Promote,
+    );
     at_most(promoted, 0.05, "a doubled flagged rate promoted");
 }
 
@@ -179,9 +182,12 @@ fn large_regressions_abort_with_high_power() {
         ..healthy(4000)
     };
     let segs = [("free", healthy(4000), flagged)];
-    let power = share("doubled flagged rate at 4,000 per arm aborted", RUNS, 50_000, |s| {
-        once(&draw(s, &segs), &policy) == Decision::Abort
-    });
+    let power = share(
+        "doubled flagged rate at 4,000 per arm aborted",
+        RUNS,
+        50_000,
+        |s| once(&draw(s, &segs), &policy) == Decision::Abort,
+    );
     at_least(power, 0.80, "a doubled flagged rate aborted");
 
     let slow = ArmSpec {
@@ -189,9 +195,12 @@ fn large_regressions_abort_with_high_power() {
         ..healthy(1000)
     };
     let segs = [("free", healthy(1000), slow)];
-    let power = share("+50% p95 duration at 1,000 per arm aborted", RUNS, 51_000, |s| {
-        once(&draw(s, &segs), &policy) == Decision::Abort
-    });
+    let power = share(
+        "+50% p95 duration at 1,000 per arm aborted",
+        RUNS,
+        51_000,
+        |s| once(&draw(s, &segs), &policy) == Decision::Abort,
+    );
     at_least(power, 0.90, "+50% p95 duration aborted");
 }
 
@@ -272,4 +281,3 @@ fn a_catastrophe_aborts_before_min_events() {
     });
     at_least(aborted, 0.95, "a catastrophe aborted");
 }
-

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use datafusion::prelude::SessionContext;
 
+use crate::judge::CanaryQuery;
 use crate::judge::{self, Policy, Verdict};
 use crate::lake::Lake;
-use crate::judge::CanaryQuery;
 use crate::query;
 use crate::report::{self, Subject, VerdictFormat};
 

@@ -18,7 +18,9 @@ use futures::StreamExt;
 use super::policy::ValueColumn;
 use super::samples::{Arm, ArmSample, EventObs, Samples, SegmentSample};
 use crate::error::Result;
-use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, Label, Status, day_of, day_string};
+use crate::event::{
+    EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, Label, Status, day_of, day_string,
+};
 
 /// What the judge compares: two versions of one route.
 #[derive(Debug, Clone)]
@@ -69,14 +71,10 @@ pub async fn canary_span(ctx: &SessionContext, q: &CanaryQuery) -> Result<Option
             .and(col("ts").lt(ts_lit(u)))
             .and(col("date").lt_eq(lit(day_string(day_of(u)))));
     }
-    let df = ctx
-        .table(EVENTS_TABLE)
-        .await?
-        .filter(filter)?
-        .aggregate(
-            vec![],
-            vec![min(col("ts")).alias("first"), max(col("ts")).alias("last")],
-        )?;
+    let df = ctx.table(EVENTS_TABLE).await?.filter(filter)?.aggregate(
+        vec![],
+        vec![min(col("ts")).alias("first"), max(col("ts")).alias("last")],
+    )?;
     // The canary is a small share of the route: evaluating the filter while decoding lets the
     // reader decode `ts` only for the canary's rows.
     let (mut state, plan) = df.into_parts();
@@ -237,8 +235,10 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
         let values: Vec<ArrayRef> = (0..nval)
             .map(|i| cast(batch.column(nseg + 4 + i), &DataType::Float64))
             .collect::<std::result::Result<_, _>>()?;
-        let values: Vec<&arrow::array::Float64Array> =
-            values.iter().map(|a| a.as_primitive::<Float64Type>()).collect();
+        let values: Vec<&arrow::array::Float64Array> = values
+            .iter()
+            .map(|a| a.as_primitive::<Float64Type>())
+            .collect();
         scan.segments.assign(&segs, rows, &mut ids);
         scan.shas.add(&is_canary, sha.as_string_view());
         if !q.pins.is_empty() {
@@ -259,9 +259,11 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
                 error: is_error.value(row),
                 label_bad: None,
             };
-            scan.segments
-                .arm_mut(*seg, arm_of(&is_canary, row))
-                .push(obs, &row_values[..k], unit_key(units, row));
+            scan.segments.arm_mut(*seg, arm_of(&is_canary, row)).push(
+                obs,
+                &row_values[..k],
+                unit_key(units, row),
+            );
         }
     }
     scan.pins = pins.finish();
@@ -290,14 +292,22 @@ impl<'a> PinCollector<'a> {
 
     fn add(&mut self, is_canary: &BooleanArray, attrs: &StringViewArray) {
         for row in 0..attrs.len() {
-            let text = if attrs.is_valid(row) { attrs.value(row) } else { "" };
+            let text = if attrs.is_valid(row) {
+                attrs.value(row)
+            } else {
+                ""
+            };
             let key = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
             let values = self.parsed.entry(key).or_insert_with(|| {
                 let object: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(text).unwrap_or_default();
                 self.pins
                     .iter()
-                    .map(|p| object.get(p).map_or("(absent)".to_string(), |v| v.to_string()))
+                    .map(|p| {
+                        object
+                            .get(p)
+                            .map_or("(absent)".to_string(), |v| v.to_string())
+                    })
                     .collect()
             });
             let arm = arm_of(is_canary, row) as usize;
@@ -571,7 +581,6 @@ impl Segmenter {
         self.keys.into_iter().zip(self.samples).collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -209,19 +209,22 @@ impl Evidence {
     /// The point estimate of canary / baseline (may be infinite or NaN when undefined).
     pub fn estimate(&self) -> f64 {
         match self {
-            Evidence::ExactRate { x_c, n_c, x_b, n_b, .. } => {
+            Evidence::ExactRate {
+                x_c, n_c, x_b, n_b, ..
+            } => {
                 if *x_b == 0 {
                     return if *x_c > 0 { f64::INFINITY } else { f64::NAN };
                 }
                 (*x_c as f64 / *n_c as f64) / (*x_b as f64 / *n_b as f64)
             }
             Evidence::LogNormal { ratio, .. } => ratio.log_estimate.exp(),
-            Evidence::Quantiles { canary, baseline } => match (canary.estimate, baseline.estimate)
-            {
-                (Some(c), Some(b)) if b > 0.0 => c / b,
-                (Some(c), Some(_)) if c > 0.0 => f64::INFINITY,
-                _ => f64::NAN,
-            },
+            Evidence::Quantiles { canary, baseline } => {
+                match (canary.estimate, baseline.estimate) {
+                    (Some(c), Some(b)) if b > 0.0 => c / b,
+                    (Some(c), Some(_)) if c > 0.0 => f64::INFINITY,
+                    _ => f64::NAN,
+                }
+            }
         }
     }
 
@@ -238,11 +241,7 @@ impl Evidence {
             }
             Evidence::Quantiles { canary, baseline } => {
                 let (c, b) = (canary.upper(level / 2.0), baseline.lower(level / 2.0));
-                if b > 0.0 {
-                    c / b
-                } else {
-                    f64::INFINITY
-                }
+                if b > 0.0 { c / b } else { f64::INFINITY }
             }
         }
     }
@@ -366,7 +365,11 @@ impl Evidence {
             }
             Evidence::LogNormal { ratio, boundary } => {
                 if ratio.se == 0.0 {
-                    return if ratio.log_estimate > 0.0 { MIN_LEVEL } else { 1.0 };
+                    return if ratio.log_estimate > 0.0 {
+                        MIN_LEVEL
+                    } else {
+                        1.0
+                    };
                 }
                 boundary.p_value(ratio.log_estimate / ratio.se, 1.0 / (ratio.se * ratio.se))
             }
@@ -594,7 +597,11 @@ mod tests {
         let q = QuantileArm::new(&mut plain, TOKENS, 0.5, Boundary::Fixed);
         let qc = QuantileArm::new(&mut clustered, TOKENS, 0.5, Boundary::Fixed);
         assert_eq!(q.design_effect, 1.0);
-        assert!(qc.design_effect > 20.0, "design effect {}", qc.design_effect);
+        assert!(
+            qc.design_effect > 20.0,
+            "design effect {}",
+            qc.design_effect
+        );
         assert!(qc.upper(0.025) - qc.lower(0.025) > q.upper(0.025) - q.lower(0.025));
     }
 

@@ -311,9 +311,14 @@ impl Policy {
             return Err("planned_events must be at least 1".into());
         }
         for c in &f.segment_by {
+            if c == "prompt_sha" {
+                return Err(
+                    "cannot segment the judge by \"prompt_sha\": the two versions differ in it by definition, so no segment would hold both arms (the judge checks each version's sha on its own)".into(),
+                );
+            }
             if !SEGMENT_COLUMNS.contains(&c.as_str()) || c == "status" {
                 return Err(format!(
-                    "cannot segment by {c:?}; choose from env, model, tier, prompt_sha, date"
+                    "cannot segment by {c:?}; choose from env, model, tier, date"
                 ));
             }
         }
@@ -419,7 +424,12 @@ mod tests {
             ]
         );
         assert!(p.sequential);
-        let abort_only: Vec<_> = p.rules.iter().filter(|r| r.abort_only).map(|r| r.name.as_str()).collect();
+        let abort_only: Vec<_> = p
+            .rules
+            .iter()
+            .filter(|r| r.abort_only)
+            .map(|r| r.name.as_str())
+            .collect();
         assert_eq!(abort_only, ["bad_label_rate"]);
     }
 

@@ -276,7 +276,10 @@ mod tests {
         ];
         for (x, k, pi0, rho2, up, expected) in cases {
             let got = log_beta_mixture(x, k, pi0, rho2, up);
-            assert!((got - expected).abs() < 1e-6, "{x}/{k} at {pi0}: {got} vs {expected}");
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "{x}/{k} at {pi0}: {got} vs {expected}"
+            );
         }
         // No events: no evidence either way.
         assert!(log_beta_mixture(0, 0, 0.3, 0.2, true).abs() < 1e-12);

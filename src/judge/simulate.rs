@@ -104,8 +104,11 @@ fn draw_arm(rng: &mut ChaCha8Rng, spec: &ArmSpec, unit_base: u64) -> Vec<SimEven
         Some(u) => {
             let icc = u.flagged_icc.clamp(1e-6, 0.999);
             let k = 1.0 / icc - 1.0;
-            let beta = Beta::new(spec.flagged.max(1e-9) * k, (1.0 - spec.flagged).max(1e-9) * k)
-                .expect("valid beta");
+            let beta = Beta::new(
+                spec.flagged.max(1e-9) * k,
+                (1.0 - spec.flagged).max(1e-9) * k,
+            )
+            .expect("valid beta");
             let lm = LogNormal::new(0.0, u.latency_sigma.max(0.0)).expect("valid sigma");
             (0..u.count.max(1))
                 .map(|_| (beta.sample(rng), lm.sample(rng)))

@@ -357,15 +357,20 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
                 ));
             }
             for r in &open {
-                why.push(format!("{} not yet shown within {}", r.rule, ratio_text(r.threshold)));
+                why.push(format!(
+                    "{} not yet shown within {}",
+                    r.rule,
+                    ratio_text(r.threshold)
+                ));
             }
-            (
-                Decision::Continue,
+            let more = if needs_canary + needs_baseline > 0 {
                 format!(
-                    "{}; about {needs_canary} more canary and {needs_baseline} more baseline events",
-                    why.join("; ")
-                ),
-            )
+                    "; about {needs_canary} more canary and {needs_baseline} more baseline events"
+                )
+            } else {
+                "; a few more events".to_string()
+            };
+            (Decision::Continue, format!("{}{more}", why.join("; ")))
         } else {
             (
                 Decision::Promote,
@@ -383,24 +388,31 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
             rules,
         });
     }
-    // Segments the canary has not reached yet (few expected events): they wait.
+    // Segments one arm has not reached yet (few events expected there): they wait.
     let share = n_canary as f64 / n_baseline.max(1) as f64;
     for (key, seg) in &samples.segments {
-        if seg.canary.n == 0 && seg.baseline.n > 0 && !problems.iter().any(|p| p.contains(&segment_label(&key_map(&samples.segment_by, key)))) {
-            let expected = seg.baseline.n as f64 * share;
-            out_segments.push(SegmentVerdict {
-                key: key_map(&samples.segment_by, key),
-                n_baseline: seg.baseline.n,
-                n_canary: 0,
-                verdict: Decision::Continue,
-                reason: format!(
-                    "the canary has no events here yet (about {expected:.1} expected at its current share)"
-                ),
-                needs_baseline: policy.min_events.saturating_sub(seg.baseline.n),
-                needs_canary: policy.min_events,
-                rules: Vec::new(),
-            });
+        let (nb, nc) = (seg.baseline.n, seg.canary.n);
+        let label = segment_label(&key_map(&samples.segment_by, key));
+        if (nb > 0 && nc > 0) || problems.iter().any(|p| p.contains(&label)) {
+            continue;
         }
+        let (missing, expected) = if nc == 0 {
+            ("canary", nb as f64 * share)
+        } else {
+            ("baseline", nc as f64 / share.max(f64::MIN_POSITIVE))
+        };
+        out_segments.push(SegmentVerdict {
+            key: key_map(&samples.segment_by, key),
+            n_baseline: nb,
+            n_canary: nc,
+            verdict: Decision::Continue,
+            reason: format!(
+                "the {missing} has no events here yet (about {expected:.1} expected at the current split)"
+            ),
+            needs_baseline: policy.min_events.saturating_sub(nb),
+            needs_canary: policy.min_events.saturating_sub(nc),
+            rules: Vec::new(),
+        });
     }
     out_segments.sort_by(|a, b| a.key.cmp(&b.key));
 
@@ -443,7 +455,9 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
     let (verdict, reason) = if !problems.is_empty() {
         (Decision::Invalid, problems.join("; "))
     } else if out_segments.iter().any(|s| s.verdict == Decision::Abort)
-        || overall.iter().any(|r| r.verdict == RuleOutcome::Fail && !r.report_only)
+        || overall
+            .iter()
+            .any(|r| r.verdict == RuleOutcome::Fail && !r.report_only)
     {
         let mut by_rule: Vec<(&str, Vec<String>)> = Vec::new();
         for seg in out_segments.iter().filter(|s| s.verdict == Decision::Abort) {
@@ -456,7 +470,10 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
             }
         }
         // A regression spread over segments can fail pooled without failing in any one.
-        for r in overall.iter().filter(|r| r.verdict == RuleOutcome::Fail && !r.report_only) {
+        for r in overall
+            .iter()
+            .filter(|r| r.verdict == RuleOutcome::Fail && !r.report_only)
+        {
             if !by_rule.iter().any(|(name, _)| *name == r.rule) {
                 by_rule.push((&r.rule, vec!["all segments pooled".into()]));
             }
@@ -603,22 +620,33 @@ fn check_comparison(
     }
     if n_canary > 0 && n_baseline > 0 {
         let share = n_canary as f64 / n_baseline as f64;
+        let mut one_armed = Vec::new();
         for (key, seg) in &samples.segments {
             let label = segment_label(&key_map(&samples.segment_by, key));
-            if seg.baseline.n == 0 && seg.canary.n > 0 {
-                problems.push(format!(
-                    "segment {label} has {} canary events and no baseline events: the canary serves something the baseline never did (a new model or tier is not an apples-to-apples comparison)",
+            let expected_b = seg.canary.n as f64 / share;
+            if seg.baseline.n == 0 && expected_b >= MISSING_SEGMENT_EXPECTED {
+                one_armed.push(format!(
+                    "segment {label} has {} canary events and no baseline events, though about {expected_b:.0} were expected: the canary serves something the baseline does not (a new model or tier is not an apples-to-apples comparison)",
                     seg.canary.n
                 ));
             } else if seg.canary.n == 0 && seg.baseline.n as f64 * share >= MISSING_SEGMENT_EXPECTED
             {
-                problems.push(format!(
+                one_armed.push(format!(
                     "segment {label} has {} baseline events and no canary events, though about {:.0} were expected at the canary's share: the canary is not served there",
                     seg.baseline.n,
                     seg.baseline.n as f64 * share
                 ));
             }
         }
+        if one_armed.len() > 3 {
+            let n = one_armed.len();
+            one_armed.truncate(2);
+            one_armed.push(format!(
+                "{} more segments are served by one arm only",
+                n - 2
+            ));
+        }
+        problems.extend(one_armed);
     }
     for (pin, arms) in &samples.pins {
         let empty = Default::default();
@@ -680,7 +708,11 @@ fn check_comparison(
 }
 
 fn key_map(segment_by: &[String], key: &[String]) -> BTreeMap<String, String> {
-    segment_by.iter().cloned().zip(key.iter().cloned()).collect()
+    segment_by
+        .iter()
+        .cloned()
+        .zip(key.iter().cloned())
+        .collect()
 }
 
 /// `model=gpt-4o, tier=free`
@@ -763,7 +795,12 @@ fn clustered_log_var(arm: &ArmSample, metric: UnitMetric) -> Option<f64> {
     (r > 0.0).then(|| v / (r * r))
 }
 
-fn measure(rule: &PolicyRule, b: &mut ArmSample, c: &mut ArmSample, policy: &Policy) -> Measurement {
+fn measure(
+    rule: &PolicyRule,
+    b: &mut ArmSample,
+    c: &mut ArmSample,
+    policy: &Policy,
+) -> Measurement {
     let mut m = measure_evidence(rule, b, c, policy);
     if let Some(e) = &m.evidence {
         m.result.p_value = Some(e.p_value());
@@ -922,8 +959,7 @@ fn measure_evidence(
             };
             let Some(ratio) = ratio else {
                 r.verdict = RuleOutcome::Inconclusive;
-                r.reason =
-                    "too few events (two per arm), or a mean of 0, to compare means".into();
+                r.reason = "too few events (two per arm), or a mean of 0, to compare means".into();
                 return Measurement {
                     result: r,
                     evidence: None,
@@ -1085,7 +1121,12 @@ fn set_needs(r: &mut RuleResult, evidence: &Evidence, alpha: f64, abort_level: f
 /// Rates: Mantel-Haenszel over the segments' counts, or, with unit ids, inverse-variance
 /// weighting of the segments' clustered log ratios; means: inverse-variance weighting;
 /// percentiles: none (decided per segment, see [`classify_pooled`]).
-fn pool(rule: &PolicyRule, parts: &[&Measurement], policy: &Policy, clustered: bool) -> Measurement {
+fn pool(
+    rule: &PolicyRule,
+    parts: &[&Measurement],
+    policy: &Policy,
+    clustered: bool,
+) -> Measurement {
     let alpha = policy.alpha();
     let n_b: u64 = parts.iter().map(|m| m.result.n_baseline).sum();
     let n_c: u64 = parts.iter().map(|m| m.result.n_canary).sum();
@@ -1329,18 +1370,18 @@ mod tests {
     #[test]
     fn promote_needs_evidence_and_says_which_rule_is_open() {
         // Identical 3% flagged at 300 per arm: nothing fails, nothing is shown either.
-        let s = samples(vec![(
-            "free",
-            arm(300, 9, |_| None),
-            arm(300, 9, |_| None),
-        )]);
+        let s = samples(vec![("free", arm(300, 9, |_| None), arm(300, 9, |_| None))]);
         let v = judge(s, &policy(FLAGGED), None);
         assert_eq!(v.verdict, Decision::Continue);
         assert_eq!(v.deciding, ["flagged_rate"]);
         let r = &v.overall[0];
         assert_eq!(r.verdict, RuleOutcome::Inconclusive);
         assert!(r.needs_canary.unwrap() > 0);
-        assert!(v.reason.contains("not yet shown within 1.50x"), "{}", v.reason);
+        assert!(
+            v.reason.contains("not yet shown within 1.50x"),
+            "{}",
+            v.reason
+        );
         // With plenty of events the same rates are shown within 1.5x.
         let s = samples(vec![(
             "free",
@@ -1383,7 +1424,11 @@ mod tests {
         );
         let v = judge(s, &policy(FLAGGED), None);
         assert_eq!(v.verdict, Decision::Invalid);
-        assert!(v.reason.contains("top_k") && v.reason.contains('8'), "{}", v.reason);
+        assert!(
+            v.reason.contains("top_k") && v.reason.contains('8'),
+            "{}",
+            v.reason
+        );
     }
 
     #[test]
@@ -1430,7 +1475,11 @@ mod tests {
                 );
             }
         }
-        let clustered = judge(samples(vec![("free", b.clone(), c.clone())]), &policy(FLAGGED), None);
+        let clustered = judge(
+            samples(vec![("free", b.clone(), c.clone())]),
+            &policy(FLAGGED),
+            None,
+        );
         b.drop_units();
         c.drop_units();
         let plain = judge(samples(vec![("free", b, c)]), &policy(FLAGGED), None);

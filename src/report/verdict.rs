@@ -5,8 +5,8 @@ use std::io::Write;
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::error::{Error, Result};
 use super::sig;
+use crate::error::{Error, Result};
 use crate::judge::verdict::{ratio_text, segment_label};
 use crate::judge::{Decision, RuleOutcome, RuleResult, Verdict};
 
@@ -139,7 +139,11 @@ fn settings(v: &Verdict) -> String {
         } else {
             "fixed horizon, one look"
         },
-        if v.clustered { "; variances per unit_id" } else { "" },
+        if v.clustered {
+            "; variances per unit_id"
+        } else {
+            ""
+        },
         v.tests,
         v.min_events,
         v.early_abort_alpha
@@ -358,5 +362,10 @@ fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     if let Some(line) = srm_line(v) {
         writeln!(out, "\n{line}").map_err(w)?;
     }
-    writeln!(out, "\n</details>\n\n<sub>{}</sub>", v.assumptions.join("; ")).map_err(w)
+    writeln!(
+        out,
+        "\n</details>\n\n<sub>{}</sub>",
+        v.assumptions.join("; ")
+    )
+    .map_err(w)
 }
