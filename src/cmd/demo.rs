@@ -12,7 +12,7 @@ use crate::report::{self, OutputFormat};
 use datafusion::scalar::ScalarValue;
 
 /// Events the demo generates.
-pub const DEMO_EVENTS: u64 = 400_000;
+pub const DEMO_EVENTS: u64 = 800_000;
 
 pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
     let dir = match dir {
@@ -45,12 +45,14 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
     )
     .map_err(w)?;
     // Routes `support` and `chat` run canary v2 on 10% of traffic with a planted regression
-    // (+60% latency, 3x flagged rate); `search` and `summarize` run a clean canary v2 on 25%.
+    // (+60% latency, 3x flagged rate); `search` and `summarize` run a clean canary v2 on half
+    // of their (larger) traffic, enough for the judge to show it within every threshold.
     let base = GenConfig {
         events: DEMO_EVENTS / 2,
         days: 7,
         ..GenConfig::default()
     };
+    let first_day_end = base.start.timestamp_micros() + 86_400_000_000;
     let regressed = GenConfig {
         seed: 1,
         routes: vec!["support".into(), "chat".into()],
@@ -67,10 +69,11 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
     };
     let clean = GenConfig {
         seed: 2,
+        events: DEMO_EVENTS - regressed.events,
         routes: vec!["search".into(), "summarize".into()],
         canary: Some(CanarySpec {
             version: "v2".into(),
-            share: 0.25,
+            share: 0.5,
             regression: Regression::default(),
         }),
         ..base
@@ -89,8 +92,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
     }
     writeln!(
         out,
-        "\n$ promptgate gen --events {} --days 7 ... > events.ndjson   (x2)",
-        DEMO_EVENTS / 2
+        "\n$ promptgate gen --events {} --days 7 ... > events-support-chat.ndjson\n$ promptgate gen --events {} --days 7 ... > events-search-summarize.ndjson",
+        regressed.events,
+        clean.events
     )
     .map_err(w)?;
     let opened = Source::open_all(&sources, Some(InputFormat::Ndjson))?;
@@ -123,13 +127,25 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         report::write_dataframe(df, OutputFormat::Table, &mut out).await?;
     }
     let ctx = query::judge_session(&lake).await?;
-    for (route, what) in [
-        ("support", "a canary with a planted regression"),
-        ("search", "a clean canary"),
+    // The clean canary is judged twice, as a rollout step or a cron job would: after its first
+    // day (too little evidence yet: continue, with the events still needed), then after the week.
+    for (route, what, until) in [
+        ("support", "a canary with a planted regression", None),
+        (
+            "search",
+            "a clean canary, judged after its first day",
+            Some(first_day_end),
+        ),
+        ("search", "the same canary, judged again after a week", None),
     ] {
+        let until_flag = if until.is_some() {
+            " --until 2026-11-02"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "\n# {what}\n$ promptgate judge --route {route} --baseline v1 --canary v2 --env prod --format markdown"
+            "\n# {what}\n$ promptgate judge --route {route} --baseline v1 --canary v2 --env prod{until_flag} --format markdown"
         )
         .map_err(w)?;
         let args = super::judge::JudgeArgs {
@@ -139,7 +155,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
             env: Some("prod".into()),
             policy: None,
             since_us: None,
-            until_us: None,
+            until_us: until,
             expected_share: None,
             pins: Vec::new(),
             format: report::VerdictFormat::Markdown,

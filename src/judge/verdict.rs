@@ -731,7 +731,9 @@ pub fn ratio_text(x: f64) -> String {
     if !x.is_finite() {
         return "unbounded".into();
     }
-    if x >= 100.0 {
+    if x >= 1000.0 {
+        ">1000x".into()
+    } else if x >= 100.0 {
         format!("{x:.0}x")
     } else if x >= 10.0 {
         format!("{x:.1}x")

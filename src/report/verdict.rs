@@ -322,21 +322,24 @@ fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "- **{}** ({place}): {}", r.rule, r.reason).map_err(w)?;
         }
     }
-    // Still open: inconclusive rows with what they wait for.
+    // Still open: for each rule that holds the canary, where it is still open and what it
+    // waits for (percentiles are shown per segment; pooled rules are in the table above).
     let open: Vec<(String, &RuleResult)> = v
-        .overall
+        .segments
         .iter()
-        .filter(|r| r.verdict == RuleOutcome::Inconclusive && !v.deciding.contains(&r.rule))
-        .map(|r| ("all segments".to_string(), r))
-        .chain(v.segments.iter().flat_map(|seg| {
+        .flat_map(|seg| {
             seg.rules
                 .iter()
-                .filter(|r| r.verdict == RuleOutcome::Inconclusive && !r.report_only)
+                .filter(|r| {
+                    r.verdict == RuleOutcome::Inconclusive
+                        && v.deciding.contains(&r.rule)
+                        && r.metric.starts_with('p')
+                })
                 .map(move |r| (segment_label(&seg.key), r))
-        }))
+        })
         .collect();
-    if v.verdict != Decision::Abort && !open.is_empty() {
-        writeln!(out, "\n**Inconclusive** (no evidence either way yet)\n").map_err(w)?;
+    if v.verdict == Decision::Continue && !open.is_empty() {
+        writeln!(out, "\n**Still open** (no evidence either way yet)\n").map_err(w)?;
         for (place, r) in &open {
             let more = needs(r).map(|n| format!(" Needs {n}.")).unwrap_or_default();
             writeln!(out, "- **{}** ({place}): {}.{more}", rule_name(r), r.reason).map_err(w)?;
