@@ -60,7 +60,7 @@ fn tuning_constant(alpha: f64) -> f64 {
 impl Boundary {
     /// A mixture boundary tightest near information `info_star` for tests at level `alpha`.
     pub fn tuned(sequential: bool, alpha: f64, info_star: f64) -> Self {
-        if !sequential || !(info_star > 0.0 && info_star.is_finite()) {
+        if !(sequential && info_star > 0.0 && info_star.is_finite()) {
             return Boundary::Fixed;
         }
         Boundary::Mixture {
@@ -93,7 +93,7 @@ impl Boundary {
             Boundary::Fixed => -Normal::standard().inverse_cdf(level),
             Boundary::Mixture { rho2 } => {
                 let r = rho2 * info;
-                if !(r > 0.0) {
+                if r.is_nan() || r <= 0.0 {
                     return f64::INFINITY;
                 }
                 mixture_z(level, r)
@@ -111,7 +111,7 @@ impl Boundary {
             Boundary::Fixed => normal_sf(z),
             Boundary::Mixture { rho2 } => {
                 let r = rho2 * info;
-                if !(r > 0.0) {
+                if r.is_nan() || r <= 0.0 {
                     return 1.0;
                 }
                 (-log_mixture_one_sided(z, r)).exp()
