@@ -281,3 +281,47 @@ fn a_catastrophe_aborts_before_min_events() {
     });
     at_least(aborted, 0.95, "a catastrophe aborted");
 }
+
+#[test]
+fn repeated_fixed_horizon_looks_promote_a_canary_at_the_threshold_more_often() {
+    // Why `sequential = true` is the default: the same canary at exactly 1.5x flagged, judged
+    // at 20 looks with fixed-horizon bounds, is promoted far more often than 5%.
+    let sequential = Policy::default();
+    let fixed = Policy::from_toml(
+        &promptgate::judge::DEFAULT_POLICY_TOML.replace("sequential = true", "sequential = false"),
+    )
+    .unwrap();
+    assert!(!fixed.sequential);
+    let only_flagged = |p: &Policy| {
+        let mut p = p.clone();
+        p.rules.retain(|r| r.name == "flagged_rate");
+        p
+    };
+    let (sequential, fixed) = (only_flagged(&sequential), only_flagged(&fixed));
+    let at = ArmSpec {
+        flagged: 0.045,
+        ..healthy(12_000)
+    };
+    let segs = [("free", healthy(12_000), at)];
+    let with_fixed = share(
+        "fixed-horizon bounds: promoted at 1.5x at some of 20 looks",
+        100,
+        33_000,
+        |s| at_any_look(&draw(s, &segs), &fixed, Decision::Promote),
+    );
+    let with_sequential = share(
+        "always-valid bounds: promoted at 1.5x at some of 20 looks",
+        100,
+        33_000,
+        |s| at_any_look(&draw(s, &segs), &sequential, Decision::Promote),
+    );
+    at_most(
+        with_sequential,
+        0.05,
+        "always valid, at the threshold, promoted",
+    );
+    assert!(
+        with_fixed > with_sequential,
+        "fixed {with_fixed} vs sequential {with_sequential}"
+    );
+}
