@@ -409,24 +409,22 @@ impl Evidence {
         let log_margin = margin.ln();
         // Standard errors on each side as the current bounds imply (for quantiles, read off
         // the asymmetric bounds), and the boundary's growth with information.
-        if let Evidence::ExactRate {
-            x_c,
-            n_c,
-            x_b,
-            n_b,
-            boundary,
-        } = self
-        {
-            // Project with the normal approximation of the same counts.
-            let ratio = stats::log_rate_ratio(*x_c, *n_c, *x_b, *n_b)?;
-            let approx = Evidence::LogNormal {
-                ratio,
-                boundary: *boundary,
-            };
-            return approx.growth_to_settle(level, abort_level, margin);
-        }
         let (se_up, se_down, boundary, info) = match self {
-            Evidence::ExactRate { .. } => unreachable!("handled above"),
+            Evidence::ExactRate {
+                x_c,
+                n_c,
+                x_b,
+                n_b,
+                boundary,
+            } => {
+                // Project with the normal approximation of the same counts.
+                let ratio = stats::log_rate_ratio(*x_c, *n_c, *x_b, *n_b)?;
+                let approx = Evidence::LogNormal {
+                    ratio,
+                    boundary: *boundary,
+                };
+                return approx.growth_to_settle(level, abort_level, margin);
+            }
             Evidence::LogNormal { ratio, boundary } => {
                 let info = 1.0 / (ratio.se * ratio.se);
                 (ratio.se, ratio.se, *boundary, info)
