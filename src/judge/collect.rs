@@ -146,12 +146,15 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
         }
     }
     let distinct_units = scan.any_unit.then(|| {
+        // A unit may appear in several segments (it used two models): count it once.
         let count = |arm: Arm| {
-            let mut seen: BTreeSet<u64> = BTreeSet::new();
-            for seg in segments.values() {
-                seen.extend(seg.arm(arm).unit_index.keys().copied());
-            }
-            seen.len() as u64
+            let mut keys: Vec<u64> = segments
+                .values()
+                .flat_map(|seg| seg.arm(arm).unit_index.keys().copied())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.len() as u64
         };
         (count(Arm::Baseline), count(Arm::Canary))
     });
@@ -174,11 +177,21 @@ struct Scan {
     pins: BTreeMap<String, BTreeMap<Arm, BTreeSet<String>>>,
 }
 
-/// The 64-bit key of a unit id (XXH3; collisions among a canary's units are negligible).
+/// The 64-bit key of a unit id (XXH3; collisions among a canary's units are negligible). A
+/// string of at most 12 bytes is stored whole in its 128-bit view (Arrow's inline form), so its
+/// key hashes the view without touching string data; a longer one hashes its bytes. Both forms
+/// are fixed per string, so one unit always gets one key.
 fn unit_key(units: Option<&StringViewArray>, row: usize) -> Option<u64> {
     let u = units?;
-    u.is_valid(row)
-        .then(|| xxhash_rust::xxh3::xxh3_64(u.value(row).as_bytes()))
+    if !u.is_valid(row) {
+        return None;
+    }
+    let view = u.views()[row];
+    Some(if (view as u32) <= 12 {
+        xxhash_rust::xxh3::xxh3_64(&view.to_le_bytes())
+    } else {
+        xxhash_rust::xxh3::xxh3_64(u.value(row).as_bytes())
+    })
 }
 
 /// Streams the two arms' events through per-segment counts, metric values and unit totals.
