@@ -9,6 +9,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Scalar, StringViewArr
 use arrow::compute::cast;
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
@@ -132,7 +133,7 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
         }
     };
     let (scan, labels) = futures::try_join!(scan_arms(ctx, q, filter.clone()), labels)?;
-    let mut segments = scan.segments.into_map();
+    let mut segments = scan.segments;
     for (key, counted) in labels.map(Segmenter::into_map).unwrap_or_default() {
         let seg = segments.entry(key).or_default();
         for arm in [Arm::Baseline, Arm::Canary] {
@@ -168,13 +169,47 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
     })
 }
 
-/// What one pass over the arms' events yields.
+/// What one pass over (a partition of) the arms' events yields.
 struct Scan {
-    segments: Segmenter,
+    segments: BTreeMap<Vec<String>, SegmentSample>,
     shas: ShaSet,
     /// Whether any event carried a unit id.
     any_unit: bool,
     pins: BTreeMap<String, BTreeMap<Arm, BTreeSet<String>>>,
+}
+
+impl Scan {
+    fn empty(pins: &[String]) -> Self {
+        Scan {
+            segments: BTreeMap::new(),
+            shas: ShaSet::default(),
+            any_unit: false,
+            pins: PinCollector::new(pins).finish(),
+        }
+    }
+
+    /// Adds another partition's results.
+    fn merge(&mut self, other: Scan) {
+        for (key, seg) in other.segments {
+            let into = self.segments.entry(key).or_default();
+            into.baseline.merge(seg.baseline);
+            into.canary.merge(seg.canary);
+        }
+        for (arm, seen) in other.shas.seen.into_iter().enumerate() {
+            for sha in seen {
+                if !self.shas.seen[arm].contains(&sha) {
+                    self.shas.seen[arm].push(sha);
+                }
+            }
+        }
+        self.any_unit |= other.any_unit;
+        for (pin, arms) in other.pins {
+            let into = self.pins.entry(pin).or_default();
+            for (arm, values) in arms {
+                into.entry(arm).or_default().extend(values);
+            }
+        }
+    }
 }
 
 /// The 64-bit key of a unit id (XXH3; collisions among a canary's units are negligible). A
@@ -194,7 +229,10 @@ fn unit_key(units: Option<&StringViewArray>, row: usize) -> Option<u64> {
     })
 }
 
-/// Streams the two arms' events through per-segment counts, metric values and unit totals.
+/// Streams the two arms' events through per-segment counts, metric values and unit totals. Each
+/// of DataFusion's output partitions is consumed by its own task (the per-row work, numbering
+/// segments and keying units, runs on every core instead of behind one merged stream), and the
+/// partial results are merged at the end.
 async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Result<Scan> {
     let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
     // Read by position; aliased because a segment column may be one of these (prompt_sha).
@@ -215,16 +253,33 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
         .await?
         .filter(filter)?
         .select(columns)?;
-    let mut stream = df.execute_stream().await?;
+    let task_ctx = df.task_ctx();
+    let plan = df.create_physical_plan().await?;
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, task_ctx.into())?;
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(consume(stream, q.clone())))
+        .collect();
+    let mut scan: Option<Scan> = None;
+    for task in tasks {
+        let part = task
+            .await
+            .map_err(|e| crate::error::Error::runtime(format!("the judge's scan failed: {e}")))??;
+        match &mut scan {
+            None => scan = Some(part),
+            Some(s) => s.merge(part),
+        }
+    }
+    Ok(scan.unwrap_or_else(|| Scan::empty(&q.pins)))
+}
 
+/// One partition's events into a [`Scan`].
+async fn consume(mut stream: SendableRecordBatchStream, q: CanaryQuery) -> Result<Scan> {
     let nseg = q.segment_by.len();
     let nval = q.value_columns.len();
-    let mut scan = Scan {
-        segments: Segmenter::new(nseg),
-        shas: ShaSet::default(),
-        any_unit: false,
-        pins: BTreeMap::new(),
-    };
+    let mut segments = Segmenter::new(nseg);
+    let mut shas = ShaSet::default();
+    let mut any_unit = false;
     let mut pins = PinCollector::new(&q.pins);
     let canary = Scalar::new(StringViewArray::from(vec![q.canary.as_str()]));
     let flagged = Scalar::new(StringViewArray::from(vec![Status::Flagged.as_str()]));
@@ -242,7 +297,7 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
         let units = strings(nseg + 3)?;
         let units = units.as_string_view();
         let units = (units.null_count() < rows).then_some(units);
-        scan.any_unit |= units.is_some();
+        any_unit |= units.is_some();
         let is_flagged = eq(&status, &flagged)?;
         let is_error = eq(&status, &error)?;
         let values: Vec<ArrayRef> = (0..nval)
@@ -252,8 +307,8 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
             .iter()
             .map(|a| a.as_primitive::<Float64Type>())
             .collect();
-        scan.segments.assign(&segs, rows, &mut ids);
-        scan.shas.add(&is_canary, sha.as_string_view());
+        segments.assign(&segs, rows, &mut ids);
+        shas.add(&is_canary, sha.as_string_view());
         if !q.pins.is_empty() {
             let attrs = strings(nseg + 4 + nval)?;
             pins.add(&is_canary, attrs.as_string_view());
@@ -272,15 +327,19 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
                 error: is_error.value(row),
                 label_bad: None,
             };
-            scan.segments.arm_mut(*seg, arm_of(&is_canary, row)).push(
+            segments.arm_mut(*seg, arm_of(&is_canary, row)).push(
                 obs,
                 &row_values[..k],
                 unit_key(units, row),
             );
         }
     }
-    scan.pins = pins.finish();
-    Ok(scan)
+    Ok(Scan {
+        segments: segments.into_map(),
+        shas,
+        any_unit,
+        pins: pins.finish(),
+    })
 }
 
 /// Distinct values of pinned attributes per arm, parsing each distinct `attributes` text once.

@@ -183,6 +183,34 @@ impl ArmSample {
         totals.bad += bad;
     }
 
+    /// Adds `other`'s events (from another partition of the same scan): counts, values and
+    /// units, a unit seen in both merged into one.
+    pub fn merge(&mut self, other: ArmSample) {
+        self.n += other.n;
+        self.flagged += other.flagged;
+        self.errors += other.errors;
+        self.labeled += other.labeled;
+        self.bad += other.bad;
+        let mut remap = vec![0u32; other.units.len()];
+        for (key, slot) in &other.unit_index {
+            let into = self.unit_slot(*key);
+            remap[*slot as usize] = into;
+            self.units[into as usize].merge(&other.units[*slot as usize]);
+        }
+        self.singles.merge(&other.singles);
+        for c in 0..3 {
+            self.singles_sumsq[c] += other.singles_sumsq[c];
+            self.values[c].extend_from_slice(&other.values[c]);
+            self.value_units[c].extend(other.value_units[c].iter().map(|&u| {
+                if u == NO_UNIT {
+                    NO_UNIT
+                } else {
+                    remap[u as usize]
+                }
+            }));
+        }
+    }
+
     /// Forgets per-unit detail (when no event of the whole comparison carries a unit id).
     pub fn drop_units(&mut self) {
         self.units = Vec::new();
@@ -220,6 +248,17 @@ impl ArmSample {
 }
 
 impl UnitTotals {
+    fn merge(&mut self, o: &UnitTotals) {
+        self.n += o.n;
+        self.flagged += o.flagged;
+        self.errors += o.errors;
+        self.labeled += o.labeled;
+        self.bad += o.bad;
+        for c in 0..3 {
+            self.sums[c] += o.sums[c];
+        }
+    }
+
     fn add(&mut self, e: EventObs, values: &[(ValueColumn, f64)]) {
         self.n += 1;
         self.flagged += e.flagged as u64;
@@ -305,5 +344,76 @@ impl Samples {
                 seg.canary.drop_units();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u64) -> (EventObs, [(ValueColumn, f64); 1], Option<u64>) {
+        (
+            EventObs {
+                flagged: i % 3 == 0,
+                error: i % 7 == 0,
+                label_bad: (i % 4 == 0).then_some(i % 8 == 0),
+            },
+            [(ValueColumn::DurationMs, i as f64)],
+            // Units 0..5, and every fifth event without a unit id.
+            (i % 5 != 0).then_some(i % 6),
+        )
+    }
+
+    #[test]
+    fn merging_partitions_equals_one_pass() {
+        let mut whole = ArmSample::default();
+        let (mut left, mut right) = (ArmSample::default(), ArmSample::default());
+        for i in 0..100 {
+            let (e, v, u) = event(i);
+            whole.push(e, &v, u);
+            if i % 2 == 0 { &mut left } else { &mut right }.push(e, &v, u);
+        }
+        left.merge(right);
+        assert_eq!(
+            (left.n, left.flagged, left.errors, left.labeled, left.bad),
+            (
+                whole.n,
+                whole.flagged,
+                whole.errors,
+                whole.labeled,
+                whole.bad
+            )
+        );
+        for metric in [
+            UnitMetric::Flagged,
+            UnitMetric::Bad,
+            UnitMetric::Sum(ValueColumn::DurationMs),
+        ] {
+            assert_eq!(
+                left.ratio_moments(metric),
+                whole.ratio_moments(metric),
+                "{metric:?}"
+            );
+        }
+        // Each value still points at its own unit's totals.
+        let c = ValueColumn::DurationMs as usize;
+        let sums = |a: &ArmSample| -> Vec<(u64, f64)> {
+            let mut by_unit: Vec<(u64, f64)> = a
+                .unit_index
+                .iter()
+                .map(|(k, slot)| {
+                    let total: f64 = a.values[c]
+                        .iter()
+                        .zip(&a.value_units[c])
+                        .filter(|(_, u)| **u == *slot)
+                        .map(|(v, _)| v)
+                        .sum();
+                    (*k, total)
+                })
+                .collect();
+            by_unit.sort_by(|x, y| x.0.cmp(&y.0));
+            by_unit
+        };
+        assert_eq!(sums(&left), sums(&whole));
     }
 }
