@@ -1133,11 +1133,17 @@ fn pool(
     let n_b: u64 = parts.iter().map(|m| m.result.n_baseline).sum();
     let n_c: u64 = parts.iter().map(|m| m.result.n_canary).sum();
     let mut r = empty_result(rule, n_b, n_c, alpha);
+    // Each segment's log ratio for inverse-variance pooling; a rate segment judged by its exact
+    // counts (a zero count, or no unit ids) enters with its normal approximation (0.5 added to
+    // a zero count), so no segment is left out of the pool.
     let log_ratios = || -> Vec<LogRatio> {
         parts
             .iter()
             .filter_map(|m| match &m.evidence {
                 Some(Evidence::LogNormal { ratio, .. }) => Some(*ratio),
+                Some(Evidence::ExactRate {
+                    x_c, n_c, x_b, n_b, ..
+                }) => stats::log_rate_ratio(*x_c, *n_c, *x_b, *n_b),
                 _ => None,
             })
             .collect()
@@ -1488,5 +1494,20 @@ mod tests {
         assert!(clustered.clustered && !plain.clustered);
         let width = |v: &Verdict| v.overall[0].ci_high.unwrap_or(f64::INFINITY);
         assert!(width(&clustered) > width(&plain));
+    }
+
+    #[test]
+    fn a_segment_with_a_zero_count_stays_in_the_clustered_pool() {
+        // With unit ids, segments are pooled by inverse variance. "pro" has no flagged baseline
+        // events and 30 flagged canary events: it must pull the pooled ratio up, not drop out.
+        let unit = |base: u64| move |i: u64| Some(base + i % 400);
+        let s = samples(vec![
+            ("free", arm(4000, 120, unit(0)), arm(4000, 120, unit(10_000))),
+            ("pro", arm(2000, 0, unit(20_000)), arm(2000, 30, unit(30_000))),
+        ]);
+        let v = judge(s, &policy(FLAGGED), None);
+        assert!(v.clustered);
+        let pooled = &v.overall[0];
+        assert!(pooled.ratio.unwrap() > 1.2, "{pooled:#?}");
     }
 }
