@@ -1133,17 +1133,12 @@ fn pool(
     let n_b: u64 = parts.iter().map(|m| m.result.n_baseline).sum();
     let n_c: u64 = parts.iter().map(|m| m.result.n_canary).sum();
     let mut r = empty_result(rule, n_b, n_c, alpha);
-    // Each segment's log ratio for inverse-variance pooling; a rate segment judged by its exact
-    // counts (a zero count, or no unit ids) enters with its normal approximation (0.5 added to
-    // a zero count), so no segment is left out of the pool.
+    // Each segment's log ratio, for inverse-variance pooling of means.
     let log_ratios = || -> Vec<LogRatio> {
         parts
             .iter()
             .filter_map(|m| match &m.evidence {
                 Some(Evidence::LogNormal { ratio, .. }) => Some(*ratio),
-                Some(Evidence::ExactRate {
-                    x_c, n_c, x_b, n_b, ..
-                }) => stats::log_rate_ratio(*x_c, *n_c, *x_b, *n_b),
                 _ => None,
             })
             .collect()
@@ -1176,13 +1171,30 @@ fn pool(
             r.n_baseline = nb;
             r.canary = (nc > 0).then(|| xc as f64 / nc as f64);
             r.baseline = (nb > 0).then(|| xb as f64 / nb as f64);
-            let ratio = if clustered {
-                r.test = "inverse-variance pooled log rate ratio (per-unit variance)";
-                stats::inverse_variance_mean(&log_ratios())
-            } else {
-                r.test = "Mantel-Haenszel rate ratio (Greenland-Robins variance)";
-                stats::mantel_haenszel_rate_ratio(&counts)
-            };
+            // Mantel-Haenszel, which copes with sparse segments (a zero count) where weighting
+            // log ratios by inverse variance does not. With unit ids its variance is scaled by
+            // the design effect the segments measured: the precision-weighted mean of each
+            // segment's per-unit variance over its Poisson variance (at least 1).
+            let mut ratio = stats::mantel_haenszel_rate_ratio(&counts);
+            r.test = "Mantel-Haenszel rate ratio (Greenland-Robins variance)";
+            if clustered {
+                let (mut num, mut den) = (0.0, 0.0);
+                for m in parts {
+                    if let (Some(Evidence::LogNormal { ratio, .. }), Some((xc, _, xb, _))) =
+                        (&m.evidence, m.counts)
+                    {
+                        let poisson = 1.0 / xc as f64 + 1.0 / xb as f64;
+                        num += ratio.se * ratio.se / (poisson * poisson);
+                        den += 1.0 / poisson;
+                    }
+                }
+                let deff = if den > 0.0 { (num / den).max(1.0) } else { 1.0 };
+                if let Some(rr) = &mut ratio {
+                    rr.se *= deff.sqrt();
+                }
+                r.test =
+                    "Mantel-Haenszel rate ratio (variance scaled by the per-unit design effect)";
+            }
             (ratio, xc < policy.min_rate_events)
         }
         Metric::Mean { .. } => {
@@ -1497,17 +1509,27 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_with_a_zero_count_stays_in_the_clustered_pool() {
-        // With unit ids, segments are pooled by inverse variance. "pro" has no flagged baseline
-        // events and 30 flagged canary events: it must pull the pooled ratio up, not drop out.
+    fn a_segment_with_a_zero_count_counts_in_the_clustered_pool() {
+        // "pro" has no flagged baseline events and 30 flagged canary events: it must pull the
+        // pooled ratio up (Mantel-Haenszel: (60 + 15) / 60 = 1.25), not drop out or be weighted
+        // away as an inverse-variance mean of log ratios would.
         let unit = |base: u64| move |i: u64| Some(base + i % 400);
         let s = samples(vec![
-            ("free", arm(4000, 120, unit(0)), arm(4000, 120, unit(10_000))),
-            ("pro", arm(2000, 0, unit(20_000)), arm(2000, 30, unit(30_000))),
+            (
+                "free",
+                arm(4000, 120, unit(0)),
+                arm(4000, 120, unit(10_000)),
+            ),
+            (
+                "pro",
+                arm(2000, 0, unit(20_000)),
+                arm(2000, 30, unit(30_000)),
+            ),
         ]);
         let v = judge(s, &policy(FLAGGED), None);
         assert!(v.clustered);
         let pooled = &v.overall[0];
-        assert!(pooled.ratio.unwrap() > 1.2, "{pooled:#?}");
+        assert!((pooled.ratio.unwrap() - 1.25).abs() < 1e-9, "{pooled:#?}");
+        assert!(pooled.test.contains("design effect"));
     }
 }
