@@ -532,7 +532,12 @@ pub fn non_negative_i64(field: &str, v: Option<RawValue<'_>>) -> Result<i64, Rej
     let n = match t.parse::<i64>() {
         Ok(n) => n,
         // Digits alone that do not fit an i64: too large, not malformed.
-        Err(_) if !t.is_empty() && t.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit()) => {
+        Err(_)
+            if !t.is_empty()
+                && t.trim_start_matches('+')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+        {
             return Err(too_large());
         }
         Err(_) => match t.parse::<f64>() {
@@ -755,9 +760,17 @@ mod tests {
             Ok(12)
         );
         assert!(non_negative_i64("tokens_in", Some(RawValue::Number("12.5"))).is_err());
-        for big in ["9223372036854775807", "99999999999999999999", "1000000001", "1e300"] {
+        for big in [
+            "9223372036854775807",
+            "99999999999999999999",
+            "1000000001",
+            "1e300",
+        ] {
             let e = non_negative_i64("tokens_in", Some(RawValue::Number(big))).unwrap_err();
-            assert_eq!(e, format!("`tokens_in` {big} is too large (at most 1000000000)"));
+            assert_eq!(
+                e,
+                format!("`tokens_in` {big} is too large (at most 1000000000)")
+            );
         }
         assert_eq!(
             non_negative_i64("tokens_in", Some(RawValue::Number("1000000000"))),

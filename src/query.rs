@@ -84,12 +84,19 @@ pub fn query_memory_bytes() -> Result<usize> {
     if let Ok(v) = std::env::var(MEMORY_ENV) {
         return match v.trim().parse::<usize>() {
             Ok(mib) if mib > 0 => Ok(mib.saturating_mul(1 << 20)),
-            _ => Err(Error::usage(format!("{MEMORY_ENV}={v:?} is not a whole number of MiB"))
-                .with_hint(format!("for example {MEMORY_ENV}=4096"))),
+            _ => Err(
+                Error::usage(format!("{MEMORY_ENV}={v:?} is not a whole number of MiB"))
+                    .with_hint(format!("for example {MEMORY_ENV}=4096")),
+            ),
         };
     }
     // SAFETY: sysconf has no preconditions.
-    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     Ok(if pages > 0 && page > 0 {
         (pages as usize).saturating_mul(page as usize) / 2
     } else {

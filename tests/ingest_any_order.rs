@@ -10,8 +10,13 @@ use arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
+/// The binary under test; `PROMPTGATE_TEST_BIN` overrides cargo's (when several worktrees share
+/// one target directory, cargo's path may hold another worktree's build by the time tests run).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
+    Command::new(
+        std::env::var_os("PROMPTGATE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_promptgate").into()),
+    )
 }
 
 fn run(lake: &Path, args: &[&str]) -> Output {
@@ -84,7 +89,11 @@ fn sorted_rows(file: &Path) -> usize {
         for i in 0..batch.num_rows() {
             let key = (route.value(i).to_string(), ts.value(i));
             if let Some(prev) = &last {
-                assert!(prev <= &key, "{} not sorted: {prev:?} > {key:?}", file.display());
+                assert!(
+                    prev <= &key,
+                    "{} not sorted: {prev:?} > {key:?}",
+                    file.display()
+                );
             }
             last = Some(key);
         }
@@ -131,7 +140,12 @@ fn shuffled_input_over_hundreds_of_days_gives_one_sorted_file_per_day_within_bud
     ));
     assert_eq!(
         (&r["read"], &r["accepted"], &r["duplicates"], &r["rejected"]),
-        (&Value::from(204_000), &Value::from(200_000), &Value::from(4_000), &Value::from(0))
+        (
+            &Value::from(204_000),
+            &Value::from(200_000),
+            &Value::from(4_000),
+            &Value::from(0)
+        )
     );
     let peak = children_peak_rss_mib();
     assert!(
@@ -200,7 +214,12 @@ fn time_ordered_input_gives_one_sorted_file_per_day() {
     }
     let n = ok_json(run(
         &lake,
-        &["sql", "SELECT COUNT(*) AS n FROM llm_events", "--format", "json"],
+        &[
+            "sql",
+            "SELECT COUNT(*) AS n FROM llm_events",
+            "--format",
+            "json",
+        ],
     ));
     assert_eq!(n[0]["n"], 60_000);
 }

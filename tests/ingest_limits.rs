@@ -8,8 +8,13 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// The binary under test; `PROMPTGATE_TEST_BIN` overrides cargo's (when several worktrees share
+/// one target directory, cargo's path may hold another worktree's build by the time tests run).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
+    Command::new(
+        std::env::var_os("PROMPTGATE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_promptgate").into()),
+    )
 }
 
 fn run(lake: &Path, args: &[&str]) -> Output {
@@ -93,7 +98,10 @@ fn csv_gz_with_large_rows_is_streamed() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["n"], 8_000);
-    assert_eq!((v[0]["lo"].as_u64(), v[0]["hi"].as_u64()), (Some(34 * 1024), Some(34 * 1024)));
+    assert_eq!(
+        (v[0]["lo"].as_u64(), v[0]["hi"].as_u64()),
+        (Some(34 * 1024), Some(34 * 1024))
+    );
 }
 
 /// A cell over --max-line-bytes, on one line or quoted over many, is rejected with the limit in
@@ -121,15 +129,30 @@ fn csv_huge_cells_and_records_are_rejected_and_kept_verbatim() {
     assert_eq!(read, accepted + rejected);
     let (reasons, files) = quarantine(&r);
     assert_eq!(reasons[0].0, 3, "{reasons:?}");
-    assert!(reasons.iter().any(|(line, reason)| *line == 3
-        && reason.contains("longer than the 1048576-byte limit")));
+    assert!(
+        reasons
+            .iter()
+            .any(|(line, reason)| *line == 3
+                && reason.contains("longer than the 1048576-byte limit"))
+    );
     assert!(reasons.iter().any(|(line, reason)| *line == 4
         && reason.contains("does not close within the 1048576-byte limit")));
     // Every byte of the rejected records is in the quarantine, under the header.
     let kept = std::fs::read_to_string(&files[0]).unwrap();
     assert!(kept.starts_with(&format!("{HEADER}\n")));
-    assert_eq!(kept.len(), text.len() - csv_row(1, "small").len() - csv_row(4, "after").len() - 2);
-    let out = run(&lake, &["sql", "SELECT event_id FROM llm_events ORDER BY 1", "--format", "csv"]);
+    assert_eq!(
+        kept.len(),
+        text.len() - csv_row(1, "small").len() - csv_row(4, "after").len() - 2
+    );
+    let out = run(
+        &lake,
+        &[
+            "sql",
+            "SELECT event_id FROM llm_events ORDER BY 1",
+            "--format",
+            "csv",
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "event_id\ne1\ne4\n");
 }
 
@@ -142,7 +165,14 @@ fn csv_stray_quote_costs_only_its_row() {
     text.push_str(&csv_row(0, "\"unclosed, oops"));
     text.push('\n');
     for i in 1..5_000 {
-        text.push_str(&csv_row(i, if i % 7 == 0 { "\"quoted, fine\"" } else { "plain" }));
+        text.push_str(&csv_row(
+            i,
+            if i % 7 == 0 {
+                "\"quoted, fine\""
+            } else {
+                "plain"
+            },
+        ));
         text.push('\n');
     }
     std::fs::write(&path, &text).unwrap();
@@ -152,7 +182,10 @@ fn csv_stray_quote_costs_only_its_row() {
     let (reasons, _) = quarantine(&r);
     assert_eq!(reasons.len(), 1);
     assert_eq!(reasons[0].0, 2);
-    assert!(reasons[0].1.contains("quoted cell opened on this line"), "{reasons:?}");
+    assert!(
+        reasons[0].1.contains("quoted cell opened on this line"),
+        "{reasons:?}"
+    );
 }
 
 /// CRLF CSV: a reject is reported on its own line and quarantined byte for byte, CRs included.
@@ -179,9 +212,17 @@ fn csv_crlf_rejects_are_on_the_right_line_and_byte_exact() {
     );
     let out = run(
         &lake,
-        &["sql", "SELECT input FROM llm_events WHERE event_id = 'e3'", "--format", "csv"],
+        &[
+            "sql",
+            "SELECT input FROM llm_events WHERE event_id = 'e3'",
+            "--format",
+            "csv",
+        ],
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "input\n\"multi\r\nline\"\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "input\n\"multi\r\nline\"\n"
+    );
 }
 
 /// A gzipped source's quarantine copy is plain text under the name without `.gz`, so it can be
@@ -195,7 +236,9 @@ fn quarantine_of_a_gz_source_can_be_reingested() {
         flate2::Compression::fast(),
     );
     let good = r#"{"event_id":"g","ts":"2026-11-02T10:00:00Z","route":"r","env":"prod","model":"m","prompt_version":"v1","duration_ms":1,"tokens_in":1,"tokens_out":1,"status":"ok"}"#;
-    let bad = good.replace(r#""status":"ok""#, r#""status":"done""#).replace("\"g\"", "\"b\"");
+    let bad = good
+        .replace(r#""status":"ok""#, r#""status":"done""#)
+        .replace("\"g\"", "\"b\"");
     writeln!(gz, "{good}\n{bad}").unwrap();
     gz.finish().unwrap();
     let lake = dir.path().join("lake");
@@ -203,33 +246,62 @@ fn quarantine_of_a_gz_source_can_be_reingested() {
     assert_eq!(counts(&r), (2, 1, 0, 1));
     let (_, files) = quarantine(&r);
     assert_eq!(files.len(), 1);
-    assert!(files[0].to_str().unwrap().ends_with("01-events.ndjson"), "{files:?}");
-    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), format!("{bad}\n"));
+    assert!(
+        files[0].to_str().unwrap().ends_with("01-events.ndjson"),
+        "{files:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&files[0]).unwrap(),
+        format!("{bad}\n")
+    );
     // Fixed by hand and re-ingested as it is.
-    let fixed = std::fs::read_to_string(&files[0]).unwrap().replace("done", "ok");
+    let fixed = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .replace("done", "ok");
     std::fs::write(&files[0], fixed).unwrap();
     let again = ingest(&lake, &[files[0].to_str().unwrap()]);
     assert_eq!(counts(&again), (1, 1, 0, 0));
 }
 
 /// Input without line breaks cannot fill the disk: the source is refused past 4 GiB on one
-/// line, nothing is committed and staging is left empty.
+/// line (of at most 5 GiB fed here), nothing is committed and staging is left empty.
 #[test]
 fn endless_line_is_refused_without_filling_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let out = bin()
+    let mut child = bin()
         .arg("--lake")
         .arg(&lake)
         .args(["ingest", "--no-progress", "-"])
-        .stdin(Stdio::from(std::fs::File::open("/dev/zero").unwrap()))
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let zeros = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        // Stops when the ingest gives up and closes the pipe.
+        while sent < 5 << 30 && stdin.write_all(&zeros).is_ok() {
+            sent += zeros.len() as u64;
+        }
+        sent
+    });
+    let out = child.wait_with_output().unwrap();
+    let sent = feeder.join().unwrap();
+    assert!(sent < 5 << 30, "the ingest read all {sent} bytes");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 1 runs past 4 GiB without a line break"), "{err}");
+    assert!(
+        err.contains("line 1 runs past 4 GiB without a line break"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(lake.join("_staging")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(lake.join("quarantine")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(lake.join("quarantine")).unwrap().count(),
+        0
+    );
 }
 
 /// Token counts past the documented maximum are rejected as too large, so SUM cannot wrap.
@@ -260,7 +332,15 @@ fn token_counts_are_bounded() {
         reasons[0].1,
         "`tokens_in` 9223372036854775807 is too large (at most 1000000000)"
     );
-    let out = run(&lake, &["sql", "SELECT SUM(tokens_in) AS s FROM llm_events", "--format", "csv"]);
+    let out = run(
+        &lake,
+        &[
+            "sql",
+            "SELECT SUM(tokens_in) AS s FROM llm_events",
+            "--format",
+            "csv",
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "s\n2000000000\n");
 }
 
@@ -286,15 +366,27 @@ fn sql_out_of_memory_pool_fails_cleanly() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Resources exhausted"), "{err}");
-    assert!(err.contains("hint: the query needs more than its 1 MiB memory pool"), "{err}");
+    assert!(
+        err.contains("hint: the query needs more than its 1 MiB memory pool"),
+        "{err}"
+    );
     // Within a generous pool the same query runs.
     let ok = bin()
         .arg("--lake")
         .arg(&lake)
         .env("PROMPTGATE_MEMORY_MIB", "512")
-        .args(["sql", "SELECT cardinality(array_agg(input)) AS n FROM llm_events", "--format", "csv"])
+        .args([
+            "sql",
+            "SELECT cardinality(array_agg(input)) AS n FROM llm_events",
+            "--format",
+            "csv",
+        ])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "n\n20000\n");
 }

@@ -212,8 +212,8 @@ impl<R: Read> CsvChunker<R> {
                         self.next_line += 1 + inner;
                         self.pos = (end + 1).min(self.buf.len());
                     } else {
-                        let first = memchr(b'\n', &self.buf[self.pos..end])
-                            .map_or(end, |i| self.pos + i);
+                        let first =
+                            memchr(b'\n', &self.buf[self.pos..end]).map_or(end, |i| self.pos + i);
                         records.push(Span {
                             start: self.pos,
                             end: first,
@@ -269,7 +269,10 @@ impl<R: Read> CsvChunker<R> {
     }
 
     /// Streams the physical line at `pos` (longer than the limit) to `oversize`.
-    fn stream_oversize(&mut self, oversize: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+    fn stream_oversize(
+        &mut self,
+        oversize: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let io = |e: std::io::Error| Error::input(format!("read failed: {e}"));
         let line = self.next_line;
         self.buf.drain(..self.pos);
@@ -534,10 +537,12 @@ fn cells<'a>(record: &[Cow<'a, [u8]>], header: &'a CsvHeader) -> Result<Cells<'a
     }
     for (i, cell) in record.iter().enumerate() {
         let text: Cow<'a, str> = match cell {
-            Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| not_utf8(header, i))?),
-            Cow::Owned(b) => Cow::Owned(
-                String::from_utf8(b.clone()).map_err(|_| not_utf8(header, i))?,
-            ),
+            Cow::Borrowed(b) => {
+                Cow::Borrowed(std::str::from_utf8(b).map_err(|_| not_utf8(header, i))?)
+            }
+            Cow::Owned(b) => {
+                Cow::Owned(String::from_utf8(b.clone()).map_err(|_| not_utf8(header, i))?)
+            }
         };
         if text.is_empty() {
             continue;
@@ -625,8 +630,14 @@ mod tests {
         let cells = split_cells(br#"a"b,"c""d","",e"#).unwrap();
         let cells: Vec<&[u8]> = cells.iter().map(|c| c.as_ref()).collect();
         assert_eq!(cells, vec![&b"a\"b"[..], b"c\"d", b"", b"e"]);
-        assert!(matches!(split_cells(b"\"ab\"c,d"), Err(CellError::AfterQuote(0))));
-        assert!(matches!(split_cells(b"x,\"ab"), Err(CellError::Unclosed(1))));
+        assert!(matches!(
+            split_cells(b"\"ab\"c,d"),
+            Err(CellError::AfterQuote(0))
+        ));
+        assert!(matches!(
+            split_cells(b"x,\"ab"),
+            Err(CellError::Unclosed(1))
+        ));
     }
 
     #[test]
@@ -639,7 +650,11 @@ mod tests {
         assert_eq!(got[1], (4, "4,5,6".to_string(), false));
         let over: usize = got[2..]
             .iter()
-            .map(|g| g.1.trim_start_matches("OVERSIZE ").parse::<usize>().unwrap())
+            .map(|g| {
+                g.1.trim_start_matches("OVERSIZE ")
+                    .parse::<usize>()
+                    .unwrap()
+            })
             .sum();
         assert_eq!(over, 500);
         assert!(got[2..].iter().all(|g| g.0 == 3));

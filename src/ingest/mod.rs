@@ -37,10 +37,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::lake::{Lake, Table, Transaction, ids};
-use runs::{RunFile, Sorted};
 use lines::{LineChunker, Piece};
 use quarantine::{Quarantine, SourceToken};
 use records::{ChunkSink, Parsed};
+use runs::{RunFile, Sorted};
 
 pub use records::RecordKind;
 
@@ -418,7 +418,12 @@ impl Run<'_> {
         let mut group_of_chunks: Vec<C::Chunk> = Vec::new();
         loop {
             let (parsed, next) = rayon::join(
-                || group_of_chunks.par_iter().map(&parse).collect::<Vec<Parsed>>(),
+                || {
+                    group_of_chunks
+                        .par_iter()
+                        .map(&parse)
+                        .collect::<Vec<Parsed>>()
+                },
                 || {
                     let mut oversize = Vec::new();
                     let next = read_chunks(&mut chunker, group, &spill_dir, &mut oversize);
@@ -581,11 +586,8 @@ impl Run<'_> {
             let mut hashes = outcome.id_hashes.into_iter();
             let mut by_day: Vec<(i32, Vec<RecordBatch>, Vec<u64>)> = Vec::new();
             for (day, n) in days {
-                let part: Vec<RecordBatch> = kept
-                    .by_ref()
-                    .take(n)
-                    .filter(|b| b.num_rows() > 0)
-                    .collect();
+                let part: Vec<RecordBatch> =
+                    kept.by_ref().take(n).filter(|b| b.num_rows() > 0).collect();
                 let rows: usize = part.iter().map(RecordBatch::num_rows).sum();
                 if rows == 0 {
                     continue;
@@ -628,7 +630,10 @@ impl Run<'_> {
         if ids::has_id_hashes(table) {
             tx.add_id_hashes(&path);
         }
-        self.direct.entry((key, day)).or_default().push(path.clone());
+        self.direct
+            .entry((key, day))
+            .or_default()
+            .push(path.clone());
         let batches = Arc::new(batches);
         let for_thread = batches.clone();
         let id_hashes = ids::has_id_hashes(table).then(|| ids::IdHashes::from_hashes(id_hashes));
@@ -835,14 +840,12 @@ fn read_chunks<C: Chunker>(
                 let path = spill_dir.join(format!("oversize-{line}.tmp"));
                 let f = File::create(&path).map_err(|e| Error::io("cannot write", &path, e))?;
                 spill = Some(std::io::BufWriter::new(f));
-                oversize.push(Oversize {
-                    line,
-                    path,
-                    len: 0,
-                });
+                oversize.push(Oversize { line, path, len: 0 });
             }
             let o = oversize.last_mut().expect("pushed above");
-            let keep = OVERSIZE_KEEP_BYTES.saturating_sub(o.len).min(piece.len() as u64) as usize;
+            let keep = OVERSIZE_KEEP_BYTES
+                .saturating_sub(o.len)
+                .min(piece.len() as u64) as usize;
             o.len += piece.len() as u64;
             if o.len > OVERSIZE_ABANDON_BYTES {
                 return Err(Error::input(format!(

@@ -76,7 +76,9 @@ impl Quarantine {
             // The records are kept as plain text: a gzipped source's copy drops `.gz`, so the
             // file can be re-ingested as it is.
             let base = match base.len().checked_sub(3) {
-                Some(cut) if base.is_char_boundary(cut) && base[cut..].eq_ignore_ascii_case(".gz") => {
+                Some(cut)
+                    if base.is_char_boundary(cut) && base[cut..].eq_ignore_ascii_case(".gz") =>
+                {
                     base[..cut].to_string()
                 }
                 _ => base,

@@ -16,17 +16,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{SortColumn, SortOptions, concat, interleave_record_batch, lexsort_to_indices};
+use arrow::compute::{
+    SortColumn, SortOptions, concat, interleave_record_batch, lexsort_to_indices,
+};
 use arrow::datatypes::DataType;
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, UnboundedMemoryPool};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -219,10 +221,18 @@ pub(super) async fn merge_day(
         };
         let schema_for = schema.clone();
         let stream = futures::stream::iter(batches.map(move |b| {
-            b.and_then(|b| Ok(RecordBatch::try_new(schema_for.clone(), b.columns().to_vec())?))
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+            b.and_then(|b| {
+                Ok(RecordBatch::try_new(
+                    schema_for.clone(),
+                    b.columns().to_vec(),
+                )?)
+            })
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
         }));
-        streams.push(Box::pin(RecordBatchStreamAdapter::new(schema.clone(), stream)));
+        streams.push(Box::pin(RecordBatchStreamAdapter::new(
+            schema.clone(),
+            stream,
+        )));
     }
     let ordering = LexOrdering::new(table.sort_columns().iter().map(|c| {
         let idx = schema.index_of(c).expect("sort column");
