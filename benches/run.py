@@ -192,11 +192,16 @@ def main():
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed after)")
+    ap.add_argument("--bin", default=None, help="a release binary to measure (default: build one)")
     ap.add_argument("--shuffled", default="1000000:7,5000000:7,1000000:365",
                     help="events:days of input written by DuckDB in random order ('' for none)")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
-                   env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+    global BIN
+    if a.bin:
+        BIN = os.path.abspath(a.bin)
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     import duckdb
     work = a.dir or tempfile.mkdtemp(prefix="promptgate-bench-")
     os.makedirs(work, exist_ok=True)
