@@ -3,6 +3,8 @@
 
     python3 benches/run.py                 # 1M and 10M events
     python3 benches/run.py --sizes 1000000 # just 1M
+    python3 benches/run.py --sizes 0 --shuffled 1000000:7,5000000:7,1000000:365
+                                           # only input written by DuckDB in random order
 
 Needs: a release build (built here with `cargo build --release`) and `pip install duckdb`.
 For each size: generate NDJSON with `promptgate gen`, then measure
@@ -44,6 +46,118 @@ print(best)
 """
 
 
+# Events written by DuckDB, not by promptgate: random timestamps over `days` days (so the file is
+# in random time order), random segments, text of random length. NDJSON with RFC 3339 times.
+DUCK_GEN = """
+import duckdb, sys
+n, days, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+con.execute(f\"\"\"COPY (
+  SELECT 'ev-' || i::VARCHAR || '-' || md5(i::VARCHAR)[1:12] AS event_id,
+    strftime(TIMESTAMP '2026-01-01' + to_microseconds((random() * {days} * 86400e6)::BIGINT),
+             '%Y-%m-%dT%H:%M:%S.%fZ') AS ts,
+    ['chat', 'search', 'summarize', 'support'][1 + (random() * 4)::INT % 4] AS route,
+    CASE WHEN random() < 0.8 THEN 'prod' ELSE 'staging' END AS env,
+    ['model-a', 'model-b', 'model-c'][1 + (random() * 3)::INT % 3] AS model,
+    ['free', 'pro', 'enterprise'][1 + (random() * 3)::INT % 3] AS tier,
+    v AS prompt_version, 'sha-' || v AS prompt_sha,
+    round(40 + random() * random() * 3000, 3) AS duration_ms,
+    (random() * 3000)::BIGINT AS tokens_in, (random() * 600)::BIGINT AS tokens_out,
+    CASE WHEN random() < 0.03 THEN 'flagged' WHEN random() < 0.01 THEN 'error' ELSE 'ok' END AS status,
+    repeat('the quick brown fox ', 1 + (random() * 12)::INT) AS input,
+    repeat('jumps over the lazy dog ', 1 + (random() * 12)::INT) AS output,
+    '{{"temperature":0.' || (random() * 9)::INT::VARCHAR || '}}' AS attributes
+  FROM (SELECT i, CASE WHEN random() < 0.05 THEN 'v2' ELSE 'v1' END AS v FROM range({n}) t(i))
+) TO '{out}' (FORMAT json)\"\"\")
+"""
+
+# DuckDB's sorted, partitioned COPY of the same NDJSON: the like-for-like layout to promptgate's.
+DUCK_COPY_SORTED = """
+import duckdb, sys
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+con.execute(f\"\"\"COPY (SELECT *, CAST(ts AS DATE) AS date FROM read_json('{sys.argv[1]}',
+  format='newline_delimited', columns={{event_id:'VARCHAR', ts:'TIMESTAMP', route:'VARCHAR',
+  env:'VARCHAR', model:'VARCHAR', tier:'VARCHAR', prompt_version:'VARCHAR', prompt_sha:'VARCHAR',
+  duration_ms:'DOUBLE', tokens_in:'BIGINT', tokens_out:'BIGINT', status:'VARCHAR', input:'VARCHAR',
+  output:'VARCHAR', attributes:'VARCHAR'}}) ORDER BY route, ts)
+  TO '{sys.argv[2]}' (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd)\"\"\")
+"""
+
+# One round of DuckDB's queries on its partitioned output, warm connection (a first run warms it):
+# the volume rollup, and the segmented rollup that is DuckDB's nearest equivalent of the judge.
+DUCK_ROUND = """
+import duckdb, sys, time
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+src = f"read_parquet('{sys.argv[1]}/*/*.parquet', hive_partitioning=true)"
+rollup = open(sys.argv[2]).read().replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
+segmented = f\"\"\"SELECT model, tier, prompt_version, COUNT(*),
+  quantile_cont(duration_ms, 0.95), quantile_cont(tokens_in, 0.95),
+  AVG(CASE WHEN status = 'flagged' THEN 1.0 ELSE 0.0 END)
+  FROM {src} WHERE route = 'support' AND env = 'prod' AND prompt_version IN ('v1', 'v2')
+  GROUP BY ALL\"\"\"
+out = []
+for q in (rollup, segmented):
+    con.execute(q).fetchall()
+    t = time.perf_counter(); con.execute(q).fetchall(); out.append(time.perf_counter() - t)
+print(out[0], out[1])
+"""
+
+
+def files_per_partition(table_dir):
+    """(partitions, min, max) Parquet files per `date=` partition."""
+    counts = [len([f for f in os.listdir(os.path.join(table_dir, d)) if f.endswith(".parquet")])
+              for d in os.listdir(table_dir) if d.startswith("date=")]
+    return len(counts), min(counts), max(counts)
+
+
+def shuffled_section(spec, repeat, work, rollup_sql):
+    """Input written by DuckDB in random timestamp order: ingest, files per partition, and the
+    rollup and judge on the freshly ingested lake, each beside DuckDB, interleaved."""
+    print("\n### Input written by DuckDB, in random timestamp order\n")
+    print("| events | days | NDJSON MB | tool | ingest s (best / median) | events/s (best) | peak MiB | partitions | files per partition | rollup s (best / median) | judge or segmented rollup s (best / median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for item in spec.split(","):
+        n, days = (int(x) for x in item.split(":"))
+        nd = os.path.join(work, f"duck-{n}-{days}.ndjson")
+        subprocess.run([sys.executable, "-c", DUCK_GEN, str(n), str(days), nd], check=True)
+        os.sync()
+        mb = os.path.getsize(nd) / 1e6
+        lake, out = os.path.join(work, "lake-shuffled"), os.path.join(work, "duck-partitioned")
+        ingests = {"promptgate": [], "duckdb": []}
+        for _ in range(3):
+            shutil.rmtree(lake, ignore_errors=True)
+            ingests["promptgate"].append(measured([BIN, "--lake", lake, "ingest", "--no-progress", nd]))
+            shutil.rmtree(out, ignore_errors=True)
+            os.sync()
+            ingests["duckdb"].append(measured([sys.executable, "-c", DUCK_COPY_SORTED, nd, out]))
+            os.sync()
+        rounds = {"pg_rollup": [], "pg_judge": [], "duck_rollup": [], "duck_segmented": []}
+        for _ in range(repeat):
+            rounds["pg_rollup"].append(measured([BIN, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])[0])
+            rounds["pg_judge"].append(measured([BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])[0])
+            r, sgm = (float(x) for x in measured([sys.executable, "-c", DUCK_ROUND, out, rollup_sql])[2].split())
+            rounds["duck_rollup"].append(r)
+            rounds["duck_segmented"].append(sgm)
+        bm = lambda xs: (min(xs), sorted(xs)[len(xs) // 2])
+        for tool, table_dir, q1, q2 in (("promptgate", os.path.join(lake, "llm_events"), "pg_rollup", "pg_judge"),
+                                         ("duckdb", out, "duck_rollup", "duck_segmented")):
+            ib, imed = bm([x[0] for x in ingests[tool]])
+            peak = max(x[1] for x in ingests[tool])
+            parts, lo, hi = files_per_partition(table_dir)
+            (rb, rmed), (jb, jmed) = bm(rounds[q1]), bm(rounds[q2])
+            files = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            print(f"| {n:,} | {days} | {mb:,.0f} | {tool} | {ib:.2f} / {imed:.2f} | {n / ib:,.0f} | {peak:,.0f} | {parts} | {files} | {rb:.3f} / {rmed:.3f} | {jb:.3f} / {jmed:.3f} |")
+        sys.stdout.flush()
+        os.remove(nd)
+        shutil.rmtree(lake, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    print("\npromptgate's rollup and judge are whole processes; DuckDB's queries run alone in a warm connection. "
+          "DuckDB's ingest is `COPY (SELECT ... ORDER BY route, ts) TO ... (PARTITION_BY (date))` of the same NDJSON, no validation or dedupe.")
+
+
 def measured(cmd, stdout=subprocess.DEVNULL):
     """Runs cmd in a fresh child; returns (seconds, peak RSS MiB, stdout)."""
     wrapper = ("import resource, subprocess, sys, time, json\n"
@@ -78,9 +192,16 @@ def main():
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed after)")
+    ap.add_argument("--bin", default=None, help="a release binary to measure (default: build one)")
+    ap.add_argument("--shuffled", default="1000000:7,5000000:7,1000000:365",
+                    help="events:days of input written by DuckDB in random order ('' for none)")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
-                   env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+    global BIN
+    if a.bin:
+        BIN = os.path.abspath(a.bin)
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     import duckdb
     work = a.dir or tempfile.mkdtemp(prefix="promptgate-bench-")
     os.makedirs(work, exist_ok=True)
@@ -90,7 +211,7 @@ def main():
     print("| events | NDJSON MB | tool | ingest s | events/s | MB/s | ingest peak MiB | rollup s (best / median) | rollup peak MiB | judge s (best / median) | judge peak MiB | judge / rollup (best / median) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     appends = []
-    for n in [int(s) for s in a.sizes.split(",")]:
+    for n in [int(s) for s in a.sizes.split(",") if int(s) > 0]:
         nd = os.path.join(work, f"events-{n}.ndjson")
         with open(nd, "wb") as f:
             subprocess.run([BIN, "gen", "--events", str(n), "--seed", "1", "--days", "7"], stdout=f, check=True)
@@ -125,9 +246,12 @@ def main():
         shutil.rmtree(empty, ignore_errors=True)
         os.remove(extra)
         sys.stdout.flush()
-    print("\n| promptgate: append events into the lake | ingest s | same events into an empty lake s | peak MiB |")
-    print("|---|---|---|---|")
-    print("\n".join(appends))
+    if appends:
+        print("\n| promptgate: append events into the lake | ingest s | same events into an empty lake s | peak MiB |")
+        print("|---|---|---|---|")
+        print("\n".join(appends))
+    if a.shuffled:
+        shuffled_section(a.shuffled, a.repeat, work, rollup_sql)
     if a.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     print("\npromptgate rollup/judge times are whole-process (start, plan, read, print); DuckDB's rollup is the query alone in a warm connection.")

@@ -521,14 +521,30 @@ pub fn non_negative_f64(field: &str, v: Option<RawValue<'_>>) -> Result<f64, Rej
     Ok(x)
 }
 
-/// A required whole number >= 0 (`12` and `12.0` are accepted, `12.5` is not).
+/// The largest token count one call may report. Far above any model's context, and small
+/// enough that `SUM(tokens_in)` over nine billion events cannot overflow an `Int64`.
+pub const MAX_TOKENS: i64 = 1_000_000_000;
+
+/// A required whole number from 0 to [`MAX_TOKENS`] (`12` and `12.0` are accepted, `12.5` is
+/// not).
 pub fn non_negative_i64(field: &str, v: Option<RawValue<'_>>) -> Result<i64, RejectReason> {
     let text = number_text(field, &v)?;
     let t = text.trim();
+    let too_large = || format!("`{field}` {t} is too large (at most {MAX_TOKENS})");
     let n = match t.parse::<i64>() {
         Ok(n) => n,
+        // Digits alone that do not fit an i64: too large, not malformed.
+        Err(_)
+            if !t.is_empty()
+                && t.trim_start_matches('+')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+        {
+            return Err(too_large());
+        }
         Err(_) => match t.parse::<f64>() {
             Ok(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => x as i64,
+            Ok(x) if x.is_finite() && x.fract() == 0.0 && x > 0.0 => return Err(too_large()),
             Ok(_) => return Err(format!("`{field}` must be a whole number, got {text}")),
             Err(_) => {
                 return Err(format!(
@@ -540,6 +556,9 @@ pub fn non_negative_i64(field: &str, v: Option<RawValue<'_>>) -> Result<i64, Rej
     };
     if n < 0 {
         return Err(format!("`{field}` must be >= 0, got {text}"));
+    }
+    if n > MAX_TOKENS {
+        return Err(too_large());
     }
     Ok(n)
 }
@@ -743,6 +762,22 @@ mod tests {
             Ok(12)
         );
         assert!(non_negative_i64("tokens_in", Some(RawValue::Number("12.5"))).is_err());
+        for big in [
+            "9223372036854775807",
+            "99999999999999999999",
+            "1000000001",
+            "1e300",
+        ] {
+            let e = non_negative_i64("tokens_in", Some(RawValue::Number(big))).unwrap_err();
+            assert_eq!(
+                e,
+                format!("`tokens_in` {big} is too large (at most 1000000000)")
+            );
+        }
+        assert_eq!(
+            non_negative_i64("tokens_in", Some(RawValue::Number("1000000000"))),
+            Ok(MAX_TOKENS)
+        );
     }
 
     #[test]

@@ -83,9 +83,12 @@ struct IngestArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Reject lines longer than this many bytes.
+    /// Reject lines (CSV: records) longer than this many bytes (at most 1 GiB).
     #[arg(long, default_value_t = 1 << 20)]
     max_line_bytes: usize,
+    /// Memory for buffered rows, in MiB, before they are written or spilled to staging.
+    #[arg(long, default_value_t = 128)]
+    buffer_mib: usize,
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -259,6 +262,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 max_line_bytes: a.max_line_bytes,
                 strict: a.strict,
                 progress: !a.no_progress,
+                buffer_bytes: a.buffer_mib.saturating_mul(1 << 20),
                 ..IngestOptions::default()
             };
             cmd::ingest::run(&lake, &a.files, opts, a.json).await

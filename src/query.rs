@@ -3,7 +3,11 @@
 //! User SQL runs read-only (no DDL, no DML, no `COPY`), so an ad-hoc query can never change
 //! the lake. Values from users are passed as parameters (`$route`), never spliced into SQL.
 
+use std::sync::Arc;
+
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -36,7 +40,12 @@ async fn session(lake: &Lake, string_views: bool) -> Result<SessionContext> {
     lake.require_existing()?;
     // DATAFUSION_* environment variables tune the engine (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS).
     let config = SessionConfig::from_env()?.with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    // Queries run in a memory pool: sorts, aggregations and joins spill to disk past it, and
+    // what cannot spill fails with "Resources exhausted" instead of exhausting the machine.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(query_memory_bytes()?)))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let mut tables = vec![(Table::Events, EVENTS_TABLE), (Table::Labels, LABELS_TABLE)];
     // Lakes written before the labeled-events index have none until their next ingest.
     if lake.table_dir(Table::LabeledEvents).is_dir() {
@@ -52,6 +61,34 @@ async fn session(lake: &Lake, string_views: bool) -> Result<SessionContext> {
     ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;
     ctx.sql(LABELED_VIEW_SQL).await?.collect().await?;
     Ok(ctx)
+}
+
+/// The environment variable that sets the query memory pool, in MiB.
+pub const MEMORY_ENV: &str = "PROMPTGATE_MEMORY_MIB";
+
+/// Bytes of the query memory pool: `PROMPTGATE_MEMORY_MIB`, or half the machine's memory.
+pub fn query_memory_bytes() -> Result<usize> {
+    if let Ok(v) = std::env::var(MEMORY_ENV) {
+        return match v.trim().parse::<usize>() {
+            Ok(mib) if mib > 0 => Ok(mib.saturating_mul(1 << 20)),
+            _ => Err(
+                Error::usage(format!("{MEMORY_ENV}={v:?} is not a whole number of MiB"))
+                    .with_hint(format!("for example {MEMORY_ENV}=4096")),
+            ),
+        };
+    }
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    Ok(if pages > 0 && page > 0 {
+        (pages as usize).saturating_mul(page as usize) / 2
+    } else {
+        4 << 30
+    })
 }
 
 /// Plans `sql` read-only with named parameters (`$name`) bound to `params`.

@@ -8,6 +8,7 @@ use crate::lake::Lake;
 
 /// Runs an ingest and prints its report; exit 1 under `--strict` when records were rejected.
 pub async fn run(lake: &Lake, paths: &[String], opts: IngestOptions, json: bool) -> Result<i32> {
+    opts.check()?;
     let sources = Source::open_all(paths, opts.format)?;
     let report = ingest::ingest(lake, sources, &opts).await?;
     let mut out = super::stdout();

@@ -29,7 +29,22 @@ pub async fn run(
     let ctx = query::lake_session(lake).await?;
     let df = query::plan(&ctx, &sql, query::parse_params(params)?).await?;
     let mut out = super::stdout();
-    report::write_dataframe(df, format, &mut out).await?;
+    report::write_dataframe(df, format, &mut out)
+        .await
+        .map_err(memory_hint)?;
     super::flush(&mut out)?;
     Ok(0)
+}
+
+/// Says what to do when a query ran out of its memory pool.
+fn memory_hint(e: Error) -> Error {
+    if e.message.contains("Resources exhausted") && e.hint.is_none() {
+        let mib = query::query_memory_bytes().map_or(0, |b| b >> 20);
+        e.with_hint(format!(
+            "the query needs more than its {mib} MiB memory pool; narrow it (a WHERE on date or route, fewer columns), or raise {}",
+            query::MEMORY_ENV
+        ))
+    } else {
+        e
+    }
 }

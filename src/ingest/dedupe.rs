@@ -14,10 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use arrow::compute::{
-    SortColumn, SortOptions, concat, filter_record_batch, interleave_record_batch,
-    lexsort_to_indices,
-};
+use arrow::compute::{concat, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::JoinType;
@@ -27,7 +24,8 @@ use crate::error::Result;
 use crate::lake::{self, Lake, LakeFileWriter, Table, ids};
 
 pub(super) struct Outcome {
-    /// Batches holding only rows whose ids are new, first occurrence only.
+    /// One batch per input batch, in the same order, holding only its rows whose ids are new
+    /// (first occurrence only); possibly empty.
     pub batches: Vec<RecordBatch>,
     pub rows: u64,
     /// Rows dropped as already seen.
@@ -53,10 +51,12 @@ pub(super) struct RunIds {
 }
 
 /// Drops rows of `batches` whose id was seen earlier in them, is in the lake, or was accepted
-/// earlier by this run (staged, or being written: `in_flight`); records the new ids in `run`.
+/// earlier by this run (staged, spilled to `runs`, or being written: `in_flight`); records the
+/// new ids in `run`.
 pub(super) async fn unique_new_rows(
     lake: &Lake,
     staged_dir: &Path,
+    runs: &[&Path],
     table: Table,
     batches: Vec<RecordBatch>,
     in_flight: &[&[RecordBatch]],
@@ -107,6 +107,21 @@ pub(super) async fn unique_new_rows(
             .filter(|id| !known.contains(**id))
             .map(|s| Some(*s))
             .collect();
+        for run_file in runs {
+            for b in super::runs::run_ids(run_file, table)? {
+                for id in b.column(0).as_string::<i32>().iter().flatten() {
+                    if seen.contains(id) {
+                        known.insert(id.to_string());
+                    }
+                }
+            }
+        }
+        let unresolved: StringArray = unresolved
+            .iter()
+            .flatten()
+            .filter(|id| !known.contains(*id))
+            .map(Some)
+            .collect();
         let unresolved = Candidates::new(unresolved);
         known.extend(existing_ids(None, Some(staged_dir), table, &unresolved).await?);
     }
@@ -146,7 +161,7 @@ pub(super) async fn unique_new_rows(
         rows += kept as u64;
         if kept == k.len() {
             out.push(b);
-        } else if kept > 0 {
+        } else {
             out.push(filter_record_batch(
                 &b,
                 &BooleanArray::from(std::mem::take(k)),
@@ -292,46 +307,10 @@ pub(super) async fn rows_with_ids(
     Ok(found)
 }
 
-/// Rows per slice when writing: the sorted copy never holds more than this many rows.
-const WRITE_SLICE_ROWS: usize = 64 * 1024;
-
 /// Writes `batches` as one file sorted by the table's sort columns (for events: route, then
-/// ts). Only the sort columns are concatenated; full rows are gathered from the original
-/// batches a slice at a time, so the sorted copy stays small.
+/// ts), a slice at a time (see [`super::runs::for_each_sorted_slice`]).
 pub(super) fn write_sorted(path: &Path, table: Table, batches: &[RecordBatch]) -> Result<u64> {
-    let schema = table.schema();
-    let columns: Vec<SortColumn> = table
-        .sort_columns()
-        .iter()
-        .map(|c| {
-            let idx = schema.index_of(c).expect("sort column");
-            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
-            Ok(SortColumn {
-                values: concat(&parts)?,
-                options: Some(SortOptions::default()),
-            })
-        })
-        .collect::<Result<_>>()?;
-    let order = lexsort_to_indices(&columns, None)?;
-    drop(columns);
-    // Global row number -> (batch, row).
-    let mut starts = Vec::with_capacity(batches.len());
-    let mut total = 0usize;
-    for b in batches {
-        starts.push(total);
-        total += b.num_rows();
-    }
-    let locate = |g: usize| {
-        let b = starts.partition_point(|s| *s <= g) - 1;
-        (b, g - starts[b])
-    };
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
     let mut writer = LakeFileWriter::create(path, table)?;
-    let mut slice: Vec<(usize, usize)> = Vec::with_capacity(WRITE_SLICE_ROWS);
-    for chunk in order.values().chunks(WRITE_SLICE_ROWS) {
-        slice.clear();
-        slice.extend(chunk.iter().map(|g| locate(*g as usize)));
-        writer.write(&interleave_record_batch(&refs, &slice)?)?;
-    }
+    super::runs::for_each_sorted_slice(table, batches, |slice| writer.write(&slice))?;
     writer.finish()
 }

@@ -13,9 +13,9 @@ pub(crate) struct LineChunk {
     pub lines: u64,
 }
 
-/// What the chunker found next.
-pub(crate) enum Piece {
-    Lines(LineChunk),
+/// What a chunker (of lines, or of CSV records) found next.
+pub(crate) enum Piece<C = LineChunk> {
+    Lines(C),
     /// A line longer than the limit; its bytes were handed to the oversize callback as they
     /// were read.
     Oversize,
@@ -110,12 +110,7 @@ impl<R: Read> LineChunker<R> {
                 loop {
                     match memchr::memchr(b'\n', &self.buf) {
                         Some(i) => {
-                            let end = if i > 0 && self.buf[i - 1] == b'\r' {
-                                i - 1
-                            } else {
-                                i
-                            };
-                            oversize(line, &self.buf[..end])?;
+                            oversize(line, &self.buf[..i])?;
                             self.buf.drain(..=i);
                             break;
                         }
@@ -142,7 +137,8 @@ impl<R: Read> LineChunker<R> {
     }
 }
 
-/// Iterates the lines of a chunk as (line number, bytes without the line ending).
+/// Iterates the lines of a chunk as (line number, bytes without the `\n`; a `\r` before it is
+/// kept, so a rejected line is quarantined byte for byte).
 pub(crate) fn lines(chunk: &LineChunk) -> impl Iterator<Item = (u64, &[u8])> {
     let data = &chunk.data[..];
     let mut start = 0usize;
@@ -152,10 +148,7 @@ pub(crate) fn lines(chunk: &LineChunk) -> impl Iterator<Item = (u64, &[u8])> {
             return None;
         }
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
-        let mut l = &data[start..end];
-        if l.last() == Some(&b'\r') {
-            l = &l[..l.len() - 1];
-        }
+        let l = &data[start..end];
         let n = line;
         line += 1;
         start = end + 1;
@@ -202,7 +195,7 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                (1, b"a".to_vec()),
+                (1, b"a\r".to_vec()),
                 (2, b"bb".to_vec()),
                 (4, b"ccc".to_vec())
             ]

@@ -1,12 +1,18 @@
 //! Ingest: NDJSON or CSV in, validated and deduplicated Parquet files out, atomically.
 //!
 //! The pipeline: a reader cuts the input into chunks of lines; chunks are parsed and validated
-//! in parallel (rayon) into per-day Arrow batches plus rejects; batches wait in per-day buffers
-//! that are flushed to sorted Parquet files in staging when memory passes a budget, each flush
-//! dropping ids already in the lake or already staged; rejects go to the quarantine verbatim;
-//! finally the lake's writer lock commits everything at once (see [`crate::lake`]).
+//! in parallel (rayon) into per-day Arrow batches plus rejects; batches wait in per-day buffers.
+//! When the buffers pass the memory budget, days no longer being added to (input in time order
+//! leaves days behind) are written as sorted Parquet files in staging; if that is not enough
+//! (input in random order keeps every day busy), all buffered rows are spilled as one sorted
+//! run (see [`runs`]). Every write first drops ids already in the lake or already taken by this
+//! ingest. At the end each day whose rows lie in more than one place is merged into one file, so
+//! an ingest adds one file per `date=` partition. Rejects go to the quarantine verbatim; finally
+//! the lake's writer lock commits everything at once (see [`crate::lake`]).
 //!
-//! Memory is bounded by the flush budget plus a few chunks, whatever the input size.
+//! Memory is bounded by the budget (up to three times it: the buffers being filled and two
+//! being written), the chunks being parsed, and during the final merges one slice of each
+//! source, whatever the input size or order.
 
 mod batch;
 mod csv;
@@ -16,6 +22,7 @@ mod lines;
 mod ndjson;
 mod quarantine;
 mod records;
+mod runs;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -33,6 +40,7 @@ use crate::lake::{Lake, Table, Transaction, ids};
 use lines::{LineChunker, Piece};
 use quarantine::{Quarantine, SourceToken};
 use records::{ChunkSink, Parsed};
+use runs::{RunFile, Sorted};
 
 pub use records::RecordKind;
 
@@ -67,7 +75,7 @@ pub struct IngestOptions {
     pub strict: bool,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,
-    /// Arrow memory held in day buffers before the largest is flushed to a file.
+    /// Arrow memory held in day buffers before they are written to files or spilled as a run.
     pub buffer_bytes: usize,
     /// Bytes of input handed to one parser thread at a time.
     pub chunk_bytes: usize,
@@ -84,6 +92,28 @@ impl Default for IngestOptions {
             buffer_bytes: 128 << 20,
             chunk_bytes: 4 << 20,
         }
+    }
+}
+
+/// The largest `--max-line-bytes`: a chunk of lines must stay well under Arrow's 2 GiB limit
+/// on one string column.
+pub const MAX_LINE_BYTES_LIMIT: usize = 1 << 30;
+
+impl IngestOptions {
+    /// Rejects options no ingest can honour (a usage error, exit 2).
+    pub fn check(&self) -> Result<()> {
+        if self.max_line_bytes == 0 || self.max_line_bytes > MAX_LINE_BYTES_LIMIT {
+            return Err(Error::usage(format!(
+                "--max-line-bytes {} is out of range",
+                self.max_line_bytes
+            ))
+            .with_hint(format!("use 1 to {MAX_LINE_BYTES_LIMIT} (1 GiB)")));
+        }
+        if self.buffer_bytes < 1 << 20 {
+            return Err(Error::usage("--buffer-mib must be at least 1")
+                .with_hint("the default, 128, suits most machines"));
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +232,9 @@ pub async fn ingest(
         lake,
         buffers: BTreeMap::new(),
         buffered_bytes: 0,
+        chunks_seen: 0,
+        runs: Default::default(),
+        direct: BTreeMap::new(),
         report: IngestReport::default(),
         quarantine: Quarantine::new(quarantine_dir),
         writers: VecDeque::new(),
@@ -217,6 +250,7 @@ pub async fn ingest(
     bar.finish_and_clear();
     run.flush_all(&mut tx).await?;
     run.join_writers()?;
+    run.merge_days(&mut tx).await?;
 
     let rejected = run.quarantine.count();
     debug_assert_eq!(rejected, run.report.rejected);
@@ -278,6 +312,12 @@ struct Run<'a> {
     /// Per (table, day) batches waiting to be written.
     buffers: BTreeMap<(TableKey, i32), DayBuffer>,
     buffered_bytes: usize,
+    /// Chunks absorbed so far (a day not added to for [`COLD_CHUNKS`] of them is taken as done).
+    chunks_seen: u64,
+    /// Runs spilled by this ingest and finished, per table.
+    runs: [Vec<RunFile>; 2],
+    /// Files written straight from a day's buffer by this ingest, per table and day.
+    direct: BTreeMap<(TableKey, i32), Vec<PathBuf>>,
     report: IngestReport,
     quarantine: Quarantine,
     writers: VecDeque<Writer>,
@@ -307,6 +347,24 @@ impl TableKey {
 struct DayBuffer {
     batches: Vec<RecordBatch>,
     bytes: usize,
+    /// The chunk that last added to it.
+    last_chunk: u64,
+}
+
+/// Chunks (of about 4 MiB of input) a day's buffer must go without new rows before it is
+/// written as a file of its own rather than spilled with the others. Input in time order leaves
+/// a day behind for good; input in random order touches every day in every chunk (a chunk holds
+/// thousands of records), so a day it skips twice in a row is rare, and still correct: the day's
+/// file is merged with its later rows at the end.
+const COLD_CHUNKS: u64 = 2;
+
+/// Where buffered days go when memory is short.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// One sorted Parquet file per day (final unless the day gets more rows later).
+    Files,
+    /// One sorted run per table, merged per day at the end.
+    Run,
 }
 
 impl Run<'_> {
@@ -322,43 +380,48 @@ impl Run<'_> {
             reader,
             ..
         } = source;
+        let (kind, now, max_line) = (self.opts.kind, self.now_us, self.opts.max_line_bytes);
         match format {
-            InputFormat::Ndjson => self.read_ndjson(tx, &name, reader, bar).await,
+            InputFormat::Ndjson => {
+                let token = self.quarantine.start_source(&name, None);
+                let chunker = LineChunker::new(reader, self.opts.chunk_bytes, max_line);
+                let parse = |c: &lines::LineChunk| parse_chunk(c, kind, now, max_line);
+                self.read_chunked(tx, &name, &token, chunker, parse, bar)
+                    .await
+            }
             InputFormat::Csv => {
-                let (mut csv, header) = csv::CsvSource::open(reader, self.opts.kind, self.now_us)
-                    .map_err(in_source(&name))?;
-                let token = self.quarantine.start_source(&name, Some(header));
-                while let Some(p) = csv.next_batch().map_err(in_source(&name))? {
-                    self.absorb(tx, &token, p).await?;
-                }
-                Ok(())
+                let (chunker, header, header_line) =
+                    csv::CsvChunker::open(reader, kind, self.opts.chunk_bytes, max_line)
+                        .map_err(in_source(&name))?;
+                let token = self.quarantine.start_source(&name, Some(header_line));
+                let parse = |c: &csv::CsvChunk| csv::parse_chunk(c, &header, kind, now);
+                self.read_chunked(tx, &name, &token, chunker, parse, bar)
+                    .await
             }
         }
     }
 
-    async fn read_ndjson(
+    /// Reads a source chunk by chunk, parsing each group of chunks in parallel while the next
+    /// group is read (the first round only reads).
+    async fn read_chunked<C: Chunker>(
         &mut self,
         tx: &mut Transaction<'_>,
         name: &str,
-        reader: Box<dyn Read + Send>,
+        token: &SourceToken,
+        mut chunker: C,
+        parse: impl Fn(&C::Chunk) -> Parsed + Sync,
         bar: &ProgressBar,
     ) -> Result<()> {
-        let token = self.quarantine.start_source(name, None);
-        let mut chunker = LineChunker::new(reader, self.opts.chunk_bytes, self.opts.max_line_bytes);
         let group = rayon::current_num_threads().max(1) * 2;
-        let kind = self.opts.kind;
-        let now = self.now_us;
         let max_line = self.opts.max_line_bytes;
-        // Read the next group of chunks while the current one is parsed (the first round only
-        // reads).
         let spill_dir = tx.dir().to_path_buf();
-        let mut group_of_chunks = Vec::new();
+        let mut group_of_chunks: Vec<C::Chunk> = Vec::new();
         loop {
             let (parsed, next) = rayon::join(
                 || {
                     group_of_chunks
                         .par_iter()
-                        .map(|c| parse_chunk(c, kind, now, max_line))
+                        .map(&parse)
                         .collect::<Vec<Parsed>>()
                 },
                 || {
@@ -368,13 +431,13 @@ impl Run<'_> {
                 },
             );
             for p in parsed {
-                self.absorb(tx, &token, p).await?;
+                self.absorb(tx, token, p).await?;
             }
             let (next, oversize) = next;
             for o in oversize {
-                self.quarantine_oversize(&token, o, max_line)?;
+                self.quarantine_oversize(token, o, max_line)?;
             }
-            bar.set_position(chunker.consumed);
+            bar.set_position(chunker.consumed());
             group_of_chunks = next.map_err(in_source(name))?;
             if group_of_chunks.is_empty() {
                 return Ok(());
@@ -389,13 +452,18 @@ impl Run<'_> {
         o: Oversize,
         max_line: usize,
     ) -> Result<()> {
-        self.quarantine.begin_record(
-            token,
-            o.line,
-            &format!(
-                "line is longer than the {max_line}-byte limit (raise it with --max-line-bytes)"
-            ),
-        )?;
+        let reason = if o.len > OVERSIZE_KEEP_BYTES {
+            format!(
+                "line is {} bytes, longer than the {max_line}-byte limit (raise it with --max-line-bytes); only its first {OVERSIZE_KEEP_BYTES} bytes are kept here",
+                o.len
+            )
+        } else {
+            format!(
+                "line is {} bytes, longer than the {max_line}-byte limit (raise it with --max-line-bytes)",
+                o.len
+            )
+        };
+        self.quarantine.begin_record(token, o.line, &reason)?;
         let mut f = File::open(&o.path).map_err(|e| Error::io("cannot read", &o.path, e))?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -426,6 +494,7 @@ impl Run<'_> {
         for r in &p.rejects {
             self.quarantine.record(token, r)?;
         }
+        self.chunks_seen += 1;
         for (key, list) in [(TableKey::Events, p.events), (TableKey::Labels, p.labels)] {
             for (day, batch) in list {
                 if key == TableKey::Labels {
@@ -435,98 +504,247 @@ impl Run<'_> {
                 let buf = self.buffers.entry((key, day)).or_default();
                 buf.batches.push(batch);
                 buf.bytes += bytes;
+                buf.last_chunk = self.chunks_seen;
                 self.buffered_bytes += bytes;
             }
         }
-        while self.buffered_bytes > self.opts.buffer_bytes {
-            let largest = *self
+        if self.buffered_bytes > self.opts.buffer_bytes {
+            let cold: Vec<_> = self
                 .buffers
                 .iter()
-                .max_by_key(|(_, b)| b.bytes)
-                .map(|(k, _)| k)
-                .expect("non-empty when bytes are buffered");
-            self.flush(tx, largest).await?;
+                .filter(|(_, b)| b.last_chunk + COLD_CHUNKS <= self.chunks_seen)
+                .map(|(k, _)| *k)
+                .collect();
+            self.write_days(tx, cold, Destination::Files).await?;
+            if self.buffered_bytes > self.opts.buffer_bytes / 2 {
+                let all: Vec<_> = self.buffers.keys().copied().collect();
+                self.write_days(tx, all, Destination::Run).await?;
+            }
         }
         Ok(())
     }
 
     async fn flush_all(&mut self, tx: &mut Transaction<'_>) -> Result<()> {
         let keys: Vec<_> = self.buffers.keys().copied().collect();
-        for k in keys {
-            self.flush(tx, k).await?;
+        self.write_days(tx, keys, Destination::Files).await
+    }
+
+    /// Takes the buffers of `keys` out of memory: drops ids already in the lake, spilled,
+    /// staged, or being written, then writes what is left (sorted, on background threads while
+    /// reading goes on) as one file per day or one run per table.
+    async fn write_days(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        keys: Vec<(TableKey, i32)>,
+        to: Destination,
+    ) -> Result<()> {
+        for table_key in [TableKey::Events, TableKey::Labels] {
+            let mut days = Vec::new();
+            let mut batches = Vec::new();
+            for key in keys.iter().filter(|k| k.0 == table_key) {
+                if let Some(buf) = self.buffers.remove(key) {
+                    self.buffered_bytes -= buf.bytes;
+                    days.push((key.1, buf.batches.len()));
+                    batches.extend(buf.batches);
+                }
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            while self.writers.len() >= MAX_WRITERS {
+                self.join_oldest_writer()?;
+            }
+            let table = table_key.table();
+            let staged = tx.staged_table_dir(table);
+            let in_flight: Vec<&[RecordBatch]> = self
+                .writers
+                .iter()
+                .filter(|w| w.table == table)
+                .map(|w| w.batches.as_slice())
+                .collect();
+            let spilled: Vec<&Path> = self.runs[table_key as usize]
+                .iter()
+                .map(|r| r.path.as_path())
+                .collect();
+            let run_ids = &mut self.run_ids[table_key as usize];
+            let outcome = dedupe::unique_new_rows(
+                self.lake, &staged, &spilled, table, batches, &in_flight, run_ids,
+            )
+            .await?;
+            let is_primary = match self.opts.kind {
+                RecordKind::Events => table == Table::Events,
+                RecordKind::Labels => table == Table::Labels,
+            };
+            if is_primary {
+                self.report.duplicates += outcome.duplicates;
+                self.report.accepted += outcome.rows;
+            } else {
+                self.report.inline_labels += outcome.rows;
+            }
+            // Regroup the surviving rows (and their id hashes, in the same order) by day.
+            let mut kept = outcome.batches.into_iter();
+            let mut hashes = outcome.id_hashes.into_iter();
+            let mut by_day: Vec<(i32, Vec<RecordBatch>, Vec<u64>)> = Vec::new();
+            for (day, n) in days {
+                let part: Vec<RecordBatch> =
+                    kept.by_ref().take(n).filter(|b| b.num_rows() > 0).collect();
+                let rows: usize = part.iter().map(RecordBatch::num_rows).sum();
+                if rows == 0 {
+                    continue;
+                }
+                let day_hashes: Vec<u64> = hashes.by_ref().take(rows).collect();
+                if table == Table::Events {
+                    self.index.add_events(day, &part)?;
+                }
+                by_day.push((day, part, day_hashes));
+            }
+            match to {
+                Destination::Files => {
+                    for (day, part, day_hashes) in by_day {
+                        self.write_file(tx, table_key, day, part, day_hashes)?;
+                    }
+                }
+                Destination::Run if !by_day.is_empty() => {
+                    self.spill_run(tx, table_key, by_day);
+                }
+                Destination::Run => {}
+            }
         }
         Ok(())
     }
 
-    /// Writes one day's buffer as a sorted file, minus ids already in the lake, staged, or
-    /// being written. The sort and write run on a background thread while reading goes on.
-    async fn flush(&mut self, tx: &mut Transaction<'_>, key: (TableKey, i32)) -> Result<()> {
-        let Some(buf) = self.buffers.remove(&key) else {
-            return Ok(());
-        };
-        self.buffered_bytes -= buf.bytes;
+    /// Writes one day's rows as a sorted Parquet file in staging, on a background thread.
+    fn write_file(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        key: TableKey,
+        day: i32,
+        batches: Vec<RecordBatch>,
+        id_hashes: Vec<u64>,
+    ) -> Result<()> {
         while self.writers.len() >= MAX_WRITERS {
             self.join_oldest_writer()?;
         }
-        let table = key.0.table();
-        let staged = tx.staged_table_dir(table);
-        let in_flight: Vec<&[RecordBatch]> = self
-            .writers
-            .iter()
-            .filter(|w| w.table == table)
-            .map(|w| w.batches.as_slice())
-            .collect();
-        let run_ids = &mut self.run_ids[key.0 as usize];
-        let outcome =
-            dedupe::unique_new_rows(self.lake, &staged, table, buf.batches, &in_flight, run_ids)
-                .await?;
-        let is_primary = match self.opts.kind {
-            RecordKind::Events => table == Table::Events,
-            RecordKind::Labels => table == Table::Labels,
-        };
-        if is_primary {
-            self.report.duplicates += outcome.duplicates;
-            self.report.accepted += outcome.rows;
-        } else {
-            self.report.inline_labels += outcome.rows;
+        let table = key.table();
+        let path = tx.new_file(table, day);
+        if ids::has_id_hashes(table) {
+            tx.add_id_hashes(&path);
         }
-        if table == Table::Events {
-            self.index.add_events(key.1, &outcome.batches)?;
-        }
-        if outcome.rows > 0 {
-            let path = tx.new_file(table, key.1);
-            if ids::has_id_hashes(table) {
-                tx.add_id_hashes(&path);
+        self.direct
+            .entry((key, day))
+            .or_default()
+            .push(path.clone());
+        let batches = Arc::new(batches);
+        let for_thread = batches.clone();
+        let id_hashes = ids::has_id_hashes(table).then(|| ids::IdHashes::from_hashes(id_hashes));
+        let handle = std::thread::spawn(move || {
+            // Written under a name queries ignore, renamed once complete.
+            let name = path.file_name().expect("file name").to_string_lossy();
+            let tmp = path.with_file_name(format!(".{name}.tmp"));
+            dedupe::write_sorted(&tmp, table, &for_thread)?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot stage", &path, e))?;
+            if let Some(hashes) = id_hashes {
+                hashes.write(&path)?;
             }
-            let batches = Arc::new(outcome.batches);
-            let for_thread = batches.clone();
-            let id_hashes =
-                ids::has_id_hashes(table).then(|| ids::IdHashes::from_hashes(outcome.id_hashes));
-            let handle = std::thread::spawn(move || {
-                // Written under a name queries ignore, renamed once complete.
-                let name = path.file_name().expect("file name").to_string_lossy();
-                let tmp = path.with_file_name(format!(".{name}.tmp"));
-                dedupe::write_sorted(&tmp, table, &for_thread)?;
-                std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot stage", &path, e))?;
-                if let Some(hashes) = id_hashes {
-                    hashes.write(&path)?;
+            Ok(None)
+        });
+        self.writers.push_back(Writer {
+            table,
+            key,
+            batches,
+            handle,
+        });
+        Ok(())
+    }
+
+    /// Spills the rows of many days as one sorted run, on a background thread.
+    fn spill_run(
+        &mut self,
+        tx: &Transaction<'_>,
+        key: TableKey,
+        by_day: Vec<(i32, Vec<RecordBatch>, Vec<u64>)>,
+    ) {
+        let table = key.table();
+        let path = tx.dir().join(format!(
+            "run-{}-{}.arrow",
+            table.name(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let days: Vec<(i32, Vec<RecordBatch>)> =
+            by_day.into_iter().map(|(d, b, _)| (d, b)).collect();
+        let batches = Arc::new(days.iter().flat_map(|(_, b)| b.clone()).collect());
+        let handle = std::thread::spawn(move || Ok(Some(runs::write_run(&path, table, &days)?)));
+        self.writers.push_back(Writer {
+            table,
+            key,
+            batches,
+            handle,
+        });
+    }
+
+    /// Merges each day whose rows lie in more than one place (runs, files) into one file.
+    async fn merge_days(&mut self, tx: &mut Transaction<'_>) -> Result<()> {
+        let mut plan: BTreeMap<(TableKey, i32), Vec<Sorted>> = BTreeMap::new();
+        for key in [TableKey::Events, TableKey::Labels] {
+            for run in &self.runs[key as usize] {
+                for (day, batches) in &run.days {
+                    plan.entry((key, *day)).or_default().push(Sorted::Run {
+                        path: run.path.clone(),
+                        batches: batches.clone(),
+                    });
                 }
-                Ok(())
-            });
-            self.writers.push_back(Writer {
-                table,
-                batches,
-                handle,
-            });
+            }
+        }
+        for (key, files) in &self.direct {
+            if files.len() > 1 || plan.contains_key(key) {
+                let sources = plan.entry(*key).or_default();
+                sources.extend(files.iter().cloned().map(Sorted::Parquet));
+            }
+        }
+        let max_row = self.opts.max_line_bytes.saturating_mul(2);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut pending = plan.into_iter();
+        let mut replaced: Vec<PathBuf> = Vec::new();
+        loop {
+            while tasks.len() < MAX_WRITERS {
+                let Some(((key, day), sources)) = pending.next() else {
+                    break;
+                };
+                let table = key.table();
+                let out = tx.new_file(table, day);
+                if ids::has_id_hashes(table) {
+                    tx.add_id_hashes(&out);
+                }
+                if let Some(files) = self.direct.get(&(key, day)) {
+                    replaced.extend(files.iter().cloned());
+                }
+                tasks.spawn(async move { runs::merge_day(table, sources, &out, max_row).await });
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(done) => {
+                    done.map_err(|e| Error::runtime(format!("a merge task failed: {e}")))??;
+                }
+            }
+        }
+        for file in replaced {
+            tx.discard_file(&file)?;
+        }
+        for run in self.runs.iter_mut().flat_map(std::mem::take) {
+            let _ = std::fs::remove_file(&run.path);
         }
         Ok(())
     }
 
     fn join_oldest_writer(&mut self) -> Result<()> {
         if let Some(w) = self.writers.pop_front() {
-            w.handle
+            let run = w
+                .handle
                 .join()
                 .map_err(|_| Error::runtime("a Parquet writer thread panicked"))??;
+            if let Some(run) = run {
+                self.runs[w.key as usize].push(run);
+            }
         }
         Ok(())
     }
@@ -540,30 +758,80 @@ impl Run<'_> {
     }
 }
 
-/// A file being sorted and written on its own thread.
+/// A file or run being sorted and written on its own thread.
 struct Writer {
     table: Table,
+    key: TableKey,
     batches: Arc<Vec<RecordBatch>>,
-    handle: std::thread::JoinHandle<Result<()>>,
+    /// A spilled run, once written (a day's file is already reserved in the transaction).
+    handle: std::thread::JoinHandle<Result<Option<RunFile>>>,
 }
 
-/// Files written at once, each on its own thread (bounds memory: each holds one day buffer).
+/// Files or runs written at once, each on its own thread (bounds memory: each holds the buffers
+/// it writes).
 const MAX_WRITERS: usize = 2;
 
 /// A line over the limit, spilled to a scratch file as it was read (never held in memory).
 struct Oversize {
     line: u64,
     path: PathBuf,
+    /// Its full length (the scratch file holds at most [`OVERSIZE_KEEP_BYTES`] of it).
+    len: u64,
 }
 
-/// Reads up to `group` chunks. A line over the limit is not kept in a chunk: its bytes are
-/// streamed to a scratch file in `spill_dir` for the quarantine.
-fn read_chunks<R: Read>(
-    chunker: &mut LineChunker<R>,
+/// A source cut into pieces that parse independently: chunks of whole records, and lines over
+/// the limit (streamed to the caller, never buffered).
+trait Chunker: Send {
+    type Chunk: Send + Sync;
+    fn next_piece(
+        &mut self,
+        oversize: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<Option<Piece<Self::Chunk>>>;
+    /// Input bytes consumed so far.
+    fn consumed(&self) -> u64;
+}
+
+impl<R: Read + Send> Chunker for LineChunker<R> {
+    type Chunk = lines::LineChunk;
+    fn next_piece(
+        &mut self,
+        oversize: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<Option<Piece<Self::Chunk>>> {
+        LineChunker::next_piece(self, oversize)
+    }
+    fn consumed(&self) -> u64 {
+        self.consumed
+    }
+}
+
+impl<R: Read + Send> Chunker for csv::CsvChunker<R> {
+    type Chunk = csv::CsvChunk;
+    fn next_piece(
+        &mut self,
+        oversize: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<Option<Piece<Self::Chunk>>> {
+        csv::CsvChunker::next_piece(self, oversize)
+    }
+    fn consumed(&self) -> u64 {
+        self.consumed
+    }
+}
+
+/// Bytes of one over-long line kept in the quarantine; the rest is counted, not kept, so that
+/// input without line breaks (`ingest - < /dev/zero`) cannot fill the disk.
+pub const OVERSIZE_KEEP_BYTES: u64 = 64 << 20;
+/// Length at which an over-long line makes the source unreadable: input that runs this far
+/// without a line break is not NDJSON or CSV.
+pub const OVERSIZE_ABANDON_BYTES: u64 = 4 << 30;
+
+/// Reads up to `group` chunks. A line over the limit is not kept in a chunk: its first
+/// [`OVERSIZE_KEEP_BYTES`] are streamed to a scratch file in `spill_dir` for the quarantine.
+fn read_chunks<C: Chunker>(
+    chunker: &mut C,
     group: usize,
     spill_dir: &Path,
     oversize: &mut Vec<Oversize>,
-) -> Result<Vec<lines::LineChunk>> {
+) -> Result<Vec<C::Chunk>> {
     let mut chunks = Vec::with_capacity(group);
     let mut spill: Option<std::io::BufWriter<File>> = None;
     while chunks.len() < group {
@@ -572,10 +840,22 @@ fn read_chunks<R: Read>(
                 let path = spill_dir.join(format!("oversize-{line}.tmp"));
                 let f = File::create(&path).map_err(|e| Error::io("cannot write", &path, e))?;
                 spill = Some(std::io::BufWriter::new(f));
-                oversize.push(Oversize { line, path });
+                oversize.push(Oversize { line, path, len: 0 });
+            }
+            let o = oversize.last_mut().expect("pushed above");
+            let keep = OVERSIZE_KEEP_BYTES
+                .saturating_sub(o.len)
+                .min(piece.len() as u64) as usize;
+            o.len += piece.len() as u64;
+            if o.len > OVERSIZE_ABANDON_BYTES {
+                return Err(Error::input(format!(
+                    "line {line} runs past {} GiB without a line break",
+                    OVERSIZE_ABANDON_BYTES >> 30
+                ))
+                .with_hint("this is not NDJSON or CSV; nothing was ingested"));
             }
             let out = spill.as_mut().expect("opened above");
-            std::io::Write::write_all(out, piece)
+            std::io::Write::write_all(out, &piece[..keep])
                 .map_err(|e| Error::runtime(format!("cannot spill an oversize line: {e}")))
         };
         match chunker.next_piece(&mut on_oversize)? {
@@ -596,14 +876,15 @@ fn read_chunks<R: Read>(
 /// Parses one chunk of NDJSON lines into per-day batches and rejects.
 fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line: usize) -> Parsed {
     let mut sink = ChunkSink::new(kind, now_us, chunk.lines as usize);
-    for (n, line) in lines::lines(chunk) {
+    for (n, raw) in lines::lines(chunk) {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         if line.len() > max_line {
             sink.reject(
                 n,
-                line,
+                raw,
                 format!(
                     "line is {} bytes, longer than the {max_line}-byte limit (raise it with --max-line-bytes)",
                     line.len()
@@ -614,8 +895,8 @@ fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line
         // A UTF-8 byte-order mark is not part of the first record.
         let body = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
         match sink.kind() {
-            RecordKind::Events => sink.event(n, line, ndjson::event_fields(body)),
-            RecordKind::Labels => sink.label(n, line, ndjson::label_fields(body)),
+            RecordKind::Events => sink.event(n, raw, ndjson::event_fields(body)),
+            RecordKind::Labels => sink.label(n, raw, ndjson::label_fields(body)),
         }
     }
     sink.finish()
@@ -632,8 +913,8 @@ mod tests {
         )
     }
 
-    /// Duplicates far apart in one input, with a buffer so small that every few records flush
-    /// a file and several writers are in flight: each id is kept exactly once.
+    /// Duplicates far apart in one input, with a buffer so small that every few records spill a
+    /// run and several writers are in flight: each id is kept exactly once.
     #[tokio::test(flavor = "multi_thread")]
     async fn duplicates_across_flushes_and_writers_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -664,10 +945,8 @@ mod tests {
         assert_eq!(r.read, 4000);
         assert_eq!(r.accepted, 3000);
         assert_eq!(r.duplicates, 1000);
-        assert!(
-            lake.data_files(Table::Events, None).unwrap().len() > 10,
-            "many flushes"
-        );
+        // Many spills, yet one sorted file per day.
+        assert_eq!(lake.data_files(Table::Events, None).unwrap().len(), 3);
         // And again: everything is a duplicate of the lake now.
         let src = Source::from_reader(
             "t",

@@ -73,6 +73,16 @@ impl Quarantine {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "stdin".into());
+            // The records are kept as plain text: a gzipped source's copy drops `.gz`, so the
+            // file can be re-ingested as it is.
+            let base = match base.len().checked_sub(3) {
+                Some(cut)
+                    if base.is_char_boundary(cut) && base[cut..].eq_ignore_ascii_case(".gz") =>
+                {
+                    base[..cut].to_string()
+                }
+                _ => base,
+            };
             let file_name = format!("{:02}-{}", src.index, sanitize(&base));
             let path = self.dir.join(&file_name);
             let file = File::options()

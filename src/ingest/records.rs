@@ -1,8 +1,13 @@
 //! Validated records of one chunk of input, split by day, plus the chunk's rejects.
+//!
+//! A chunk's records go into one builder per table whatever days they fall on, and are split by
+//! day only when the chunk is finished: memory follows the rows actually read, not the number
+//! of days a chunk touches (input in random time order touches hundreds).
 
 use std::collections::BTreeMap;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 
 use super::batch::{EventBatchBuilder, LabelBatchBuilder};
 use crate::event::{self, LabelRecord, RawValue, RejectReason, day_of};
@@ -38,8 +43,10 @@ pub(crate) struct ChunkSink {
     /// Expected records, to size builders.
     rows_hint: usize,
     now_us: i64,
-    events: BTreeMap<i32, EventBatchBuilder>,
-    labels: BTreeMap<i32, LabelBatchBuilder>,
+    events: Option<EventBatchBuilder>,
+    event_days: Vec<i32>,
+    labels: Option<LabelBatchBuilder>,
+    label_days: Vec<i32>,
     rejects: Vec<Reject>,
     records: u64,
 }
@@ -50,8 +57,10 @@ impl ChunkSink {
             kind,
             rows_hint,
             now_us,
-            events: BTreeMap::new(),
-            labels: BTreeMap::new(),
+            events: None,
+            event_days: Vec::new(),
+            labels: None,
+            label_days: Vec::new(),
             rejects: Vec::new(),
             records: 0,
         }
@@ -85,9 +94,9 @@ impl ChunkSink {
         let day = day_of(ev.ts_us);
         let hint = self.rows_hint;
         self.events
-            .entry(day)
-            .or_insert_with(|| EventBatchBuilder::with_capacity(hint))
+            .get_or_insert_with(|| EventBatchBuilder::with_capacity(hint))
             .append(&ev);
+        self.event_days.push(day);
         if let Some(label) = ev.label {
             // An inline label is a label like any other, stamped with the event's time.
             let rec = LabelRecord {
@@ -99,9 +108,9 @@ impl ChunkSink {
                 note: None,
             };
             self.labels
-                .entry(day)
-                .or_insert_with(LabelBatchBuilder::new)
+                .get_or_insert_with(LabelBatchBuilder::new)
                 .append(&rec);
+            self.label_days.push(day);
         }
     }
 
@@ -119,30 +128,40 @@ impl ChunkSink {
         };
         self.records += 1;
         self.labels
-            .entry(day_of(rec.ts_us))
-            .or_insert_with(LabelBatchBuilder::new)
+            .get_or_insert_with(LabelBatchBuilder::new)
             .append(&rec);
-    }
-
-    /// Records seen so far, valid or not.
-    pub fn records(&self) -> u64 {
-        self.records
+        self.label_days.push(day_of(rec.ts_us));
     }
 
     pub fn finish(self) -> Parsed {
         Parsed {
-            events: self
-                .events
-                .into_iter()
-                .map(|(d, b)| (d, b.finish()))
-                .collect(),
-            labels: self
-                .labels
-                .into_iter()
-                .map(|(d, b)| (d, b.finish()))
-                .collect(),
+            events: split_by_day(self.events.map(EventBatchBuilder::finish), &self.event_days),
+            labels: split_by_day(self.labels.map(LabelBatchBuilder::finish), &self.label_days),
             rejects: self.rejects,
             records: self.records,
         }
     }
+}
+
+/// Splits a batch into one batch per day (`days[i]` is row i's day), in day order. A batch of
+/// one day (input in time order) is passed through without a copy.
+fn split_by_day(batch: Option<RecordBatch>, days: &[i32]) -> Vec<(i32, RecordBatch)> {
+    let Some(batch) = batch else {
+        return Vec::new();
+    };
+    let first = days[0];
+    if days.iter().all(|d| *d == first) {
+        return vec![(first, batch)];
+    }
+    let mut rows: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+    for (i, d) in days.iter().enumerate() {
+        rows.entry(*d).or_default().push(i as u32);
+    }
+    rows.into_iter()
+        .map(|(d, idx)| {
+            let part = take_record_batch(&batch, &UInt32Array::from(idx))
+                .expect("indices are rows of the batch");
+            (d, part)
+        })
+        .collect()
 }

@@ -42,6 +42,8 @@ pub use compact::{CompactReport, compact};
 
 /// Rows per Parquet row group, at most.
 pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
+/// Encoded bytes a writer holds for its row group before closing it early (rows of large text).
+pub const MAX_ROW_GROUP_BYTES: usize = 128 << 20;
 const LOCK_FILE: &str = ".promptgate.lock";
 const STAGING: &str = "_staging";
 const QUARANTINE: &str = "quarantine";
@@ -390,6 +392,10 @@ impl LakeFileWriter {
         };
         self.rows += batch.num_rows() as u64;
         self.writer.write(&batch)?;
+        // Large rows: close the row group early rather than hold a million of them encoded.
+        if self.writer.in_progress_size() > MAX_ROW_GROUP_BYTES {
+            self.writer.flush()?;
+        }
         Ok(())
     }
 
@@ -584,6 +590,26 @@ impl Transaction<'_> {
         };
         let pair = (ids::ids_path(from), ids::ids_path(to));
         self.moves.push(pair);
+    }
+
+    /// Gives up a file reserved with [`Transaction::new_file`] (its rows were merged into
+    /// another): it is deleted, with its id-hash file, and not committed.
+    pub fn discard_file(&mut self, staged: &Path) -> Result<()> {
+        let staged_rel = staged
+            .strip_prefix(&self._lock.lake.root)
+            .expect("staging is inside the lake")
+            .to_path_buf();
+        let hashes_rel = ids::ids_path(&staged_rel);
+        self.moves
+            .retain(|(from, _)| from != &staged_rel && from != &hashes_rel);
+        for path in [staged.to_path_buf(), ids::ids_path(staged)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("cannot remove", &path, e)),
+            }
+        }
+        Ok(())
     }
 
     /// Adds an already-written staged path (file or directory) to move to `final_rel`.
