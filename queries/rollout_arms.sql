@@ -13,6 +13,6 @@ WHERE route = $route
   AND env = $env
   AND prompt_version IN ($baseline, $canary)
   AND date >= $since_day
-  AND ts >= CAST($since AS TIMESTAMP)
+  AND ts >= $since
 GROUP BY prompt_version, prompt_sha
 ORDER BY prompt_version, prompt_sha

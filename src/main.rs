@@ -120,6 +120,7 @@ struct WriteCli {
 #[derive(Subcommand)]
 enum RegistryCmd {
     /// Register a prompt version (its text is stored by SHA-256; versions are immutable).
+    #[command(disable_version_flag = true)]
     Add {
         #[arg(long)]
         route: String,
@@ -132,6 +133,7 @@ enum RegistryCmd {
         write: WriteCli,
     },
     /// Make a version the route's default (of one env with --env). Lifts a kill switch.
+    #[command(disable_version_flag = true)]
     SetDefault {
         #[arg(long)]
         route: String,
@@ -143,6 +145,7 @@ enum RegistryCmd {
         write: WriteCli,
     },
     /// Pin a version for an env (or one tier of it), above rollouts and defaults; --clear removes it.
+    #[command(disable_version_flag = true)]
     Override {
         #[arg(long)]
         route: String,

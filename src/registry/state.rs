@@ -251,6 +251,8 @@ impl State {
         version: &str,
         stamp: &Stamp,
     ) -> Result<Option<Change>> {
+        check_name("route", route)?;
+        check_name("version", version)?;
         if let Some(e) = env {
             check_name("env", e)?;
         }
@@ -299,6 +301,8 @@ impl State {
         tier: Option<&str>,
         version: &str,
     ) -> Result<Option<Change>> {
+        check_name("route", route)?;
+        check_name("version", version)?;
         check_name("env", env)?;
         if let Some(t) = tier {
             check_name("tier", t)?;
@@ -364,16 +368,18 @@ impl State {
     /// serves out of service, and sends all its traffic to the last-known-good version.
     /// Without a last-known-good version nothing changes and the error says why.
     pub fn kill(&mut self, route: &str, env: Option<&str>, stamp: &Stamp) -> Result<Change> {
+        check_name("route", route)?;
         if let Some(e) = env {
             check_name("env", e)?;
         }
         let r = self.route_mut(route)?;
         let scope = env.unwrap_or(ALL_ENVS).to_string();
         let in_scope = |e: &str| env.is_none_or(|x| x == e);
-        // What the scope serves now, besides its last-known-good: the canary of an active
-        // rollout (the new thing) or else the current default, and any override.
+        // What the kill takes out of service: the canary of an active rollout (the new thing),
+        // or else the current default. Overrides are deliberate pins (often of a known-good
+        // version): they are suspended while the kill stands, not killed.
         let mut suspects: Vec<String> = Vec::new();
-        let mut push = |v: &str, s: &mut Vec<String>| {
+        let push = |v: &str, s: &mut Vec<String>| {
             if !s.iter().any(|x| x == v) {
                 s.push(v.to_string());
             }
@@ -401,9 +407,6 @@ impl State {
                     }
                 }
             }
-        }
-        for o in r.overrides.iter().filter(|o| in_scope(&o.env)) {
-            push(&o.version.clone(), &mut suspects);
         }
         let Some(lkg) = r.last_known_good(env, &suspects) else {
             return Err(Error::input(format!(

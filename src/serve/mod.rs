@@ -89,6 +89,7 @@ pub fn router(state: ServeState) -> Router {
 }
 
 /// An error as a JSON response.
+#[derive(Debug)]
 struct ApiError {
     status: StatusCode,
     error: String,
