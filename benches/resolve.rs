@@ -33,19 +33,76 @@ fn env_num(name: &str, default: u64) -> u64 {
 fn setup(dir: &Path) -> std::path::PathBuf {
     let reg = dir.join("registry");
     let run = |args: &[&str]| {
-        let out = bin().arg("--registry").arg(&reg).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = bin()
+            .arg("--registry")
+            .arg(&reg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     for v in ["v1", "v2", "v3"] {
         let f = dir.join(format!("{v}.txt"));
         std::fs::write(&f, format!("prompt {v}\n")).unwrap();
-        run(&["registry", "add", "--route", "support", "--version", v, "--file", f.to_str().unwrap()]);
+        run(&[
+            "registry",
+            "add",
+            "--route",
+            "support",
+            "--version",
+            v,
+            "--file",
+            f.to_str().unwrap(),
+        ]);
     }
-    run(&["registry", "set-default", "--route", "support", "--version", "v1"]);
-    run(&["registry", "set-default", "--route", "support", "--version", "v1", "--env", "staging"]);
-    run(&["registry", "override", "--route", "support", "--env", "eu", "--version", "v3"]);
-    run(&["registry", "override", "--route", "support", "--env", "eu", "--tier", "pro", "--version", "v1"]);
-    run(&["rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--plan", "5,100"]);
+    run(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+    ]);
+    run(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+        "--env",
+        "staging",
+    ]);
+    run(&[
+        "registry",
+        "override",
+        "--route",
+        "support",
+        "--env",
+        "eu",
+        "--version",
+        "v3",
+    ]);
+    run(&[
+        "registry",
+        "override",
+        "--route",
+        "support",
+        "--env",
+        "eu",
+        "--tier",
+        "pro",
+        "--version",
+        "v1",
+    ]);
+    run(&[
+        "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--plan",
+        "5,100",
+    ]);
     reg
 }
 
@@ -87,8 +144,9 @@ async fn load(addr: &str, conns: usize, secs: f64, path: fn(u64) -> String) -> L
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let mut lat = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
@@ -136,14 +194,22 @@ async fn load(addr: &str, conns: usize, secs: f64, path: fn(u64) -> String) -> L
 
 async fn get_json(addr: &str, path: &str) -> serde_json::Value {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header("host", "bench")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let body = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap();
+    let body = sender
+        .send_request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
     serde_json::from_slice(&body.to_bytes()).unwrap()
 }
 
@@ -153,7 +219,9 @@ fn main() {
     let reg = setup(dir.path());
 
     let (per_sec, share) = library(&reg);
-    println!("library resolve: {per_sec:.0} resolves/s (1 thread; canary share {share:.4}, plan 0.05)");
+    println!(
+        "library resolve: {per_sec:.0} resolves/s (1 thread; canary share {share:.4}, plan 0.05)"
+    );
 
     let mut server = bin()
         .arg("--registry")

@@ -773,8 +773,8 @@ pub fn write_resolved_events(
         let t_in: f64 = rng.sample(tokens_in);
         let t_out: f64 = rng.sample(tokens_out);
         let flagged = rng.random::<f64>() < (t.flagged_rate * m(r.flagged)).min(1.0);
-        let ts_us = t.start_us
-            + (i128::from(i) * i128::from(t.span_us) / i128::from(t.events)) as i64;
+        let ts_us =
+            t.start_us + (i128::from(i) * i128::from(t.span_us) / i128::from(t.events)) as i64;
         let attributes = t
             .attributes
             .iter()

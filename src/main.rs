@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use promptgate::Lake;
-use promptgate::registry::Registry;
 use promptgate::cmd;
 use promptgate::error::{Error, Result};
 use promptgate::event::parse_time_arg;
 use promptgate::r#gen::{CanarySpec, GenConfig, Regression};
 use promptgate::ingest::{IngestOptions, InputFormat, RecordKind};
 use promptgate::query::RollupSpec;
+use promptgate::registry::Registry;
 use promptgate::report::{OutputFormat, VerdictFormat};
 
 // Allocation-heavy parsing on several threads: mimalloc is faster than glibc's malloc here and

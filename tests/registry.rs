@@ -63,11 +63,20 @@ impl Reg {
     }
     fn add(&self, route: &str, version: &str, file: &str) {
         self.ok(&[
-            "registry", "add", "--route", route, "--version", version, "--file", &prompt(file),
+            "registry",
+            "add",
+            "--route",
+            route,
+            "--version",
+            version,
+            "--file",
+            &prompt(file),
         ]);
     }
     fn resolve(&self, env: &str, tier: Option<&str>, unit: &str) -> Value {
-        let mut args = vec!["resolve", "--route", "support", "--env", env, "--unit", unit];
+        let mut args = vec![
+            "resolve", "--route", "support", "--env", env, "--unit", unit,
+        ];
         if let Some(t) = tier {
             args.extend(["--tier", t]);
         }
@@ -77,9 +86,9 @@ impl Reg {
         std::fs::read(self.dir().join("state.json")).unwrap_or_default()
     }
     fn history(&self, route: &str) -> Vec<Value> {
-        serde_json::from_str(&self.ok(&[
-            "registry", "history", "--route", route, "--format", "json",
-        ]))
+        serde_json::from_str(
+            &self.ok(&["registry", "history", "--route", route, "--format", "json"]),
+        )
         .unwrap()
     }
 }
@@ -110,7 +119,13 @@ fn add_stores_text_by_sha256_and_versions_are_immutable() {
     // Same content again: a no-op, exit 0, nothing written.
     let before = r.state_bytes();
     let out = r.ok(&[
-        "registry", "add", "--route", "support", "--version", "v1", "--file",
+        "registry",
+        "add",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+        "--file",
         &prompt("support-v1.txt"),
     ]);
     assert!(out.contains("nothing to do"), "{out}");
@@ -119,19 +134,31 @@ fn add_stores_text_by_sha256_and_versions_are_immutable() {
     // Other content under the same version: exit 1, one line naming it, nothing changed.
     let err = r.stderr(
         &[
-            "registry", "add", "--route", "support", "--version", "v1", "--file",
+            "registry",
+            "add",
+            "--route",
+            "support",
+            "--version",
+            "v1",
+            "--file",
             &prompt("support-v2.txt"),
         ],
         1,
     );
-    assert!(err.starts_with("error: version \"v1\" of route \"support\" is already registered"), "{err}");
+    assert!(
+        err.starts_with("error: version \"v1\" of route \"support\" is already registered"),
+        "{err}"
+    );
     assert!(err.contains("hint:"), "{err}");
     assert_eq!(r.state_bytes(), before);
     assert!(!r.dir().join("prompts").join(SHA_V2).exists());
 
     let show: Value =
         serde_json::from_str(&r.ok(&["registry", "show", "--format", "json"])).unwrap();
-    assert_eq!(show["routes"]["support"]["versions"]["v1"]["sha256"], SHA_V1);
+    assert_eq!(
+        show["routes"]["support"]["versions"]["v1"]["sha256"],
+        SHA_V1
+    );
     let h = r.history("support");
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["action"], "add");
@@ -140,52 +167,99 @@ fn add_stores_text_by_sha256_and_versions_are_immutable() {
 
     // The state is a file a person can read.
     let state = String::from_utf8(r.state_bytes()).unwrap();
-    assert!(state.contains("\n    \"routes\"") || state.contains("\n  \"routes\""), "{state}");
+    assert!(
+        state.contains("\n    \"routes\"") || state.contains("\n  \"routes\""),
+        "{state}"
+    );
 }
 
 #[test]
 fn unknown_route_or_version_is_one_line_exit_1_and_no_change() {
     let r = Reg::new();
     r.add("support", "v1", "support-v1.txt");
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v1"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+    ]);
     let before = r.state_bytes();
     for (args, names) in [
         (
-            vec!["registry", "set-default", "--route", "nope", "--version", "v1"],
+            vec![
+                "registry",
+                "set-default",
+                "--route",
+                "nope",
+                "--version",
+                "v1",
+            ],
             "\"nope\"",
         ),
         (
-            vec!["registry", "set-default", "--route", "support", "--version", "v9"],
-            "\"v9\"",
-        ),
-        (
             vec![
-                "registry", "override", "--route", "support", "--env", "prod", "--version", "v9",
+                "registry",
+                "set-default",
+                "--route",
+                "support",
+                "--version",
+                "v9",
             ],
             "\"v9\"",
         ),
         (
-            vec!["registry", "override", "--route", "support", "--env", "prod", "--clear"],
-            "no override",
-        ),
-        (
-            vec!["rollout", "start", "--route", "support", "--env", "prod", "--canary", "v9"],
+            vec![
+                "registry",
+                "override",
+                "--route",
+                "support",
+                "--env",
+                "prod",
+                "--version",
+                "v9",
+            ],
             "\"v9\"",
         ),
         (
-            vec!["resolve", "--route", "nope", "--env", "prod", "--unit", "u1"],
+            vec![
+                "registry", "override", "--route", "support", "--env", "prod", "--clear",
+            ],
+            "no override",
+        ),
+        (
+            vec![
+                "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v9",
+            ],
+            "\"v9\"",
+        ),
+        (
+            vec![
+                "resolve", "--route", "nope", "--env", "prod", "--unit", "u1",
+            ],
             "\"nope\"",
         ),
     ] {
         let err = r.stderr(&args, 1);
         let first = err.lines().next().unwrap();
-        assert!(first.starts_with("error: ") && first.contains(names), "{args:?}: {err}");
+        assert!(
+            first.starts_with("error: ") && first.contains(names),
+            "{args:?}: {err}"
+        );
         assert!(err.lines().count() <= 2, "{err}");
     }
     assert_eq!(r.state_bytes(), before);
     // A bad name is a usage error (2).
     r.stderr(
-        &["registry", "set-default", "--route", " support", "--version", "v1"],
+        &[
+            "registry",
+            "set-default",
+            "--route",
+            " support",
+            "--version",
+            "v1",
+        ],
         2,
     );
     r.stderr(&["registry", "kill", "--route", "support"], 2); // --why is required
@@ -198,10 +272,22 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
     r.add("support", "v2", "support-v2.txt");
     r.add("support", "v3", "support-v3.txt");
     // No default yet: a clear error.
-    let err = r.stderr(&["resolve", "--route", "support", "--env", "prod", "--unit", "u1"], 1);
+    let err = r.stderr(
+        &[
+            "resolve", "--route", "support", "--env", "prod", "--unit", "u1",
+        ],
+        1,
+    );
     assert!(err.contains("no default version"), "{err}");
 
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v1"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+    ]);
     let v = r.resolve("prod", None, "u1");
     assert_eq!(arm(&v), ("default", "v1"));
     assert_eq!(v["prompt_sha"], SHA_V1);
@@ -211,7 +297,16 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
     assert!(v["reason"].as_str().unwrap().contains("route default"));
 
     // Env default beats the route default for that env only.
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v2", "--env", "staging"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v2",
+        "--env",
+        "staging",
+    ]);
     assert_eq!(arm(&r.resolve("staging", None, "u1")), ("default", "v2"));
     assert_eq!(arm(&r.resolve("prod", None, "u1")), ("default", "v1"));
 
@@ -223,10 +318,16 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
     let arms: Vec<(String, String)> = (0..200)
         .map(|u| {
             let v = r.resolve("prod", Some("pro"), &format!("user-{u}"));
-            (v["arm"].as_str().unwrap().to_string(), v["version"].as_str().unwrap().to_string())
+            (
+                v["arm"].as_str().unwrap().to_string(),
+                v["version"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
-    assert!(arms.iter().any(|a| a.0 == "canary" && a.1 == "v2"), "{arms:?}");
+    assert!(
+        arms.iter().any(|a| a.0 == "canary" && a.1 == "v2"),
+        "{arms:?}"
+    );
     assert!(arms.iter().any(|a| a.0 == "baseline" && a.1 == "v1"));
     assert!(arms.iter().all(|a| a.0 == "canary" || a.0 == "baseline"));
     let canary_unit = format!(
@@ -235,24 +336,64 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
     );
 
     // Env override beats the rollout; a tier override beats the env override.
-    r.ok(&["registry", "override", "--route", "support", "--env", "prod", "--version", "v3"]);
-    assert_eq!(arm(&r.resolve("prod", Some("pro"), &canary_unit)), ("override", "v3"));
     r.ok(&[
-        "registry", "override", "--route", "support", "--env", "prod", "--tier", "enterprise",
-        "--version", "v1",
+        "registry",
+        "override",
+        "--route",
+        "support",
+        "--env",
+        "prod",
+        "--version",
+        "v3",
+    ]);
+    assert_eq!(
+        arm(&r.resolve("prod", Some("pro"), &canary_unit)),
+        ("override", "v3")
+    );
+    r.ok(&[
+        "registry",
+        "override",
+        "--route",
+        "support",
+        "--env",
+        "prod",
+        "--tier",
+        "enterprise",
+        "--version",
+        "v1",
     ]);
     let v = r.resolve("prod", Some("enterprise"), &canary_unit);
     assert_eq!(arm(&v), ("override", "v1"));
     assert!(v["reason"].as_str().unwrap().contains("tier override"));
-    assert_eq!(arm(&r.resolve("prod", Some("pro"), &canary_unit)), ("override", "v3"));
+    assert_eq!(
+        arm(&r.resolve("prod", Some("pro"), &canary_unit)),
+        ("override", "v3")
+    );
 
     // Clearing the env override gives the rollout back its traffic.
-    r.ok(&["registry", "override", "--route", "support", "--env", "prod", "--clear"]);
-    assert_eq!(arm(&r.resolve("prod", Some("pro"), &canary_unit)), ("canary", "v2"));
+    r.ok(&[
+        "registry", "override", "--route", "support", "--env", "prod", "--clear",
+    ]);
+    assert_eq!(
+        arm(&r.resolve("prod", Some("pro"), &canary_unit)),
+        ("canary", "v2")
+    );
 
     // The kill switch beats everything: the rollout ends, traffic on the last-known-good.
-    let out = r.ok(&["registry", "kill", "--route", "support", "--env", "prod", "--why", "bad answers"]);
-    assert!(out.contains("v2") && out.contains("last-known-good v1"), "{out}");
+    let out = r.ok(&[
+        "registry",
+        "kill",
+        "--route",
+        "support",
+        "--env",
+        "prod",
+        "--why",
+        "bad answers",
+    ]);
+    assert!(
+        out.contains("v2") && out.contains("last-known-good v1"),
+        "{out}"
+    );
     for tier in ["enterprise", "pro"] {
         let v = r.resolve("prod", Some(tier), &canary_unit);
         assert_eq!(arm(&v), ("killed", "v1"), "{tier}");
@@ -262,10 +403,25 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
     assert_eq!(arm(&r.resolve("staging", None, "u1")), ("default", "v2"));
 
     // A later set-default lifts the kill and says so; the tier override is back in force.
-    let out = r.ok(&["registry", "set-default", "--route", "support", "--version", "v1", "--env", "prod"]);
+    let out = r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+        "--env",
+        "prod",
+    ]);
     assert!(out.contains("lifted the kill switch"), "{out}");
-    assert_eq!(arm(&r.resolve("prod", Some("enterprise"), "u1")), ("override", "v1"));
-    assert_eq!(arm(&r.resolve("prod", Some("pro"), &canary_unit)), ("default", "v1"));
+    assert_eq!(
+        arm(&r.resolve("prod", Some("enterprise"), "u1")),
+        ("override", "v1")
+    );
+    assert_eq!(
+        arm(&r.resolve("prod", Some("pro"), &canary_unit)),
+        ("default", "v1")
+    );
 
     let actions: Vec<String> = r
         .history("support")
@@ -275,8 +431,17 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
     assert_eq!(
         actions,
         [
-            "add", "add", "add", "set-default", "set-default", "rollout-start", "override",
-            "override", "clear-override", "kill", "set-default"
+            "add",
+            "add",
+            "add",
+            "set-default",
+            "set-default",
+            "rollout-start",
+            "override",
+            "override",
+            "clear-override",
+            "kill",
+            "set-default"
         ]
     );
 }
@@ -287,7 +452,14 @@ fn kill_goes_to_the_last_known_good_or_refuses() {
     r.add("support", "v1", "support-v1.txt");
     r.add("support", "v2", "support-v2.txt");
     r.add("support", "v3", "support-v3.txt");
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v1"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+    ]);
 
     // Only one version ever served: nothing to go back to. Exit 1, nothing changed.
     let before = r.state_bytes();
@@ -295,18 +467,50 @@ fn kill_goes_to_the_last_known_good_or_refuses() {
     assert!(err.contains("no last-known-good"), "{err}");
     assert_eq!(r.state_bytes(), before);
 
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v2"]);
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v3", "--actor", "ann"]);
-    r.ok(&["registry", "kill", "--route", "support", "--why", "v3 leaks", "--actor", "bob"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v2",
+    ]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v3",
+        "--actor",
+        "ann",
+    ]);
+    r.ok(&[
+        "registry", "kill", "--route", "support", "--why", "v3 leaks", "--actor", "bob",
+    ]);
     assert_eq!(arm(&r.resolve("prod", None, "u1")), ("killed", "v2"));
     assert_eq!(arm(&r.resolve("staging", None, "u1")), ("killed", "v2"));
 
     // Lift by making v3 default again, kill again: v2 is still good.
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v3"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v3",
+    ]);
     r.ok(&["registry", "kill", "--route", "support", "--why", "again"]);
     assert_eq!(arm(&r.resolve("prod", None, "u1")), ("killed", "v2"));
     // Now v2 is default and gets killed: v3 was killed since it last served, so v1.
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v2"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v2",
+    ]);
     r.ok(&["registry", "kill", "--route", "support", "--why", "v2 too"]);
     assert_eq!(arm(&r.resolve("prod", None, "u1")), ("killed", "v1"));
 
@@ -317,7 +521,10 @@ fn kill_goes_to_the_last_known_good_or_refuses() {
     assert_eq!(kill["before"], "v3");
     assert_eq!(kill["after"], "v2");
     let table = r.ok(&["registry", "history", "--route", "support"]);
-    assert!(table.contains("v3 leaks") && table.contains("bob"), "{table}");
+    assert!(
+        table.contains("v3 leaks") && table.contains("bob"),
+        "{table}"
+    );
     let show = r.ok(&["registry", "show", "--route", "support"]);
     assert!(show.contains("KILL SWITCH"), "{show}");
 }
@@ -327,7 +534,14 @@ fn resolve_is_sticky_across_processes_and_matches_the_library() {
     let r = Reg::new();
     r.add("support", "v1", "support-v1.txt");
     r.add("support", "v2", "support-v2.txt");
-    r.ok(&["registry", "set-default", "--route", "support", "--version", "v1"]);
+    r.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+    ]);
     r.ok(&[
         "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--plan",
         "5,50,100",
@@ -367,8 +581,14 @@ fn concurrent_writers_never_lose_an_update() {
                 .arg("--lake")
                 .arg(&r.lake)
                 .args([
-                    "registry", "override", "--route", "support", "--env", &format!("env{i}"),
-                    "--version", "v1",
+                    "registry",
+                    "override",
+                    "--route",
+                    "support",
+                    "--env",
+                    &format!("env{i}"),
+                    "--version",
+                    "v1",
                 ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -381,7 +601,13 @@ fn concurrent_writers_never_lose_an_update() {
     }
     let show: Value =
         serde_json::from_str(&r.ok(&["registry", "show", "--format", "json"])).unwrap();
-    assert_eq!(show["routes"]["support"]["overrides"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        show["routes"]["support"]["overrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
     assert_eq!(show["revision"], 9);
     let h = r.history("support");
     assert_eq!(h.len(), 9);
@@ -405,7 +631,16 @@ fn registry_dir_can_live_outside_the_lake() {
         .env("PROMPTGATE_REGISTRY", &elsewhere)
         .arg("--lake")
         .arg(&r.lake)
-        .args(["registry", "add", "--route", "chat", "--version", "a", "--file", &prompt("support-v1.txt")])
+        .args([
+            "registry",
+            "add",
+            "--route",
+            "chat",
+            "--version",
+            "a",
+            "--file",
+            &prompt("support-v1.txt"),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

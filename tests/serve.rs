@@ -24,16 +24,38 @@ fn prompt(name: &str) -> String {
 fn registry(dir: &Path) -> PathBuf {
     let reg = dir.join("registry");
     let run = |args: &[&str]| {
-        let out = bin().arg("--registry").arg(&reg).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = bin()
+            .arg("--registry")
+            .arg(&reg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     for v in ["v1", "v2"] {
         run(&[
-            "registry", "add", "--route", "support", "--version", v, "--file",
+            "registry",
+            "add",
+            "--route",
+            "support",
+            "--version",
+            v,
+            "--file",
             &prompt(&format!("support-{v}.txt")),
         ]);
-        run(&["registry", "set-default", "--route", "support", "--version", v]);
+        run(&[
+            "registry",
+            "set-default",
+            "--route",
+            "support",
+            "--version",
+            v,
+        ]);
     }
     reg
 }
@@ -114,7 +136,9 @@ fn cli_resolve(reg: &Path, unit: &str) -> Value {
     let out = bin()
         .arg("--registry")
         .arg(reg)
-        .args(["resolve", "--route", "support", "--env", "prod", "--unit", unit, "--tier", "pro"])
+        .args([
+            "resolve", "--route", "support", "--env", "prod", "--unit", unit, "--tier", "pro",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -128,10 +152,17 @@ async fn endpoints_answer_what_the_cli_answers() {
     let out = bin()
         .arg("--registry")
         .arg(&reg)
-        .args(["rollout", "start", "--route", "support", "--env", "prod", "--canary", "v1", "--plan", "5,50,100"])
+        .args([
+            "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v1", "--plan",
+            "5,50,100",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = Server::start(&reg, None);
     let c = client();
     for u in ["u1", "user 2", "ü-3"] {
@@ -146,7 +177,10 @@ async fn endpoints_answer_what_the_cli_answers() {
     }
     let (status, body) = get(&c, &format!("{}/v1/prompts/support/v1", s.base)).await;
     assert_eq!(status, 200);
-    assert_eq!(body["text"], std::fs::read_to_string(prompt("support-v1.txt")).unwrap());
+    assert_eq!(
+        body["text"],
+        std::fs::read_to_string(prompt("support-v1.txt")).unwrap()
+    );
     assert_eq!(
         body["prompt_sha"],
         "10cd1a73c507373dddc51af9c6669c24ab02184d95a40da9269cb26e150f4291"
@@ -179,7 +213,10 @@ async fn a_kill_is_seen_on_the_very_next_request() {
     let url = format!("{}/v1/resolve?route=support&env=prod&unit=u1", s.base);
     for _ in 0..50 {
         let (_, body) = get(&c, &url).await;
-        assert_eq!((body["arm"].as_str(), body["version"].as_str()), (Some("default"), Some("v2")));
+        assert_eq!(
+            (body["arm"].as_str(), body["version"].as_str()),
+            (Some("default"), Some("v2"))
+        );
     }
     let out = bin()
         .arg("--registry")
@@ -189,17 +226,30 @@ async fn a_kill_is_seen_on_the_very_next_request() {
         .unwrap();
     assert!(out.status.success());
     let (_, body) = get(&c, &url).await;
-    assert_eq!((body["arm"].as_str(), body["version"].as_str()), (Some("killed"), Some("v1")));
+    assert_eq!(
+        (body["arm"].as_str(), body["version"].as_str()),
+        (Some("killed"), Some("v1"))
+    );
     // And lifted on the very next request too.
     let out = bin()
         .arg("--registry")
         .arg(&reg)
-        .args(["registry", "set-default", "--route", "support", "--version", "v1"])
+        .args([
+            "registry",
+            "set-default",
+            "--route",
+            "support",
+            "--version",
+            "v1",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let (_, body) = get(&c, &url).await;
-    assert_eq!((body["arm"].as_str(), body["version"].as_str()), (Some("default"), Some("v1")));
+    assert_eq!(
+        (body["arm"].as_str(), body["version"].as_str()),
+        (Some("default"), Some("v1"))
+    );
 }
 
 #[tokio::test]
@@ -208,11 +258,21 @@ async fn a_token_guards_every_endpoint() {
     let reg = registry(dir.path());
     let s = Server::start(&reg, Some("s3cret-token"));
     let c = client();
-    for path in ["/healthz", "/v1/registry", "/v1/resolve?route=support&env=prod&unit=u", "/nope"] {
+    for path in [
+        "/healthz",
+        "/v1/registry",
+        "/v1/resolve?route=support&env=prod&unit=u",
+        "/nope",
+    ] {
         let url = format!("{}{path}", s.base);
         let (status, body) = request(&c, "GET", &url, None).await;
         assert_eq!(status, 401, "{path}");
-        assert!(body["error"].as_str().unwrap().contains("missing bearer token"));
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("missing bearer token")
+        );
         let (status, _) = request(&c, "GET", &url, Some("wrong")).await;
         assert_eq!(status, 401, "{path}");
     }
@@ -236,7 +296,10 @@ async fn a_token_guards_every_endpoint() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing to serve on 0.0.0.0:0 without a bearer token"), "{err}");
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0:0 without a bearer token"),
+        "{err}"
+    );
     assert!(err.contains("hint: set PROMPTGATE_TOKEN"), "{err}");
     let out = bin()
         .arg("--registry")
@@ -254,7 +317,11 @@ fn raw(addr: &str, bytes: &[u8]) -> String {
     let _ = s.write_all(bytes);
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_string()
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
@@ -264,14 +331,38 @@ async fn malformed_requests_get_a_4xx_with_a_json_error() {
     let s = Server::start(&reg, None);
     let c = client();
     for (path, status, says) in [
-        ("/v1/resolve?route=support&env=prod", 400, "missing parameter \"unit\""),
+        (
+            "/v1/resolve?route=support&env=prod",
+            400,
+            "missing parameter \"unit\"",
+        ),
         ("/v1/resolve", 400, "missing parameter"),
-        ("/v1/resolve?route=support&env=prod&unit=u&colour=red", 400, "unknown parameter"),
-        ("/v1/resolve?route=support&env=prod&unit=u&unit=v", 400, "given twice"),
-        ("/v1/resolve?route=%ff&env=prod&unit=u", 400, "percent-encoded UTF-8"),
-        ("/v1/resolve?route=sup%zzport&env=prod&unit=u", 400, "percent-encoded UTF-8"),
+        (
+            "/v1/resolve?route=support&env=prod&unit=u&colour=red",
+            400,
+            "unknown parameter",
+        ),
+        (
+            "/v1/resolve?route=support&env=prod&unit=u&unit=v",
+            400,
+            "given twice",
+        ),
+        (
+            "/v1/resolve?route=%ff&env=prod&unit=u",
+            400,
+            "percent-encoded UTF-8",
+        ),
+        (
+            "/v1/resolve?route=sup%zzport&env=prod&unit=u",
+            400,
+            "percent-encoded UTF-8",
+        ),
         ("/v1/resolve?route=support&env=&unit=u", 400, "is empty"),
-        ("/v1/resolve?route=nope&env=prod&unit=u", 404, "unknown route"),
+        (
+            "/v1/resolve?route=nope&env=prod&unit=u",
+            404,
+            "unknown route",
+        ),
         ("/v1/prompts/support/v9", 404, "not registered"),
         ("/v1/prompts/nope/v1", 404, "unknown route"),
         ("/v1/prompts/support", 404, "no such endpoint"),

@@ -173,9 +173,11 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
 /// Route of the rollout tour (no events of the week above, so every step sees only its own).
 const TOUR_ROUTE: &str = "onboarding";
 
-/// Judge policy of the tour: one segment per env, 200 events per arm.
+/// Judge policy of the tour: one segment per env, 200 events per arm, and 99% confidence so a
+/// clean canary is rarely aborted by chance over its four steps.
 const TOUR_POLICY: &str = r#"min_events = 200
 segment_by = []
+confidence = 0.99
 [[rules]]
 metric = "flagged_rate"
 max_ratio = 1.5
@@ -203,9 +205,18 @@ async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -
     )
     .map_err(w)?;
     let texts = [
-        ("v1", "Welcome the new user and list the three first steps.\n"),
-        ("v2", "Welcome the new user by name and list the three first steps, shortest first.\n"),
-        ("v3", "Welcome the new user, list every step in detail and quote the docs.\n"),
+        (
+            "v1",
+            "Welcome the new user and list the three first steps.\n",
+        ),
+        (
+            "v2",
+            "Welcome the new user by name and list the three first steps, shortest first.\n",
+        ),
+        (
+            "v3",
+            "Welcome the new user, list every step in detail and quote the docs.\n",
+        ),
     ];
     for (v, text) in texts {
         let bytes = text.as_bytes();
@@ -226,14 +237,29 @@ async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -
         let c = s.set_default(TOUR_ROUTE, None, "v1", st)?;
         Ok(((), c.into_iter().collect()))
     })?;
-    writeln!(out, "$ promptgate registry set-default --route {TOUR_ROUTE} --version v1").map_err(w)?;
+    writeln!(
+        out,
+        "$ promptgate registry set-default --route {TOUR_ROUTE} --version v1"
+    )
+    .map_err(w)?;
 
     // Units per step: enough for 200+ canary events at 1%, 5%, 25% and 50%.
     let plan_units = [25_000u64, 6_000, 1_200, 800];
-    for (canary, latency, what) in [
-        ("v2", 1.0, "a clean canary, promoted step by step until it is the default"),
-        ("v3", 1.8, "a canary whose p95 latency regresses, aborted at 5%"),
-    ] {
+    for (n, (canary, latency, what)) in [
+        (
+            "v2",
+            1.0,
+            "a clean canary, promoted step by step until it is the default",
+        ),
+        (
+            "v3",
+            1.8,
+            "a canary whose p95 latency regresses, aborted at 5%",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         writeln!(out, "\n# {what}").map_err(w)?;
         let spec = StartSpec {
             route: TOUR_ROUTE.into(),
@@ -257,7 +283,8 @@ async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -
         for (i, units) in plan_units.into_iter().enumerate() {
             // The regression shows from the second step on (after a clean first one).
             let regressed = if i > 0 { latency } else { 1.0 };
-            let n = tour_traffic(lake, &reg, dir, canary, units, regressed, i).await?;
+            let batch = n * plan_units.len() + i;
+            let n = tour_traffic(lake, &reg, dir, canary, units, regressed, batch).await?;
             let o = super::rollout::judge_step(lake, &reg, TOUR_ROUTE, "prod", &meta).await?;
             writeln!(
                 out,
@@ -282,7 +309,8 @@ async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -
         tier: None,
         unit: "u7",
     };
-    let show = |r: &registry::Resolution| format!("{} -> {} ({})", r.arm.as_str(), r.version, r.reason);
+    let show =
+        |r: &registry::Resolution| format!("{} -> {} ({})", r.arm.as_str(), r.version, r.reason);
     writeln!(
         out,
         "$ promptgate resolve --route {TOUR_ROUTE} --env prod --unit u7\n  {}",

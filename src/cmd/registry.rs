@@ -84,8 +84,10 @@ pub fn run(reg: &Registry, action: RegistryAction, meta: &WriteMeta) -> Result<i
                     .with_hint("a prompt version needs its text"));
             }
             if std::str::from_utf8(&bytes).is_err() {
-                return Err(Error::input(format!("{} is not UTF-8 text", file.display()))
-                    .with_hint("prompt texts are stored and served as UTF-8"));
+                return Err(
+                    Error::input(format!("{} is not UTF-8 text", file.display()))
+                        .with_hint("prompt texts are stored and served as UTF-8"),
+                );
             }
             let len = bytes.len() as u64;
             let sha = crate::registry::sha256_hex(&bytes);
@@ -325,7 +327,9 @@ fn history_table(out: &mut dyn Write, entries: &[AuditEntry]) -> Result<()> {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["time", "actor", "action", "scope", "change", "why", "verdict"]);
+        .set_header([
+            "time", "actor", "action", "scope", "change", "why", "verdict",
+        ]);
     for e in entries {
         let c = &e.change;
         let scope = [

@@ -205,9 +205,8 @@ pub(crate) async fn judge_step(
         .clone();
     let versions = &state.routes[route].versions;
     let policy = match &r.policy {
-        Some(text) => Policy::from_toml(text).map_err(|e| {
-            Error::input(format!("rollout {}'s stored policy: {e}", r.id))
-        })?,
+        Some(text) => Policy::from_toml(text)
+            .map_err(|e| Error::input(format!("rollout {}'s stored policy: {e}", r.id)))?,
         None => Policy::default(),
     };
     let current = r.current_step();
@@ -460,15 +459,28 @@ pub async fn status(
             writeln!(out).map_err(w)?;
         }
         ListFormat::Table if rows.is_empty() => {
-            writeln!(out, "no rollouts\n  start one: promptgate rollout start --route R --env E --canary V").map_err(w)?;
+            writeln!(
+                out,
+                "no rollouts\n  start one: promptgate rollout start --route R --env E --canary V"
+            )
+            .map_err(w)?;
         }
         ListFormat::Table => {
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED)
                 .set_content_arrangement(ContentArrangement::Dynamic)
                 .set_header([
-                    "route", "env", "rollout", "status", "canary / baseline", "step", "since",
-                    "last verdict", "events b / c", "units b / c", "next",
+                    "route",
+                    "env",
+                    "rollout",
+                    "status",
+                    "canary / baseline",
+                    "step",
+                    "since",
+                    "last verdict",
+                    "events b / c",
+                    "units b / c",
+                    "next",
                 ]);
             let n = |x: Option<u64>| x.map_or("-".to_string(), |x| x.to_string());
             for r in &rows {

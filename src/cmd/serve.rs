@@ -42,7 +42,11 @@ pub async fn run(reg: Registry, addr: &str) -> Result<i32> {
     eprintln!(
         "promptgate serve: listening on http://{local} (registry {}{})",
         reg.dir().display(),
-        if token.is_some() { ", bearer token required" } else { "" }
+        if token.is_some() {
+            ", bearer token required"
+        } else {
+            ""
+        }
     );
     let app = router(ServeState::new(reg, token));
     axum::serve(listener, app)

@@ -10,7 +10,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue as JsonRaw;
 
-use crate::event::{EVENT_FIELD_COUNT, EventField, EventFields, LabelField, RawValue, RejectReason};
+use crate::event::{
+    EVENT_FIELD_COUNT, EventField, EventFields, LabelField, RawValue, RejectReason,
+};
 
 /// A string that borrows from the input when it has no escapes.
 struct CowStr<'a>(Cow<'a, str>);

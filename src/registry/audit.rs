@@ -43,7 +43,9 @@ pub(crate) fn append(path: &Path, committed: u64, entries: &[AuditEntry]) -> Res
             "{} is shorter ({len} bytes) than the registry state says ({committed})",
             path.display()
         ))
-        .with_hint("the audit log was truncated by hand; restore it from the registry's git history"));
+        .with_hint(
+            "the audit log was truncated by hand; restore it from the registry's git history",
+        ));
     }
     if len > committed {
         f.set_len(committed)
@@ -76,8 +78,9 @@ pub(crate) fn read(path: &Path, committed: u64) -> Result<Vec<AuditEntry>> {
         .filter(|(_, l)| !l.is_empty())
         .map(|(i, l)| {
             serde_json::from_slice(l).map_err(|e| {
-                Error::runtime(format!("{} line {}: {e}", path.display(), i + 1))
-                    .with_hint("the audit log was edited by hand; restore it from the registry's git history")
+                Error::runtime(format!("{} line {}: {e}", path.display(), i + 1)).with_hint(
+                    "the audit log was edited by hand; restore it from the registry's git history",
+                )
             })
         })
         .collect()

@@ -52,8 +52,11 @@ pub struct Registry {
 /// Parses the bytes of a `state.json`.
 pub fn parse_state(bytes: &[u8], path: &Path) -> Result<State> {
     let state: State = serde_json::from_slice(bytes).map_err(|e| {
-        Error::input(format!("{} is not a valid registry state: {e}", path.display()))
-            .with_hint("it was edited by hand; restore it from the registry's git history")
+        Error::input(format!(
+            "{} is not a valid registry state: {e}",
+            path.display()
+        ))
+        .with_hint("it was edited by hand; restore it from the registry's git history")
     })?;
     if state.format != state::STATE_FORMAT {
         return Err(Error::input(format!(

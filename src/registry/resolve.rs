@@ -124,9 +124,13 @@ pub fn resolve(state: &State, req: &ResolveRequest<'_>) -> Result<Resolution> {
     let rollout = route.active_rollout(req.env);
     let kill = route.kill_for(req.env);
     let (version, arm, reason, rollout_id, bucket) = match (kill, rollout) {
-        (Some(k), r) if r.is_none_or(|r| r.started_revision < k.revision) => {
-            (k.version.as_str(), ResolvedArm::Killed, kill_reason(k), None, None)
-        }
+        (Some(k), r) if r.is_none_or(|r| r.started_revision < k.revision) => (
+            k.version.as_str(),
+            ResolvedArm::Killed,
+            kill_reason(k),
+            None,
+            None,
+        ),
         (k, _) => match overridden(route, req.env, tier, k.is_some()) {
             Some(found) => found,
             None => match rollout {
@@ -143,7 +147,9 @@ pub fn resolve(state: &State, req: &ResolveRequest<'_>) -> Result<Resolution> {
                 "registry state names version {version:?} of route {:?}, which is not registered",
                 req.route
             ))
-            .with_hint("the state file was edited by hand; restore it from the registry's git history")
+            .with_hint(
+                "the state file was edited by hand; restore it from the registry's git history",
+            )
         })?
         .sha256;
     Ok(Resolution {
@@ -169,12 +175,7 @@ fn kill_reason(k: &Kill) -> String {
     )
 }
 
-fn overridden<'s>(
-    route: &'s RouteState,
-    env: &str,
-    tier: &str,
-    killed: bool,
-) -> Option<Found<'s>> {
+fn overridden<'s>(route: &'s RouteState, env: &str, tier: &str, killed: bool) -> Option<Found<'s>> {
     if killed {
         // A kill suspends the overrides: all traffic on the last-known-good or the rollout.
         return None;
@@ -210,8 +211,19 @@ fn assign<'s>(req: &ResolveRequest<'_>, r: &'s Rollout) -> Found<'s> {
     let b = bucket(req.route, &r.id, req.unit);
     let (in_canary, why) = match step {
         Step::Cohort => {
-            let hit = r.cohort.binary_search_by(|u| u.as_str().cmp(req.unit)).is_ok();
-            (hit, if hit { "in the cohort" } else { "not in the cohort" }.to_string())
+            let hit = r
+                .cohort
+                .binary_search_by(|u| u.as_str().cmp(req.unit))
+                .is_ok();
+            (
+                hit,
+                if hit {
+                    "in the cohort"
+                } else {
+                    "not in the cohort"
+                }
+                .to_string(),
+            )
         }
         Step::Percent(_) => {
             let share = step.share_bps();

@@ -200,7 +200,9 @@ impl State {
     }
 
     pub fn route_mut(&mut self, route: &str) -> Result<&mut RouteState> {
-        self.routes.get_mut(route).ok_or_else(|| unknown_route(route))
+        self.routes
+            .get_mut(route)
+            .ok_or_else(|| unknown_route(route))
     }
 
     /// Registers `version` of `route` with the SHA-256 `sha256`. Same content again: no change
@@ -392,18 +394,18 @@ impl State {
             .map(|(i, _)| i)
             .collect();
         for &i in &active {
-            push(&r.rollouts[i].canary.clone(), &mut suspects);
+            push(&r.rollouts[i].canary, &mut suspects);
         }
         if active.is_empty() {
             match env {
                 Some(e) => {
                     if let Some(v) = r.default_for(e) {
-                        push(&v.to_string(), &mut suspects);
+                        push(v, &mut suspects);
                     }
                 }
                 None => {
                     for v in r.default.iter().chain(r.env_defaults.values()) {
-                        push(&v.clone(), &mut suspects);
+                        push(v, &mut suspects);
                     }
                 }
             }

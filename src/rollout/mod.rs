@@ -127,7 +127,12 @@ impl Rollout {
         self.ended_at = Some(format_us(at_us));
     }
     fn step_label(&self, i: usize) -> String {
-        format!("step {}/{} ({})", i + 1, self.steps.len(), self.steps[i].label())
+        format!(
+            "step {}/{} ({})",
+            i + 1,
+            self.steps.len(),
+            self.steps[i].label()
+        )
     }
 }
 
@@ -143,10 +148,10 @@ pub fn parse_plan(text: &str, cohort_first: bool) -> Result<Vec<f64>> {
             Error::usage(format!("--plan: {part:?} is not a percentage")).with_hint(hint)
         })?;
         if !(v.is_finite() && v > 0.0 && v <= 100.0) {
-            return Err(Error::usage(format!(
-                "--plan: {part:?} is not a percentage in (0, 100]"
-            ))
-            .with_hint(hint));
+            return Err(
+                Error::usage(format!("--plan: {part:?} is not a percentage in (0, 100]"))
+                    .with_hint(hint),
+            );
         }
         if ((v * 100.0).round() - v * 100.0).abs() > 1e-6 {
             return Err(Error::usage(format!(
@@ -157,10 +162,10 @@ pub fn parse_plan(text: &str, cohort_first: bool) -> Result<Vec<f64>> {
         if let Some(&last) = plan.last()
             && v <= last
         {
-            return Err(Error::usage(format!(
-                "--plan: {text:?} does not rise ({v} after {last})"
-            ))
-            .with_hint(hint));
+            return Err(
+                Error::usage(format!("--plan: {text:?} does not rise ({v} after {last})"))
+                    .with_hint(hint),
+            );
         }
         plan.push(v);
     }
@@ -175,10 +180,10 @@ pub fn parse_plan(text: &str, cohort_first: bool) -> Result<Vec<f64>> {
         .with_hint(hint));
     }
     if plan.len() < 2 && !cohort_first {
-        return Err(Error::usage(format!(
-            "--plan: {text:?} has no canary step before 100%"
-        ))
-        .with_hint(hint));
+        return Err(
+            Error::usage(format!("--plan: {text:?} has no canary step before 100%"))
+                .with_hint(hint),
+        );
     }
     Ok(plan)
 }
@@ -289,11 +294,7 @@ pub fn start(state: &mut State, spec: StartSpec, stamp: &Stamp) -> Result<(Rollo
     c.env = Some(spec.env);
     c.rollout = Some(rollout.id.clone());
     c.before = Some(baseline);
-    c.after = Some(format!(
-        "{} at {}",
-        rollout.canary,
-        rollout.step_label(0)
-    ));
+    c.after = Some(format!("{} at {}", rollout.canary, rollout.step_label(0)));
     Ok((rollout, c))
 }
 
@@ -495,24 +496,52 @@ mod tests {
         let mut s = state();
         let (ro, _) = start(&mut s, spec(&[1.0, 5.0, 100.0]), &stamp(2)).unwrap();
         assert!(start(&mut s, spec(&[1.0, 100.0]), &stamp(3)).is_err());
-        let (a, _, _) =
-            apply_verdict(&mut s, "r", "prod", &ro.id, 0, verdict("continue", 0), &stamp(3))
-                .unwrap();
+        let (a, _, _) = apply_verdict(
+            &mut s,
+            "r",
+            "prod",
+            &ro.id,
+            0,
+            verdict("continue", 0),
+            &stamp(3),
+        )
+        .unwrap();
         assert!(matches!(a, StepAction::Held { .. }));
-        let (a, r, _) =
-            apply_verdict(&mut s, "r", "prod", &ro.id, 0, verdict("promote", 0), &stamp(4))
-                .unwrap();
+        let (a, r, _) = apply_verdict(
+            &mut s,
+            "r",
+            "prod",
+            &ro.id,
+            0,
+            verdict("promote", 0),
+            &stamp(4),
+        )
+        .unwrap();
         assert!(matches!(a, StepAction::Advanced { .. }));
         assert_eq!(r.step_started_us, stamp(4).at_us);
         // A second step judged on step 0 arrives late: nothing moves.
-        let (a, r, _) =
-            apply_verdict(&mut s, "r", "prod", &ro.id, 0, verdict("promote", 0), &stamp(5))
-                .unwrap();
+        let (a, r, _) = apply_verdict(
+            &mut s,
+            "r",
+            "prod",
+            &ro.id,
+            0,
+            verdict("promote", 0),
+            &stamp(5),
+        )
+        .unwrap();
         assert!(matches!(a, StepAction::Stale { .. }));
         assert_eq!(r.step, 1);
-        let (a, _, _) =
-            apply_verdict(&mut s, "r", "prod", &ro.id, 1, verdict("promote", 1), &stamp(6))
-                .unwrap();
+        let (a, _, _) = apply_verdict(
+            &mut s,
+            "r",
+            "prod",
+            &ro.id,
+            1,
+            verdict("promote", 1),
+            &stamp(6),
+        )
+        .unwrap();
         assert!(matches!(a, StepAction::Completed { .. }));
         let req = ResolveRequest {
             route: "r",
@@ -521,14 +550,26 @@ mod tests {
             unit: "u1",
         };
         let res = resolve(&s, &req).unwrap();
-        assert_eq!((res.version.as_str(), res.arm), ("v2", ResolvedArm::Default));
+        assert_eq!(
+            (res.version.as_str(), res.arm),
+            ("v2", ResolvedArm::Default)
+        );
     }
 
     #[test]
     fn abort_sends_everyone_back_to_the_baseline() {
         let mut s = state();
         let (ro, _) = start(&mut s, spec(&[5.0, 100.0]), &stamp(2)).unwrap();
-        apply_verdict(&mut s, "r", "prod", &ro.id, 0, verdict("abort", 0), &stamp(3)).unwrap();
+        apply_verdict(
+            &mut s,
+            "r",
+            "prod",
+            &ro.id,
+            0,
+            verdict("abort", 0),
+            &stamp(3),
+        )
+        .unwrap();
         for u in 0..2000 {
             let unit = format!("u{u}");
             let req = ResolveRequest {

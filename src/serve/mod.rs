@@ -212,9 +212,17 @@ const RESOLVE_HINT: &str = "GET /v1/resolve?route=R&env=E&unit=U[&tier=T]";
 fn resolve_params(query: Option<&str>) -> Result<[Option<String>; 4], ApiError> {
     let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg).hint(RESOLVE_HINT);
     let mut out: [Option<String>; 4] = Default::default();
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = decode(k).ok_or_else(|| bad(format!("parameter name {k:?} is not valid percent-encoded UTF-8")))?;
+        let k = decode(k).ok_or_else(|| {
+            bad(format!(
+                "parameter name {k:?} is not valid percent-encoded UTF-8"
+            ))
+        })?;
         let slot = match k.as_str() {
             "route" => 0,
             "env" => 1,
@@ -222,7 +230,11 @@ fn resolve_params(query: Option<&str>) -> Result<[Option<String>; 4], ApiError> 
             "unit" => 3,
             other => return Err(bad(format!("unknown parameter {other:?}"))),
         };
-        let v = decode(v).ok_or_else(|| bad(format!("parameter {k:?} is not valid percent-encoded UTF-8")))?;
+        let v = decode(v).ok_or_else(|| {
+            bad(format!(
+                "parameter {k:?} is not valid percent-encoded UTF-8"
+            ))
+        })?;
         if v.is_empty() {
             return Err(bad(format!("parameter {k:?} is empty")));
         }
