@@ -182,6 +182,8 @@ pub(crate) struct StepOutcome {
     pub action: StepAction,
     pub arms: Vec<ArmEvents>,
     pub mismatch: Vec<String>,
+    /// What else the step did (e.g. lifted a kill switch on completion).
+    pub notes: Vec<String>,
 }
 
 /// Judges the current step of the active rollout on `route`/`env` and acts on the verdict.
@@ -263,9 +265,9 @@ pub(crate) async fn judge_step(
         at: format_us(crate::registry::now_us()),
     };
     let sv = decided.clone();
-    let (action, after) = reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
+    let (action, after, notes) = reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
         let (a, ro, c) = rollout::apply_verdict(s, route, env, &r.id, r.step, sv, st)?;
-        Ok(((a, ro), vec![c]))
+        Ok(((a, ro, c.notes.clone()), vec![c]))
     })?;
     Ok(StepOutcome {
         before: r,
@@ -275,6 +277,7 @@ pub(crate) async fn judge_step(
         action,
         arms,
         mismatch,
+        notes,
     })
 }
 
@@ -287,7 +290,10 @@ async fn run_step(
     meta: &WriteMeta,
 ) -> Result<i32> {
     let o = judge_step(lake, reg, route, env, meta).await?;
-    let summary = o.action.describe(&o.after);
+    let mut summary = o.action.describe(&o.after);
+    for n in &o.notes {
+        summary.push_str(&format!("; {n}"));
+    }
     let subject = Subject {
         route,
         baseline: &o.before.baseline,

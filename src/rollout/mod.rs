@@ -557,6 +557,56 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_started_after_a_kill_runs_and_its_completion_lifts_the_kill() {
+        let mut s = state();
+        s.set_default("r", None, "v2", &stamp(2)).unwrap();
+        s.kill("r", Some("prod"), &stamp(3)).unwrap();
+        let req = |unit: &'static str| ResolveRequest {
+            route: "r",
+            env: "prod",
+            tier: None,
+            unit,
+        };
+        assert_eq!(resolve(&s, &req("u1")).unwrap().arm, ResolvedArm::Killed);
+        // The baseline is the last-known-good; the canary gets its share despite the kill.
+        let mut spec = spec(&[5.0, 100.0]);
+        spec.canary = "v2".into();
+        let (ro, _) = start(&mut s, spec, &stamp(4)).unwrap();
+        assert_eq!(ro.baseline, "v1");
+        let arms: Vec<ResolvedArm> = (0..400)
+            .map(|u| {
+                let unit = format!("u{u}");
+                let r = ResolveRequest {
+                    route: "r",
+                    env: "prod",
+                    tier: None,
+                    unit: &unit,
+                };
+                resolve(&s, &r).unwrap().arm
+            })
+            .collect();
+        assert!(arms.contains(&ResolvedArm::Canary));
+        assert!(arms.contains(&ResolvedArm::Baseline));
+        assert!(!arms.contains(&ResolvedArm::Killed));
+        let (_, _, c) = apply_verdict(
+            &mut s,
+            "r",
+            "prod",
+            &ro.id,
+            0,
+            verdict("promote", 0),
+            &stamp(5),
+        )
+        .unwrap();
+        assert!(
+            c.notes.iter().any(|n| n.contains("lifted the kill switch")),
+            "{c:?}"
+        );
+        let r = resolve(&s, &req("u1")).unwrap();
+        assert_eq!((r.arm, r.version.as_str()), (ResolvedArm::Default, "v2"));
+    }
+
+    #[test]
     fn abort_sends_everyone_back_to_the_baseline() {
         let mut s = state();
         let (ro, _) = start(&mut s, spec(&[5.0, 100.0]), &stamp(2)).unwrap();
