@@ -705,6 +705,113 @@ fn push_text(buf: &mut Vec<u8>, templates: Templates, bits: u64, topic: Option<u
     first_topic.unwrap_or(0)
 }
 
+/// Traffic of one route and env whose arms follow the prompt registry: each unit's version
+/// and `prompt_sha` come from `assign` (typically [`crate::registry::resolve`]), as an
+/// application calling `promptgate resolve` would log them. For rollout tests and the demo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedTraffic {
+    pub route: String,
+    pub env: String,
+    /// Units `u0` .. `u{units-1}`, each sending `events / units` events (round-robin), with a
+    /// tier fixed per unit.
+    pub units: u64,
+    pub events: u64,
+    pub seed: u64,
+    /// Event times are spread evenly over `[start_us, start_us + span_us)`.
+    pub start_us: i64,
+    pub span_us: i64,
+    /// Applied to the events of `regressed_version` only.
+    pub regression: Regression,
+    pub regressed_version: Option<String>,
+    /// `attributes` (a JSON object) of each version's events; others get `{"top_k":5}`.
+    pub attributes: Vec<(String, String)>,
+    /// How many hex characters of the SHA-256 the events log as `prompt_sha` (at least 8).
+    pub sha_chars: usize,
+    pub flagged_rate: f64,
+}
+
+/// A unit's assignment: `(version, prompt_sha)`.
+pub type Assignment = (String, String);
+
+/// Writes [`ResolvedTraffic`] as NDJSON; `assign(unit, tier)` gives each unit's version and
+/// SHA-256 (it is called once per unit). Returns the number of events written.
+pub fn write_resolved_events(
+    t: &ResolvedTraffic,
+    assign: &mut dyn FnMut(&str, &str) -> Result<Assignment, String>,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if t.units == 0 || t.events == 0 || t.span_us <= 0 || t.sha_chars < 8 {
+        return Err(invalid(
+            "resolved traffic needs units, events, a positive span and sha_chars >= 8".into(),
+        ));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+    let mut arms: Vec<(usize, Assignment)> = Vec::with_capacity(t.units as usize);
+    for u in 0..t.units {
+        let tier = pick(&TIER_CUM, rng.random::<f64>());
+        let (version, sha) = assign(&format!("u{u}"), TIERS[tier]).map_err(invalid)?;
+        arms.push((tier, (version, sha)));
+    }
+    let duration = LogNormal::new(0.0, DURATION_SIGMA).expect("valid sigma");
+    let tokens_in = LogNormal::new(TOKENS_IN_MEDIAN.ln(), TOKENS_IN_SIGMA).expect("valid sigma");
+    let tokens_out = LogNormal::new(TOKENS_OUT_MEDIAN.ln(), TOKENS_OUT_SIGMA).expect("valid sigma");
+    let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+    for i in 0..t.events {
+        let unit = i % t.units;
+        let (tier, (version, sha)) = &arms[unit as usize];
+        let model = pick(&MODEL_CUM, rng.random::<f64>());
+        let regressed = t.regressed_version.as_deref() == Some(version.as_str());
+        let r = if regressed {
+            t.regression.clone()
+        } else {
+            Regression::default()
+        };
+        let applies = r.tier.as_deref().is_none_or(|x| x == TIERS[*tier]);
+        let m = |x: f64| if applies { x } else { 1.0 };
+        let d: f64 = rng.sample(duration);
+        let t_in: f64 = rng.sample(tokens_in);
+        let t_out: f64 = rng.sample(tokens_out);
+        let flagged = rng.random::<f64>() < (t.flagged_rate * m(r.flagged)).min(1.0);
+        let ts_us =
+            t.start_us + (i128::from(i) * i128::from(t.span_us) / i128::from(t.events)) as i64;
+        let attributes = t
+            .attributes
+            .iter()
+            .find(|(v, _)| v == version)
+            .map_or(r#"{"top_k":5}"#, |(_, a)| a.as_str());
+        let attributes: serde_json::Value = serde_json::from_str(attributes)
+            .map_err(|e| invalid(format!("attributes of {version}: {e}")))?;
+        let event = serde_json::json!({
+            "event_id": format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()),
+            "ts": chrono::DateTime::from_timestamp_micros(ts_us)
+                .ok_or_else(|| invalid(format!("time {ts_us} out of range")))?
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "route": t.route,
+            "env": t.env,
+            "model": MODELS[model],
+            "tier": TIERS[*tier],
+            "prompt_version": version,
+            "prompt_sha": &sha[..t.sha_chars.min(sha.len())],
+            "unit_id": format!("u{unit}"),
+            "duration_ms": ((d * MODEL_MEDIAN_MS[model] * TIER_FACTOR[*tier] * m(r.latency) * 10.0).round() / 10.0).min(MAX_DURATION_MS),
+            "tokens_in": (t_in * TIER_FACTOR[*tier] * m(r.tokens_in)).round().clamp(1.0, MAX_TOKENS) as u64,
+            "tokens_out": t_out.round().clamp(1.0, MAX_TOKENS) as u64,
+            "status": if flagged { "flagged" } else { "ok" },
+            "attributes": attributes,
+        });
+        serde_json::to_writer(&mut buf, &event).map_err(io::Error::other)?;
+        buf.push(b'\n');
+        if buf.len() >= FLUSH_AT {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(t.events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 //! Data flows one way: events in ([`ingest`]) → the Parquet [`lake`] → [`query`] (DataFusion)
 //! → rollups → the canary judge → a verdict rendered by [`report`]. Each stage takes and returns
 //! plain data (Arrow batches or small structs); the CLI in `main.rs` only parses arguments and
-//! calls [`cmd`].
+//! calls [`cmd`]. Beside the pipeline, the [`registry`] says which prompt version each request
+//! gets ([`registry::resolve`], embeddable), [`rollout`] moves a canary through judged steps,
+//! and [`serve`] answers resolutions over HTTP.
 
 pub mod cmd;
 pub mod error;
@@ -13,7 +15,10 @@ pub mod ingest;
 pub mod judge;
 pub mod lake;
 pub mod query;
+pub mod registry;
 pub mod report;
+pub mod rollout;
+pub mod serve;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lake::Lake;

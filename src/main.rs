@@ -11,6 +11,7 @@ use promptgate::event::parse_time_arg;
 use promptgate::r#gen::{CanarySpec, GenConfig, Regression};
 use promptgate::ingest::{IngestOptions, InputFormat, RecordKind};
 use promptgate::query::RollupSpec;
+use promptgate::registry::Registry;
 use promptgate::report::{OutputFormat, VerdictFormat};
 
 // Allocation-heavy parsing on several threads: mimalloc is faster than glibc's malloc here and
@@ -25,6 +26,9 @@ struct Cli {
     /// Lake directory.
     #[arg(long, global = true, env = "PROMPTGATE_LAKE", default_value = "./lake")]
     lake: PathBuf,
+    /// Prompt registry directory (default: <lake>/registry).
+    #[arg(long, global = true, env = "PROMPTGATE_REGISTRY")]
+    registry: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +69,182 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         min_files: usize,
     },
+    /// The prompt registry: versions, defaults, overrides, the kill switch, the audit log.
+    ///
+    /// Exit codes: 0 done (or nothing to do), 1 refused (unknown route or version, a version
+    /// added again with other content, no last-known-good to kill to; nothing changed),
+    /// 2 usage error.
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+    /// Which prompt version a request gets, as one JSON object.
+    ///
+    /// Precedence: kill switch > tier override > env override > active rollout > default.
+    /// Exit codes: 0 resolved, 1 unknown route or no default, 2 usage error.
+    Resolve {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        env: String,
+        /// Default: `default`.
+        #[arg(long)]
+        tier: Option<String>,
+        /// The user, session or customer; it keeps its arm across calls.
+        #[arg(long)]
+        unit: String,
+    },
+    /// Staged rollouts of a new prompt version, each step gated by the judge.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+    /// Serve resolutions over HTTP (JSON): /v1/resolve, /v1/prompts/{route}/{version},
+    /// /v1/registry, /healthz.
+    ///
+    /// Binds loopback unless PROMPTGATE_TOKEN is set; with a token, every request must send
+    /// `Authorization: Bearer <token>`. Exit codes: 0 stopped cleanly, 1 cannot serve, 2 usage.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8719")]
+        addr: String,
+    },
+}
+
+/// Who writes and why: every registry write takes these.
+#[derive(Args)]
+struct WriteCli {
+    /// Who makes the change (default: $USER).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Why, for the audit log.
+    #[arg(long)]
+    why: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RegistryCmd {
+    /// Register a prompt version (its text is stored by SHA-256; versions are immutable).
+    #[command(disable_version_flag = true)]
+    Add {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        version: String,
+        /// The prompt text.
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteCli,
+    },
+    /// Make a version the route's default (of one env with --env). Lifts a kill switch.
+    #[command(disable_version_flag = true)]
+    SetDefault {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        write: WriteCli,
+    },
+    /// Pin a version for an env (or one tier of it), above rollouts and defaults; --clear removes it.
+    #[command(disable_version_flag = true)]
+    Override {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        version: Option<String>,
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        write: WriteCli,
+    },
+    /// Kill switch: end any rollout and send all traffic to the last-known-good version.
+    Kill {
+        #[arg(long)]
+        route: String,
+        /// Only this env (default: every env of the route).
+        #[arg(long)]
+        env: Option<String>,
+        /// Who pulls the switch (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Why (required: it is what the next person reads).
+        #[arg(long)]
+        why: String,
+    },
+    /// Routes, versions, defaults, overrides, kill switches and active rollouts.
+    Show {
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: cmd::registry::ListFormat,
+    },
+    /// The audit log of a route: time, actor, action, before -> after, why, verdicts.
+    History {
+        #[arg(long)]
+        route: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: cmd::registry::ListFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCmd {
+    /// Start a rollout: the baseline is what the route serves now in that env.
+    ///
+    /// Exit codes: 0 started, 1 refused (nothing changed), 2 usage error.
+    Start {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        canary: String,
+        /// Percent of units per step; starts at 1-5 and rises to 100.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Judge policy (TOML) for every step; default: `judge --print-default-policy`.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Attributes that must not differ between the arms (e.g. top_k,context_budget,reranker).
+        #[arg(long, value_delimiter = ',')]
+        pin: Vec<String>,
+        /// A first step on a cohort: a file of unit ids, one per line.
+        #[arg(long)]
+        cohort_units: Option<PathBuf>,
+        #[command(flatten)]
+        write: WriteCli,
+    },
+    /// Judge the current step on the events since it began, and act on the verdict.
+    ///
+    /// Exit codes (the judge's): 0 promote (next step, or the canary is now the default),
+    /// 1 abort (rolled back), 3 continue (holds), 4 invalid (holds), 2 usage or input error.
+    Step {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: VerdictFormat,
+        #[command(flatten)]
+        write: WriteCli,
+    },
+    /// Active rollouts: step, share, since when, last verdict, events per arm, what to run next.
+    Status {
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: cmd::registry::ListFormat,
+    },
+}
+
+fn write_meta(actor: Option<String>, why: Option<String>) -> cmd::registry::WriteMeta {
+    cmd::registry::WriteMeta {
+        actor: actor.unwrap_or_else(promptgate::registry::default_actor),
+        why,
+    }
 }
 
 #[derive(Args)]
@@ -250,6 +430,7 @@ fn gen_config(a: &GenArgs) -> Result<GenConfig> {
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     let lake = Lake::new(cli.lake);
+    let registry = Registry::locate(cli.registry, &lake);
     match cli.command {
         Command::Ingest(a) => {
             let opts = IngestOptions {
@@ -311,6 +492,115 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             labels,
             min_files,
         } => cmd::compact::run(&lake, date.as_deref(), labels, min_files).await,
+        Command::Registry(c) => {
+            use cmd::registry::RegistryAction as A;
+            let (action, meta) = match c {
+                RegistryCmd::Add {
+                    route,
+                    version,
+                    file,
+                    write,
+                } => (
+                    A::Add {
+                        route,
+                        version,
+                        file,
+                    },
+                    write_meta(write.actor, write.why),
+                ),
+                RegistryCmd::SetDefault {
+                    route,
+                    version,
+                    env,
+                    write,
+                } => (
+                    A::SetDefault {
+                        route,
+                        version,
+                        env,
+                    },
+                    write_meta(write.actor, write.why),
+                ),
+                RegistryCmd::Override {
+                    route,
+                    env,
+                    tier,
+                    version,
+                    clear,
+                    write,
+                } => (
+                    A::Override {
+                        route,
+                        env,
+                        tier,
+                        version,
+                        clear,
+                    },
+                    write_meta(write.actor, write.why),
+                ),
+                RegistryCmd::Kill {
+                    route,
+                    env,
+                    actor,
+                    why,
+                } => (A::Kill { route, env }, write_meta(actor, Some(why))),
+                RegistryCmd::Show { route, format } => {
+                    (A::Show { route, format }, write_meta(None, None))
+                }
+                RegistryCmd::History { route, format } => {
+                    (A::History { route, format }, write_meta(None, None))
+                }
+            };
+            cmd::registry::run(&registry, action, &meta)
+        }
+        Command::Resolve {
+            route,
+            env,
+            tier,
+            unit,
+        } => {
+            let req = promptgate::registry::ResolveRequest {
+                route: &route,
+                env: &env,
+                tier: tier.as_deref(),
+                unit: &unit,
+            };
+            cmd::resolve::run(&registry, &req)
+        }
+        Command::Rollout(RolloutCmd::Start {
+            route,
+            env,
+            canary,
+            plan,
+            policy,
+            pin,
+            cohort_units,
+            write,
+        }) => {
+            let args = cmd::rollout::StartArgs {
+                route,
+                env,
+                canary,
+                plan,
+                policy,
+                pins: pin,
+                cohort_units,
+            };
+            cmd::rollout::start(&registry, args, &write_meta(write.actor, write.why))
+        }
+        Command::Rollout(RolloutCmd::Step {
+            route,
+            env,
+            format,
+            write,
+        }) => {
+            let meta = write_meta(write.actor, write.why);
+            Ok(cmd::rollout::step(&lake, &registry, &route, &env, format, &meta).await)
+        }
+        Command::Rollout(RolloutCmd::Status { route, format }) => {
+            cmd::rollout::status(&lake, &registry, route.as_deref(), format).await
+        }
+        Command::Serve { addr } => cmd::serve::run(registry, &addr).await,
     }
 }
 

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
 use crate::error::{Error, Result};
-use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
+use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, day_string};
 use crate::lake::{Lake, Table};
 
 /// The view of each labeled event's latest label.
@@ -190,4 +193,62 @@ pub async fn rollup(ctx: &SessionContext, spec: &RollupSpec) -> Result<DataFrame
         ("until".to_string(), ts(spec.until_us)),
     ];
     plan(ctx, &sql, params).await
+}
+
+/// Events and units per arm of a rollout step, and the prompt_sha they carry
+/// (`$route`, `$env`, `$baseline`, `$canary`, `$since`, `$since_day`).
+pub const ROLLOUT_ARMS_SQL: &str = include_str!("../queries/rollout_arms.sql");
+
+/// One row of [`ROLLOUT_ARMS_SQL`]: a version's events with one `prompt_sha` since a step began.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ArmEvents {
+    pub version: String,
+    pub prompt_sha: Option<String>,
+    pub events: u64,
+    /// Distinct `unit_id`s (events without one are not counted here).
+    pub units: u64,
+}
+
+/// Runs [`ROLLOUT_ARMS_SQL`] for `baseline` and `canary` on `route`/`env` since `since_us`.
+pub async fn rollout_arms(
+    ctx: &SessionContext,
+    route: &str,
+    env: &str,
+    baseline: &str,
+    canary: &str,
+    since_us: i64,
+) -> Result<Vec<ArmEvents>> {
+    let s = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
+    let params = vec![
+        ("route".to_string(), s(route)),
+        ("env".to_string(), s(env)),
+        ("baseline".to_string(), s(baseline)),
+        ("canary".to_string(), s(canary)),
+        (
+            "since".to_string(),
+            ScalarValue::TimestampMicrosecond(Some(since_us), Some("UTC".into())),
+        ),
+        (
+            "since_day".to_string(),
+            s(&day_string(since_us.div_euclid(86_400_000_000) as i32)),
+        ),
+    ];
+    let batches = plan(ctx, ROLLOUT_ARMS_SQL, params).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let text = |i: usize| cast(b.column(i), &DataType::Utf8);
+        let (versions, shas) = (text(0)?, text(1)?);
+        let (versions, shas) = (versions.as_string::<i32>(), shas.as_string::<i32>());
+        let events = b.column(2).as_primitive::<Int64Type>();
+        let units = b.column(3).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            out.push(ArmEvents {
+                version: versions.value(r).to_string(),
+                prompt_sha: shas.is_valid(r).then(|| shas.value(r).to_string()),
+                events: events.value(r) as u64,
+                units: units.value(r) as u64,
+            });
+        }
+    }
+    Ok(out)
 }

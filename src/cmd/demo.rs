@@ -175,12 +175,252 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         )?;
         writeln!(out, "(exit code {})", verdict.exit_code).map_err(w)?;
     }
+    rollout_tour(&lake, &dir, &mut out).await?;
     writeln!(
         out,
-        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod",
+        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
         lake.root().display()
     )
     .map_err(w)?;
     super::flush(&mut out)?;
     Ok(0)
+}
+
+/// Route of the rollout tour (no events of the week above, so every step sees only its own).
+const TOUR_ROUTE: &str = "onboarding";
+
+/// Judge policy of the tour: one segment per env, 200 events per arm, and 99% confidence so a
+/// clean canary is rarely aborted by chance over its four steps.
+const TOUR_POLICY: &str = r#"min_events = 200
+segment_by = []
+confidence = 0.99
+[[rules]]
+metric = "flagged_rate"
+max_ratio = 1.5
+[[rules]]
+metric = "p95_duration_ms"
+max_ratio = 1.25
+"#;
+
+/// The registry part of the tour: a rollout that advances to 100%, one that aborts at 5% on a
+/// planted regression, and the kill switch. Each step's traffic follows `resolve`.
+async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -> Result<()> {
+    use super::registry::WriteMeta;
+    use crate::registry::{self, Registry, ResolveRequest};
+    use crate::rollout::{self, StartSpec};
+
+    let w = |e: std::io::Error| Error::runtime(format!("cannot write output: {e}"));
+    let reg = Registry::locate(None, lake);
+    let meta = WriteMeta {
+        actor: "demo".into(),
+        why: Some("promptgate demo".into()),
+    };
+    writeln!(
+        out,
+        "\n# The registry: versions by content, a rollout gated by the judge at every step, the kill switch"
+    )
+    .map_err(w)?;
+    let texts = [
+        (
+            "v1",
+            "Welcome the new user and list the three first steps.\n",
+        ),
+        (
+            "v2",
+            "Welcome the new user by name and list the three first steps, shortest first.\n",
+        ),
+        (
+            "v3",
+            "Welcome the new user, list every step in detail and quote the docs.\n",
+        ),
+    ];
+    for (v, text) in texts {
+        let bytes = text.as_bytes();
+        let sha = registry::sha256_hex(bytes);
+        reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
+            let c = s.add_version(TOUR_ROUTE, v, &sha, bytes.len() as u64, st)?;
+            reg.store_prompt(bytes)?;
+            Ok(((), c.into_iter().collect()))
+        })?;
+        writeln!(
+            out,
+            "$ promptgate registry add --route {TOUR_ROUTE} --version {v} --file onboarding-{v}.txt   # sha256 {}...",
+            &sha[..12]
+        )
+        .map_err(w)?;
+    }
+    reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
+        let c = s.set_default(TOUR_ROUTE, None, "v1", st)?;
+        Ok(((), c.into_iter().collect()))
+    })?;
+    writeln!(
+        out,
+        "$ promptgate registry set-default --route {TOUR_ROUTE} --version v1"
+    )
+    .map_err(w)?;
+
+    // Units per step: enough for 200+ canary events at 1%, 5%, 25% and 50%.
+    let plan_units = [25_000u64, 6_000, 1_200, 800];
+    for (n, (canary, latency, what)) in [
+        (
+            "v2",
+            1.0,
+            "a clean canary, promoted step by step until it is the default",
+        ),
+        (
+            "v3",
+            1.8,
+            "a canary whose p95 latency regresses, aborted at 5%",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        writeln!(out, "\n# {what}").map_err(w)?;
+        let spec = StartSpec {
+            route: TOUR_ROUTE.into(),
+            env: "prod".into(),
+            canary: canary.into(),
+            plan: rollout::DEFAULT_PLAN.to_vec(),
+            policy: Some(TOUR_POLICY.into()),
+            pins: vec![],
+            cohort: None,
+        };
+        let ro = reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
+            let (ro, c) = rollout::start(s, spec, st)?;
+            Ok((ro, vec![c]))
+        })?;
+        writeln!(
+            out,
+            "$ promptgate rollout start --route {TOUR_ROUTE} --env prod --canary {canary}   # baseline {}, plan 1,5,25,50,100",
+            ro.baseline
+        )
+        .map_err(w)?;
+        for (i, units) in plan_units.into_iter().enumerate() {
+            // The regression shows from the second step on (after a clean first one).
+            let regressed = if i > 0 { latency } else { 1.0 };
+            let batch = n * plan_units.len() + i;
+            let n = tour_traffic(lake, &reg, dir, canary, units, regressed, batch).await?;
+            let o = super::rollout::judge_step(lake, &reg, TOUR_ROUTE, "prod", &meta).await?;
+            writeln!(
+                out,
+                "  {n} events from {units} units -> $ promptgate rollout step --route {TOUR_ROUTE} --env prod\n    {} (exit {}): {}\n    {}",
+                o.decided.verdict.to_uppercase(),
+                o.decided.exit_code,
+                o.decided.reason,
+                o.action.describe(&o.after)
+            )
+            .map_err(w)?;
+            if !o.after.is_active() {
+                break;
+            }
+        }
+    }
+
+    writeln!(out, "\n# The kill switch: v2 misbehaves at 2am").map_err(w)?;
+    let state = reg.load()?;
+    let req = ResolveRequest {
+        route: TOUR_ROUTE,
+        env: "prod",
+        tier: None,
+        unit: "u7",
+    };
+    let show =
+        |r: &registry::Resolution| format!("{} -> {} ({})", r.arm.as_str(), r.version, r.reason);
+    writeln!(
+        out,
+        "$ promptgate resolve --route {TOUR_ROUTE} --env prod --unit u7\n  {}",
+        show(&registry::resolve(&state, &req)?)
+    )
+    .map_err(w)?;
+    let c = reg.update(&meta.actor, Some("answers cite the wrong docs"), |s, st| {
+        let c = s.kill(TOUR_ROUTE, Some("prod"), st)?;
+        Ok((c.clone(), vec![c]))
+    })?;
+    writeln!(
+        out,
+        "$ promptgate registry kill --route {TOUR_ROUTE} --env prod --why \"answers cite the wrong docs\"\n  {} out of service, all traffic on last-known-good {}",
+        c.before.as_deref().unwrap_or("-"),
+        c.after.as_deref().unwrap_or("-")
+    )
+    .map_err(w)?;
+    let state = reg.load()?;
+    writeln!(
+        out,
+        "$ promptgate resolve --route {TOUR_ROUTE} --env prod --unit u7\n  {}",
+        show(&registry::resolve(&state, &req)?)
+    )
+    .map_err(w)?;
+    Ok(())
+}
+
+/// One event per unit, timed inside the current step, each on the version `resolve` gives its
+/// unit (the canary's latency times `latency`); ingested. Returns the events written.
+async fn tour_traffic(
+    lake: &Lake,
+    reg: &crate::registry::Registry,
+    dir: &std::path::Path,
+    canary: &str,
+    units: u64,
+    latency: f64,
+    batch: usize,
+) -> Result<u64> {
+    use crate::registry::{self, ResolveRequest};
+    let state = reg.load()?;
+    let step_start = state
+        .route(TOUR_ROUTE)?
+        .active_rollout("prod")
+        .map_or_else(registry::now_us, |r| r.step_started_us);
+    while registry::now_us() < step_start + 2_000 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let start_us = step_start + 1;
+    let cfg = generator::ResolvedTraffic {
+        route: TOUR_ROUTE.into(),
+        env: "prod".into(),
+        units,
+        events: units,
+        seed: 7 + batch as u64,
+        start_us,
+        span_us: registry::now_us() - start_us,
+        regression: Regression {
+            latency,
+            ..Regression::default()
+        },
+        regressed_version: Some(canary.into()),
+        attributes: vec![],
+        sha_chars: 12,
+        flagged_rate: 0.02,
+    };
+    let path = dir.join(format!("events-{TOUR_ROUTE}-{canary}-{batch}.ndjson"));
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&path).map_err(|e| Error::io("cannot create", &path, e))?,
+    );
+    let n = generator::write_resolved_events(
+        &cfg,
+        &mut |unit, tier| {
+            let req = ResolveRequest {
+                route: TOUR_ROUTE,
+                env: "prod",
+                tier: Some(tier),
+                unit,
+            };
+            registry::resolve(&state, &req)
+                .map(|r| (r.version, r.prompt_sha))
+                .map_err(|e| e.message)
+        },
+        &mut file,
+    )
+    .map_err(|e| Error::io("cannot write", &path, e))?;
+    drop(file);
+    let sources = Source::open_all(
+        &[path.to_string_lossy().into_owned()],
+        Some(InputFormat::Ndjson),
+    )?;
+    let opts = IngestOptions {
+        progress: false,
+        ..IngestOptions::default()
+    };
+    ingest::ingest(lake, sources, &opts).await?;
+    Ok(n)
 }

@@ -6,7 +6,11 @@ pub mod demo;
 pub mod generate;
 pub mod ingest;
 pub mod judge;
+pub mod registry;
+pub mod resolve;
+pub mod rollout;
 pub mod rollup;
+pub mod serve;
 pub mod sql;
 
 use std::io::Write;

@@ -152,25 +152,7 @@ impl Lake {
     /// finishes or cleans up whatever an interrupted writer left in staging.
     pub fn lock(&self) -> Result<WriteLock> {
         self.ensure_layout()?;
-        let path = self.root.join(LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                eprintln!(
-                    "waiting for another promptgate writer on {} to finish...",
-                    self.root.display()
-                );
-                file.lock()
-                    .map_err(|e| Error::io("cannot lock", &path, e))?;
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
-        }
+        let file = lock_exclusive(&self.root.join(LOCK_FILE), &self.root)?;
         let lock = WriteLock {
             _file: file,
             lake: self.clone(),
@@ -408,6 +390,57 @@ impl LakeFileWriter {
     }
 }
 
+/// Takes an exclusive `flock` on `path` (created if missing), waiting for the holder to let go
+/// (saying so on stderr, naming `what`). The lock lasts as long as the returned file is open,
+/// and the kernel releases it if the process dies, so a crashed writer never leaves it stuck.
+pub fn lock_exclusive(path: &Path, what: &Path) -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("cannot open lock file", path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting for another promptgate writer on {} to finish...",
+                what.display()
+            );
+            file.lock().map_err(|e| Error::io("cannot lock", path, e))?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", path, e)),
+    }
+    Ok(file)
+}
+
+/// Replaces `path` with `bytes` atomically: writes a temp file beside it, fsyncs it, renames it
+/// over `path` and fsyncs the directory. A crash leaves either the old file whole or the new
+/// one, never a mix. Callers serialize writers themselves (a lock), as two writers of one path
+/// would otherwise race on the last rename.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", path, e));
+    }
+    sync_dir(dir)
+}
+
 /// fsync a directory so that renames into it survive a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -625,16 +658,11 @@ impl Transaction<'_> {
     pub fn commit(mut self) -> Result<()> {
         if !self.moves.is_empty() {
             let manifest = self.dir.join(MANIFEST);
-            let tmp = self.dir.join(format!("{MANIFEST}.tmp"));
             let text = serde_json::to_vec(&Manifest {
                 moves: self.moves.clone(),
             })
             .expect("manifest serializes");
-            fs::write(&tmp, text)
-                .and_then(|_| File::open(&tmp)?.sync_all())
-                .map_err(|e| Error::io("cannot write", &tmp, e))?;
-            fs::rename(&tmp, &manifest).map_err(|e| Error::io("cannot write", &manifest, e))?;
-            sync_dir(&self.dir)?;
+            write_file_atomic(&manifest, &text)?;
             // From here on the transaction is durable: if a rename fails, the staging directory
             // stays and the next writer rolls it forward.
             self.committed = true;

@@ -1,0 +1,359 @@
+//! The HTTP adapter over the registry (axum on tokio): handlers parse the request, call the same
+//! library functions as the CLI ([`crate::registry::resolve`], [`Registry::load`]) and render
+//! JSON. No logic of their own, so `promptgate resolve` and `GET /v1/resolve` cannot disagree.
+//!
+//! Routes: `GET /v1/resolve?route=&env=&tier=&unit=`, `GET /v1/prompts/{route}/{version}`,
+//! `GET /v1/registry`, `GET /healthz`. Every error is a 4xx/5xx with a JSON body
+//! `{"error": ..., "hint": ...}`.
+//!
+//! **No stale state.** Each request reads `state.json` (a few KB, from the page cache) and
+//! reuses the parsed state only when the bytes are identical to the last ones parsed, so a
+//! change made by the CLI (a kill) is seen by the very next request. Writers replace the file
+//! by rename, so a read sees one whole state, old or new.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{self, Registry, ResolveRequest, State};
+
+/// What the server needs: the registry it reads and the bearer token requests must carry.
+#[derive(Clone)]
+pub struct ServeState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    token: Option<String>,
+    cache: Mutex<Option<(Vec<u8>, Arc<State>)>>,
+}
+
+impl ServeState {
+    pub fn new(registry: Registry, token: Option<String>) -> Self {
+        ServeState {
+            inner: Arc::new(Inner {
+                registry,
+                token,
+                cache: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The registry's state as of now (see the module docs on why this is never stale).
+    pub fn current(&self) -> Result<Arc<State>> {
+        let path = self.inner.registry.state_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(State::empty()));
+            }
+            Err(e) => return Err(Error::io("cannot read", &path, e)),
+        };
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, state)) = cache.as_ref()
+            && *cached == bytes
+        {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(registry::parse_state(&bytes, &path)?);
+        *cache = Some((bytes, state.clone()));
+        Ok(state)
+    }
+}
+
+/// The router with every route, the JSON fallbacks and (with a token) the bearer check.
+pub fn router(state: ServeState) -> Router {
+    let token = state.inner.token.is_some();
+    let r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/resolve", get(resolve))
+        .route("/v1/prompts/{route}/{version}", get(prompt))
+        .route("/v1/registry", get(registry_state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    let r = if token {
+        r.layer(middleware::from_fn_with_state(state.clone(), require_token))
+    } else {
+        r
+    };
+    r.with_state(state)
+}
+
+/// An error as a JSON response.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    error: String,
+    hint: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            hint: None,
+        }
+    }
+    fn hint(mut self, hint: &str) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e.kind {
+            ErrorKind::Usage => StatusCode::BAD_REQUEST,
+            ErrorKind::Input => StatusCode::NOT_FOUND,
+            ErrorKind::Query | ErrorKind::Runtime => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            error: e.message,
+            hint: e.hint,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            hint: Option<String>,
+        }
+        let body = Body {
+            error: self.error,
+            hint: self.hint,
+        };
+        (self.status, json(&body)).into_response()
+    }
+}
+
+/// A JSON body with the right content type and no caching (answers change with the registry).
+fn json<T: Serialize>(value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("response serializes");
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn require_token(
+    AxState(state): AxState<ServeState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected = state.inner.token.as_deref().unwrap_or_default();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        if given.is_some() {
+            "wrong bearer token"
+        } else {
+            "missing bearer token"
+        },
+    )
+    .hint("send `Authorization: Bearer <PROMPTGATE_TOKEN>`")
+    .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz() -> Response {
+    json(&serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+        .hint("endpoints: GET /v1/resolve, /v1/prompts/{route}/{version}, /v1/registry, /healthz")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        .hint("every endpoint answers GET")
+}
+
+const RESOLVE_HINT: &str = "GET /v1/resolve?route=R&env=E&unit=U[&tier=T]";
+
+/// Parses `route`, `env`, `unit` (required) and `tier` (optional): each at most once, no
+/// other parameter, valid percent-encoded UTF-8.
+fn resolve_params(query: Option<&str>) -> Result<[Option<String>; 4], ApiError> {
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg).hint(RESOLVE_HINT);
+    let mut out: [Option<String>; 4] = Default::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k).ok_or_else(|| {
+            bad(format!(
+                "parameter name {k:?} is not valid percent-encoded UTF-8"
+            ))
+        })?;
+        let slot = match k.as_str() {
+            "route" => 0,
+            "env" => 1,
+            "tier" => 2,
+            "unit" => 3,
+            other => return Err(bad(format!("unknown parameter {other:?}"))),
+        };
+        let v = decode(v).ok_or_else(|| {
+            bad(format!(
+                "parameter {k:?} is not valid percent-encoded UTF-8"
+            ))
+        })?;
+        if v.is_empty() {
+            return Err(bad(format!("parameter {k:?} is empty")));
+        }
+        if out[slot].replace(v).is_some() {
+            return Err(bad(format!("parameter {k:?} is given twice")));
+        }
+    }
+    for (i, name) in ["route", "env", "", "unit"].iter().enumerate() {
+        if !name.is_empty() && out[i].is_none() {
+            return Err(bad(format!("missing parameter {name:?}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Percent-decoding (`+` is a space, as in forms); `None` when malformed or not UTF-8.
+fn decode(s: &str) -> Option<String> {
+    String::from_utf8(percent_decode(s)?).ok()
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+async fn resolve(AxState(state): AxState<ServeState>, RawQuery(q): RawQuery) -> Response {
+    let run = || -> Result<Response, ApiError> {
+        let [route, env, tier, unit] = resolve_params(q.as_deref())?;
+        let current = state.current()?;
+        let req = ResolveRequest {
+            route: route.as_deref().unwrap_or_default(),
+            env: env.as_deref().unwrap_or_default(),
+            tier: tier.as_deref(),
+            unit: unit.as_deref().unwrap_or_default(),
+        };
+        Ok(json(&registry::resolve(&current, &req)?))
+    };
+    run().unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn prompt(
+    AxState(state): AxState<ServeState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let run = || -> Result<Response, ApiError> {
+        let Path((route, version)) = path.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, e.body_text())
+                .hint("GET /v1/prompts/{route}/{version}")
+        })?;
+        let current = state.current()?;
+        let r = current.route(&route)?;
+        let v = r.require_version(&route, &version)?;
+        let text = state.inner.registry.prompt_text(&v.sha256)?;
+        Ok(json(&serde_json::json!({
+            "route": route,
+            "version": version,
+            "prompt_sha": v.sha256,
+            "bytes": v.bytes,
+            "added_at": v.added_at,
+            "text": text,
+        })))
+    };
+    run().unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn registry_state(AxState(state): AxState<ServeState>) -> Response {
+    match state.current() {
+        Ok(s) => json(&*s),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_strict() {
+        let ok = resolve_params(Some("route=a%20b&env=prod&unit=u+1")).unwrap();
+        assert_eq!(ok[0].as_deref(), Some("a b"));
+        assert_eq!(ok[2], None);
+        assert_eq!(ok[3].as_deref(), Some("u 1"));
+        for bad in [
+            "route=a&env=p",
+            "route=a&env=p&unit=u&unit=v",
+            "route=a&env=p&unit=u&color=red",
+            "route=%ff&env=p&unit=u",
+            "route=%zz&env=p&unit=u",
+            "route=&env=p&unit=u",
+        ] {
+            let e = resolve_params(Some(bad)).err().unwrap();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

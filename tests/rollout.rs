@@ -1,0 +1,459 @@
+//! Integration tests: staged rollouts through the real binary, driven by generated events
+//! whose arms follow `resolve` (as an application's would).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use promptgate::r#gen::{Regression, ResolvedTraffic, write_resolved_events};
+use promptgate::registry::{Registry, ResolveRequest, now_us, resolve};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_promptgate"))
+}
+
+fn testdata(name: &str) -> String {
+    format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    lake: PathBuf,
+    batch: std::cell::Cell<u64>,
+}
+
+/// What the generated traffic of one batch looks like.
+#[derive(Default)]
+struct Traffic<'a> {
+    units: u64,
+    /// Latency multiplier of the canary's events.
+    canary_latency: Option<f64>,
+    /// `attributes` per version.
+    attributes: Vec<(&'a str, &'a str)>,
+    /// Log this prompt_sha for the canary instead of the registry's.
+    canary_sha: Option<&'a str>,
+}
+
+impl World {
+    /// A lake with route `support`: v1 (default), v2 and v3 registered.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let w = World {
+            dir,
+            lake,
+            batch: std::cell::Cell::new(0),
+        };
+        for (v, f) in [
+            ("v1", "support-v1.txt"),
+            ("v2", "support-v2.txt"),
+            ("v3", "support-v3.txt"),
+        ] {
+            w.ok(&[
+                "registry",
+                "add",
+                "--route",
+                "support",
+                "--version",
+                v,
+                "--file",
+                &testdata(&format!("prompts/{f}")),
+            ]);
+        }
+        w.ok(&[
+            "registry",
+            "set-default",
+            "--route",
+            "support",
+            "--version",
+            "v1",
+        ]);
+        w
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        bin()
+            .arg("--lake")
+            .arg(&self.lake)
+            .env_remove("PROMPTGATE_REGISTRY")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn expect(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        self.expect(args, 0)
+    }
+    fn registry(&self) -> Registry {
+        Registry::new(self.lake.join("registry"))
+    }
+    fn start(&self, extra: &[&str]) {
+        let mut args = vec![
+            "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--policy",
+        ];
+        let policy = testdata("rollout-policy.toml");
+        args.push(&policy);
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+    /// One event per unit, `u0..u{units}`, timed inside the current step, each unit on the
+    /// version `resolve` gives it; ingested into the lake.
+    fn traffic(&self, t: Traffic<'_>) {
+        let state = self.registry().load().unwrap();
+        let step_start = state.routes["support"]
+            .active_rollout("prod")
+            .map(|r| r.step_started_us)
+            .unwrap_or_else(now_us);
+        while now_us() < step_start + 2_000 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let start_us = step_start + 1;
+        let batch = self.batch.get();
+        self.batch.set(batch + 1);
+        let cfg = ResolvedTraffic {
+            route: "support".into(),
+            env: "prod".into(),
+            units: t.units,
+            events: t.units,
+            seed: 1000 + batch,
+            start_us,
+            span_us: now_us() - start_us,
+            regression: Regression {
+                latency: t.canary_latency.unwrap_or(1.0),
+                ..Regression::default()
+            },
+            regressed_version: Some("v2".into()),
+            attributes: t
+                .attributes
+                .iter()
+                .map(|(v, a)| (v.to_string(), a.to_string()))
+                .collect(),
+            sha_chars: 12,
+            flagged_rate: 0.02,
+        };
+        let path = self.dir.path().join(format!("batch-{batch}.ndjson"));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let canary_sha = t.canary_sha;
+        write_resolved_events(
+            &cfg,
+            &mut |unit, tier| {
+                let r = resolve(
+                    &state,
+                    &ResolveRequest {
+                        route: "support",
+                        env: "prod",
+                        tier: Some(tier),
+                        unit,
+                    },
+                )
+                .map_err(|e| e.message)?;
+                let sha = match canary_sha {
+                    Some(s) if r.version == "v2" => s.to_string(),
+                    _ => r.prompt_sha,
+                };
+                Ok((r.version, sha))
+            },
+            &mut file,
+        )
+        .unwrap();
+        drop(file);
+        self.ok(&["ingest", "--no-progress", path.to_str().unwrap()]);
+    }
+    /// `rollout step --format json`, asserting its exit code.
+    fn step(&self, code: i32) -> Value {
+        let out = self.expect(
+            &[
+                "rollout", "step", "--route", "support", "--env", "prod", "--format", "json",
+            ],
+            code,
+        );
+        serde_json::from_str(&out).unwrap()
+    }
+    fn resolve(&self, unit: &str) -> Value {
+        serde_json::from_str(&self.ok(&[
+            "resolve", "--route", "support", "--env", "prod", "--unit", unit,
+        ]))
+        .unwrap()
+    }
+    fn status(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["rollout", "status", "--format", "json"])).unwrap()
+    }
+    fn steps_logged(&self) -> Vec<Value> {
+        self.registry()
+            .history()
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .filter(|e| e["action"] == "rollout-step")
+            .collect()
+    }
+}
+
+/// The canary's share of the step's units, from the step report.
+fn canary_share(report: &Value) -> f64 {
+    let units = |v: &str| -> f64 {
+        report["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["version"] == v)
+            .map(|a| a["units"].as_f64().unwrap())
+            .sum()
+    };
+    units("v2") / (units("v1") + units("v2"))
+}
+
+#[test]
+fn full_rollout_promotes_at_each_step_and_switches_the_default() {
+    let w = World::new();
+    w.start(&[]);
+    // Units per step: enough for 200+ canary events at each share.
+    for (step, (share, units)) in [(0.01, 25_000), (0.05, 6_000), (0.25, 1_200), (0.50, 800)]
+        .into_iter()
+        .enumerate()
+    {
+        w.traffic(Traffic {
+            units,
+            ..Traffic::default()
+        });
+        let r = w.step(0);
+        let got = canary_share(&r);
+        // Binomial over `units` units: well inside 4 standard errors.
+        let se = (share * (1.0 - share) / units as f64).sqrt();
+        assert!(
+            (got - share).abs() < 4.0 * se,
+            "step {step}: canary share {got}, plan {share}"
+        );
+        assert_eq!(r["judge"]["verdict"], "promote", "{r}");
+        if step < 3 {
+            assert_eq!(r["action"]["action"], "advanced", "{r}");
+            assert_eq!(r["rollout"]["step"], step + 1);
+        } else {
+            assert_eq!(r["action"]["action"], "completed", "{r}");
+            assert_eq!(r["rollout"]["status"], "completed");
+        }
+    }
+    // The canary is the default now, for every unit.
+    for u in 0..50 {
+        let v = w.resolve(&format!("u{u}"));
+        assert_eq!(
+            (v["arm"].as_str(), v["version"].as_str()),
+            (Some("default"), Some("v2"))
+        );
+    }
+    let logged = w.steps_logged();
+    assert_eq!(logged.len(), 4);
+    for e in &logged {
+        assert_eq!(e["verdict"]["verdict"], "promote");
+        assert!(e["verdict"]["n_canary"].as_u64().unwrap() >= 200);
+    }
+    let st = w.status();
+    assert_eq!(st[0]["status"], "completed");
+    let table = w.ok(&["registry", "history", "--route", "support"]);
+    assert!(table.contains("completed: v2 is the default"), "{table}");
+}
+
+#[test]
+fn a_planted_regression_aborts_at_5_percent_and_rolls_back() {
+    let w = World::new();
+    w.start(&[]);
+    w.traffic(Traffic {
+        units: 25_000,
+        ..Traffic::default()
+    });
+    w.step(0);
+    w.traffic(Traffic {
+        units: 6_000,
+        canary_latency: Some(1.8),
+        ..Traffic::default()
+    });
+    let r = w.step(1);
+    assert_eq!(r["action"]["action"], "aborted", "{r}");
+    assert_eq!(r["rollout"]["status"], "aborted");
+    assert!(
+        r["judge"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("p95_duration_ms"),
+        "{r}"
+    );
+    // Everyone is back on the baseline.
+    for u in 0..300 {
+        let v = w.resolve(&format!("u{u}"));
+        assert_eq!(v["version"], "v1");
+        assert_eq!(v["arm"], "default");
+    }
+    let logged = w.steps_logged();
+    assert_eq!(logged.len(), 2);
+    assert_eq!(logged[1]["verdict"]["verdict"], "abort");
+    assert!(
+        logged[1]["verdict"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("p95_duration_ms")
+    );
+    // No second step on an aborted rollout.
+    let out = w.run(&["rollout", "step", "--route", "support", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no active rollout"));
+}
+
+#[test]
+fn too_little_traffic_holds_the_step() {
+    let w = World::new();
+    w.start(&[]);
+    w.traffic(Traffic {
+        units: 2_000,
+        ..Traffic::default()
+    });
+    let r = w.step(3);
+    assert_eq!(r["action"]["action"], "held", "{r}");
+    assert_eq!(r["rollout"]["step"], 0);
+    assert_eq!(r["rollout"]["status"], "active");
+    let st = w.status();
+    assert_eq!(st[0]["step"], 1);
+    assert_eq!(st[0]["last_verdict"]["verdict"], "continue");
+    assert!(st[0]["events_canary"].as_u64().unwrap() > 0);
+    assert!(st[0]["next"].as_str().unwrap().contains("rollout step"));
+    let table = w.ok(&["rollout", "status"]);
+    assert!(table.contains("continue"), "{table}");
+}
+
+#[test]
+fn a_changed_pinned_knob_makes_the_step_invalid() {
+    let w = World::new();
+    w.start(&["--pin", "top_k,reranker"]);
+    w.traffic(Traffic {
+        units: 25_000,
+        attributes: vec![
+            ("v1", r#"{"top_k":5,"reranker":"bge"}"#),
+            ("v2", r#"{"top_k":8,"reranker":"bge"}"#),
+        ],
+        ..Traffic::default()
+    });
+    let r = w.step(4);
+    let reason = r["judge"]["reason"].as_str().unwrap();
+    assert!(reason.contains("top_k"), "{reason}");
+    assert_eq!(r["action"]["action"], "held");
+}
+
+#[test]
+fn events_logging_another_prompt_than_the_registry_make_the_step_invalid() {
+    let w = World::new();
+    w.start(&[]);
+    w.traffic(Traffic {
+        units: 25_000,
+        canary_sha: Some("0123456789abcdef"),
+        ..Traffic::default()
+    });
+    let r = w.step(4);
+    assert_eq!(r["action"]["action"], "held");
+    let m = r["registry_mismatch"][0].as_str().unwrap();
+    assert!(m.contains("\"0123456789ab\"") && m.contains("v2"), "{m}");
+    assert_eq!(w.steps_logged()[0]["verdict"]["verdict"], "invalid");
+}
+
+#[test]
+fn two_concurrent_steps_advance_once() {
+    let w = World::new();
+    w.start(&[]);
+    w.traffic(Traffic {
+        units: 25_000,
+        ..Traffic::default()
+    });
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            bin()
+                .arg("--lake")
+                .arg(&w.lake)
+                .args(["rollout", "step", "--route", "support", "--env", "prod"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code().unwrap())
+        .collect();
+    assert!(codes.contains(&0), "{codes:?}");
+    let st = w.status();
+    assert_eq!(st[0]["step"], 2, "advanced exactly once: {st:?}");
+    let advanced = w
+        .steps_logged()
+        .iter()
+        .filter(|e| e["after"].as_str().unwrap().starts_with("step 2/5"))
+        .count();
+    assert_eq!(advanced, 1);
+}
+
+#[test]
+fn a_cohort_goes_first_then_shares() {
+    let w = World::new();
+    let cohort = w.dir.path().join("cohort.txt");
+    let ids: Vec<String> = (0..300).map(|u| format!("u{u}")).collect();
+    std::fs::write(&cohort, format!("# beta customers\n{}\n", ids.join("\n"))).unwrap();
+    w.start(&[
+        "--cohort-units",
+        cohort.to_str().unwrap(),
+        "--plan",
+        "10,100",
+    ]);
+    assert_eq!(w.resolve("u7")["arm"], "canary");
+    assert_eq!(w.resolve("u300")["arm"], "baseline");
+    w.traffic(Traffic {
+        units: 3_000,
+        ..Traffic::default()
+    });
+    let r = w.step(0);
+    assert_eq!(r["judge"]["n_canary"], 300);
+    assert_eq!(r["rollout"]["step"], 1);
+}
+
+#[test]
+fn start_refuses_and_changes_nothing() {
+    let w = World::new();
+    let state = || std::fs::read(w.lake.join("registry/state.json")).unwrap();
+    let before = state();
+    for (args, code, says) in [
+        (vec!["--canary", "v9"], 1, "not registered"),
+        (vec!["--canary", "v1"], 1, "already what"),
+        (
+            vec!["--canary", "v2", "--plan", "1,5,5,100"],
+            2,
+            "does not rise",
+        ),
+        (vec!["--canary", "v2", "--plan", "10,50,100"], 2, "1-5%"),
+        (
+            vec!["--canary", "v2", "--plan", "1,5,50"],
+            2,
+            "does not end at 100",
+        ),
+    ] {
+        let mut a = vec!["rollout", "start", "--route", "support", "--env", "prod"];
+        a.extend(args);
+        let out = w.run(&a);
+        assert_eq!(out.status.code(), Some(code), "{a:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{a:?}: {err}");
+    }
+    assert_eq!(state(), before);
+    w.start(&[]);
+    let before = state();
+    let out = w.run(&[
+        "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has an active rollout"));
+    assert_eq!(state(), before);
+}
