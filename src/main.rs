@@ -726,13 +726,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 outputs,
                 baseline,
                 canary,
-            } => cmd::review::import(
-                &lake,
-                &id,
-                &outputs,
-                baseline.as_deref(),
-                canary.as_deref(),
-            ),
+            } => cmd::review::import(&lake, &id, &outputs, baseline.as_deref(), canary.as_deref()),
             ReviewCmd::Sheet { id } => cmd::review::sheet(&lake, &id),
             ReviewCmd::Score {
                 id,

@@ -68,7 +68,13 @@ impl Fixture {
             let p = f.path(&format!("{v}.txt"));
             std::fs::write(&p, text).unwrap();
             f.ok(&[
-                "registry", "add", "--route", "support", "--version", v, "--file",
+                "registry",
+                "add",
+                "--route",
+                "support",
+                "--version",
+                v,
+                "--file",
                 p.to_str().unwrap(),
             ]);
         }
@@ -93,7 +99,11 @@ impl Fixture {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         );
-        assert_eq!(out.status.code(), Some(code), "{args:?}\nstdout: {so}\nstderr: {se}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\nstdout: {so}\nstderr: {se}"
+        );
         (so, se)
     }
     fn ok(&self, args: &[&str]) -> String {
@@ -102,8 +112,16 @@ impl Fixture {
     /// Samples and returns the review id.
     fn sample(&self, n: u32, seed: u32) -> String {
         let out = self.ok(&[
-            "review", "sample", "--route", "support", "--env", "prod", "--n", &n.to_string(),
-            "--seed", &seed.to_string(),
+            "review",
+            "sample",
+            "--route",
+            "support",
+            "--env",
+            "prod",
+            "--n",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
         ]);
         out.lines().next().unwrap().to_string()
     }
@@ -126,8 +144,18 @@ impl Fixture {
     fn run_example(&self, id: &str) -> String {
         let runner = format!("{} review example-runner", self.exe());
         self.ok(&[
-            "review", "run", "--id", id, "--baseline", "v1", "--canary", "v2", "--runner", &runner,
-            "--jobs", "4",
+            "review",
+            "run",
+            "--id",
+            id,
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--runner",
+            &runner,
+            "--jobs",
+            "4",
         ])
     }
 }
@@ -135,7 +163,12 @@ impl Fixture {
 fn strip_ids(items: &[Value]) -> Vec<(String, String)> {
     items
         .iter()
-        .map(|v| (v["event_id"].as_str().unwrap().into(), v["input"].as_str().unwrap().into()))
+        .map(|v| {
+            (
+                v["event_id"].as_str().unwrap().into(),
+                v["input"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -143,7 +176,10 @@ fn strip_ids(items: &[Value]) -> Vec<(String, String)> {
 fn sample_is_reproducible_stratified_distinct_and_redacted() {
     let f = Fixture::new();
     let id = f.sample(40, 7);
-    assert!(f.review_dir(&id).join("review.json").is_file(), "first line is the id: {id}");
+    assert!(
+        f.review_dir(&id).join("review.json").is_file(),
+        "first line is the id: {id}"
+    );
     let items = f.items(&id);
     assert_eq!(items.len(), 40);
     // Same seed, same sample; another seed, another one.
@@ -159,7 +195,10 @@ fn sample_is_reproducible_stratified_distinct_and_redacted() {
     let mut cells: BTreeMap<(String, String), usize> = BTreeMap::new();
     for v in &items {
         *cells
-            .entry((v["model"].as_str().unwrap().into(), v["tier"].as_str().unwrap().into()))
+            .entry((
+                v["model"].as_str().unwrap().into(),
+                v["tier"].as_str().unwrap().into(),
+            ))
             .or_default() += 1;
     }
     assert_eq!(cells[&("m1".into(), "free".into())], 20);
@@ -168,20 +207,37 @@ fn sample_is_reproducible_stratified_distinct_and_redacted() {
     // Every PII input is eligible; sample them all to see each redaction.
     let all = f.sample(1000, 1);
     let m = f.json(&all, "review.json");
-    assert_eq!(m["sampled"], 160);
-    assert_eq!(m["distinct_inputs"], 160);
+    // 160 question texts, 6 of them also asked once with personal data.
+    assert_eq!(m["sampled"], 166);
+    assert_eq!(m["distinct_inputs"], 166);
     for kind in ["email", "phone", "card", "iban", "api_key", "bearer_token"] {
         assert_eq!(m["redactions"][kind], 1, "{kind}: {}", m["redactions"]);
     }
     let text = std::fs::read_to_string(f.review_dir(&all).join("items.ndjson")).unwrap();
-    for secret in ["ann.lee@", "7946", "4111", "DE89", "sk-abc", "abcdefghijklmnop"] {
+    for secret in [
+        "ann.lee@",
+        "7946",
+        "4111",
+        "DE89",
+        "sk-abc",
+        "abcdefghijklmnop",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked");
     }
-    for ph in ["[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]", "[API_KEY]", "[BEARER_TOKEN]"] {
+    for ph in [
+        "[EMAIL]",
+        "[PHONE]",
+        "[CARD]",
+        "[IBAN]",
+        "[API_KEY]",
+        "[BEARER_TOKEN]",
+    ] {
         assert!(text.contains(ph), "{ph} missing");
     }
     let (out, _) = f.expect(
-        &["review", "sample", "--route", "support", "--env", "prod", "--n", "1000", "--seed", "1"],
+        &[
+            "review", "sample", "--route", "support", "--env", "prod", "--n", "1000", "--seed", "1",
+        ],
         0,
     );
     assert!(out.contains("fewer than the 1000 asked"), "{out}");
@@ -200,7 +256,18 @@ fn run_records_failures_and_timeouts_and_rerun_fills_gaps() {
         f.exe()
     );
     let (out, _) = f.expect(
-        &["review", "run", "--id", &id, "--baseline", "v1", "--canary", "v2", "--runner", &flaky],
+        &[
+            "review",
+            "run",
+            "--id",
+            &id,
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--runner",
+            &flaky,
+        ],
         1,
     );
     assert!(out.contains("ran 24 (20 answered, 4 failed)"), "{out}");
@@ -211,12 +278,29 @@ fn run_records_failures_and_timeouts_and_rerun_fills_gaps() {
     assert!(a1.starts_with("Answer step by step, kindly: "), "{a1}");
     // The re-run only runs the 4 missing answers.
     let out = f.run_example(&id);
-    assert!(out.contains("ran 4 (4 answered, 0 failed), 20 already answered"), "{out}");
+    assert!(
+        out.contains("ran 4 (4 answered, 0 failed), 20 already answered"),
+        "{out}"
+    );
     let out = f.run_example(&id);
-    assert!(out.contains("ran 0 (0 answered, 0 failed), 24 already answered"), "{out}");
+    assert!(
+        out.contains("ran 0 (0 answered, 0 failed), 24 already answered"),
+        "{out}"
+    );
     // Another pair of versions on the same review is refused.
     let (_, err) = f.expect(
-        &["review", "run", "--id", &id, "--baseline", "v1", "--canary", "v3", "--runner", "true"],
+        &[
+            "review",
+            "run",
+            "--id",
+            &id,
+            "--baseline",
+            "v1",
+            "--canary",
+            "v3",
+            "--runner",
+            "true",
+        ],
         2,
     );
     assert!(err.contains("compares canary v2"), "{err}");
@@ -225,13 +309,28 @@ fn run_records_failures_and_timeouts_and_rerun_fills_gaps() {
     let id2 = f.sample(2, 3);
     let (out, _) = f.expect(
         &[
-            "review", "run", "--id", &id2, "--baseline", "v1", "--canary", "v2", "--runner",
-            "sleep 5", "--timeout", "300ms", "--jobs", "4",
+            "review",
+            "run",
+            "--id",
+            &id2,
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--runner",
+            "sleep 5",
+            "--timeout",
+            "300ms",
+            "--jobs",
+            "4",
         ],
         1,
     );
     assert!(out.contains("4 failed, 4 timed out"), "{out}");
-    assert_eq!(f.json(&id2, "answers.json")["v1"]["1"]["error"], "timed out after 300ms");
+    assert_eq!(
+        f.json(&id2, "answers.json")["v1"]["1"]["error"],
+        "timed out after 300ms"
+    );
 }
 
 #[test]
@@ -246,29 +345,50 @@ fn import_is_all_or_nothing() {
     .unwrap();
     let args = |p: &Path| {
         vec![
-            "review".to_string(), "import".into(), "--id".into(), id.clone(), "--outputs".into(),
-            p.to_str().unwrap().into(), "--baseline".into(), "v1".into(), "--canary".into(),
+            "review".to_string(),
+            "import".into(),
+            "--id".into(),
+            id.clone(),
+            "--outputs".into(),
+            p.to_str().unwrap().into(),
+            "--baseline".into(),
+            "v1".into(),
+            "--canary".into(),
             "v2".into(),
         ]
     };
     let a: Vec<String> = args(&bad);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (_, err) = f.expect(&a, 1);
-    assert!(err.contains("bad.ndjson:2: item 99 is not in review"), "{err}");
-    assert!(!f.review_dir(&id).join("answers.json").exists(), "nothing applied");
+    assert!(
+        err.contains("bad.ndjson:2: item 99 is not in review"),
+        "{err}"
+    );
+    assert!(
+        !f.review_dir(&id).join("answers.json").exists(),
+        "nothing applied"
+    );
     let good = f.path("good.ndjson");
     let mut text = String::new();
     for i in 1..=3 {
         for v in ["v1", "v2"] {
-            text.push_str(&format!("{{\"item\":{i},\"version\":\"{v}\",\"output\":\"{v} answer {i}\"}}\n"));
+            text.push_str(&format!(
+                "{{\"item\":{i},\"version\":\"{v}\",\"output\":\"{v} answer {i}\"}}\n"
+            ));
         }
     }
     std::fs::write(&good, text).unwrap();
     let a: Vec<String> = args(&good);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (out, _) = f.expect(&a, 0);
-    assert!(out.contains("imported 6 answers; 0 of 6 still missing"), "{out}");
-    assert_eq!(f.json(&id, "answers.json")["v2"]["3"]["output"], "v2 answer 3");
+    assert!(
+        out.contains("imported 6 answers; 0 of 6 still missing"),
+        "{out}"
+    );
+    assert_eq!(
+        f.json(&id, "answers.json")["v2"]["3"]["output"],
+        "v2 answer 3"
+    );
 }
 
 /// Reads sheet.csv rows as (item, answer_a, answer_b).
@@ -276,7 +396,17 @@ fn sheet_rows(f: &Fixture, id: &str) -> Vec<(u32, String, String)> {
     let mut r = csv::Reader::from_path(f.review_dir(id).join("sheet.csv")).unwrap();
     assert_eq!(
         r.headers().unwrap().iter().collect::<Vec<_>>(),
-        ["item", "input", "answer_a", "answer_b", "label_a", "label_b", "preferred", "note", "labeler"]
+        [
+            "item",
+            "input",
+            "answer_a",
+            "answer_b",
+            "label_a",
+            "label_b",
+            "preferred",
+            "note",
+            "labeler"
+        ]
     );
     r.records()
         .map(|x| {
@@ -308,7 +438,15 @@ fn sheet_is_blind_and_balanced() {
     let html = std::fs::read_to_string(f.review_dir(&id).join("sheet.html")).unwrap();
     let key = std::fs::read_to_string(f.review_dir(&id).join("key.json")).unwrap();
     for text in [&csv, &html] {
-        for hint in ["v1", "v2", "\"sides\"", "baseline", "canary", "prompt_sha", "e-1"] {
+        for hint in [
+            "v1",
+            "v2",
+            "\"sides\"",
+            "baseline",
+            "canary",
+            "prompt_sha",
+            "e-1",
+        ] {
             assert!(!text.contains(hint), "{hint} in the sheet");
         }
         assert!(!text.contains(&key));
@@ -330,9 +468,22 @@ fn fill(f: &Fixture, id: &str, name: &str, labeler: &str, prefs: &str) -> PathBu
     let sides = canary_side(f, id);
     let path = f.path(name);
     let mut w = csv::Writer::from_path(&path).unwrap();
-    w.write_record(["item", "input", "answer_a", "answer_b", "label_a", "label_b", "preferred", "note", "labeler"])
-        .unwrap();
-    for ((item, a, b), p) in sheet_rows(f, id).into_iter().zip(prefs.chars().chain(std::iter::repeat(' '))) {
+    w.write_record([
+        "item",
+        "input",
+        "answer_a",
+        "answer_b",
+        "label_a",
+        "label_b",
+        "preferred",
+        "note",
+        "labeler",
+    ])
+    .unwrap();
+    for ((item, a, b), p) in sheet_rows(f, id)
+        .into_iter()
+        .zip(prefs.chars().chain(std::iter::repeat(' ')))
+    {
         let other = |s: &str| if s == "A" { "B" } else { "A" };
         let pref = match p {
             'w' => sides[&item],
@@ -340,9 +491,14 @@ fn fill(f: &Fixture, id: &str, name: &str, labeler: &str, prefs: &str) -> PathBu
             't' => "tie",
             _ => "",
         };
-        let (la, lb) = if pref.is_empty() { ("", "") } else { ("good", "good") };
+        let (la, lb) = if pref.is_empty() {
+            ("", "")
+        } else {
+            ("good", "good")
+        };
         let item = item.to_string();
-        w.write_record([item.as_str(), "in", &a, &b, la, lb, pref, "", labeler]).unwrap();
+        w.write_record([item.as_str(), "in", &a, &b, la, lb, pref, "", labeler])
+            .unwrap();
     }
     w.flush().unwrap();
     path
@@ -355,29 +511,53 @@ fn score_decides_with_sign_test_and_kappa_and_records_rows() {
     f.run_example(&id);
     f.ok(&["review", "sheet", "--id", &id]);
     let score = |files: &[&Path], extra: &[&str], code: i32| -> Value {
-        let mut a = vec!["review", "score", "--id", &id, "--format", "json", "--labels"];
+        let mut a = vec![
+            "review", "score", "--id", &id, "--format", "json", "--labels",
+        ];
         a.extend(files.iter().map(|p| p.to_str().unwrap()));
         a.extend(extra);
         serde_json::from_str(&f.expect(&a, code).0).unwrap()
     };
     // 14 wins, 4 losses, 2 ties: scipy.stats.binomtest(14, 18, 0.5).pvalue = 0.0308838.
-    let l1 = fill(&f, &id, "ann.csv", "ann", &format!("{}{}tt", "w".repeat(14), "l".repeat(4)));
+    let l1 = fill(
+        &f,
+        &id,
+        "ann.csv",
+        "ann",
+        &format!("{}{}tt", "w".repeat(14), "l".repeat(4)),
+    );
     let s = score(&[&l1], &[], 0);
     assert_eq!(s["verdict"], "ship");
-    assert_eq!((s["wins"].as_u64(), s["losses"].as_u64(), s["ties"].as_u64()), (Some(14), Some(4), Some(2)));
-    assert!((s["sign_test_p"].as_f64().unwrap() - 0.0308838).abs() < 1e-6, "{s}");
+    assert_eq!(
+        (s["wins"].as_u64(), s["losses"].as_u64(), s["ties"].as_u64()),
+        (Some(14), Some(4), Some(2))
+    );
+    assert!(
+        (s["sign_test_p"].as_f64().unwrap() - 0.0308838).abs() < 1e-6,
+        "{s}"
+    );
     assert_eq!(s["kappa"], Value::Null);
     assert_eq!(s["canary"]["good_rate"], 1.0);
     let sql = f.ok(&[
-        "sql", "SELECT COUNT(*) AS n, MIN(labeler) AS who FROM llm_reviews WHERE review_id = $id",
-        "--param", &format!("id={id}"), "--format", "csv",
+        "sql",
+        "SELECT COUNT(*) AS n, MIN(labeler) AS who FROM llm_reviews WHERE review_id = $id",
+        "--param",
+        &format!("id={id}"),
+        "--format",
+        "csv",
     ]);
     assert_eq!(sql.trim(), "n,who\n20,ann");
 
     // 19 pairs: not enough (exit 3). A losing canary: do not ship, unless the trade-off is written.
     let few = fill(&f, &id, "few.csv", "ann", &"w".repeat(19));
     assert_eq!(score(&[&few], &[], 3)["verdict"], "not enough labels");
-    let lose = fill(&f, &id, "lose.csv", "ann", &format!("{}{}", "w".repeat(10), "l".repeat(12)));
+    let lose = fill(
+        &f,
+        &id,
+        "lose.csv",
+        "ann",
+        &format!("{}{}", "w".repeat(10), "l".repeat(12)),
+    );
     assert_eq!(score(&[&lose], &[], 1)["verdict"], "do not ship");
     let s = score(&[&lose], &["--accept-tradeoff", "half the tokens"], 0);
     assert_eq!(s["verdict"], "ship");
@@ -400,8 +580,15 @@ fn score_decides_with_sign_test_and_kappa_and_records_rows() {
     let k2 = fill(&f, &id, "k2.csv", "bob", &p2);
     // By item majority: 22 wins, 12 losses, 11 ties; p = 0.12, so no ship.
     let s = score(&[&k1, &k2], &[], 1);
-    assert_eq!((s["wins"].as_u64(), s["losses"].as_u64()), (Some(22), Some(12)));
-    assert!((s["kappa"].as_f64().unwrap() - 0.669927).abs() < 1e-6, "{}", s["kappa"]);
+    assert_eq!(
+        (s["wins"].as_u64(), s["losses"].as_u64()),
+        (Some(22), Some(12))
+    );
+    assert!(
+        (s["kappa"].as_f64().unwrap() - 0.669927).abs() < 1e-6,
+        "{}",
+        s["kappa"]
+    );
 }
 
 #[test]
@@ -413,20 +600,50 @@ fn bad_labels_files_name_file_and_line_and_change_nothing() {
     let good = fill(&f, &id, "good.csv", "ann", &"w".repeat(25));
     let write = |name: &str, text: &str| {
         let p = f.path(name);
-        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         p
     };
     let head = "item,input,answer_a,answer_b,label_a,label_b,preferred,note,labeler\n";
     let cases = [
-        (write("unknown.csv", &format!("{head}1,i,a,b,good,bad,A,,bob\n999,i,a,b,good,bad,A,,bob\n")), "unknown.csv:3: item 999 is not in review"),
-        (write("label.csv", &format!("{head}1,i,a,b,fine,bad,A,,bob\n")), "label.csv:2: label_a is \"fine\", not good or bad"),
-        (write("column.csv", "item,input,answer_a,answer_b,label_a,label_b,note,labeler\n1,i,a,b,good,bad,,bob\n"), "column.csv:1: missing column \"preferred\""),
-        (write("twice.csv", &format!("{head}1,i,a,b,good,bad,A,,bob\n1,i,a,b,good,bad,B,,bob\n")), "twice.csv:3: labeler \"bob\" labeled item 1 differently at"),
+        (
+            write(
+                "unknown.csv",
+                &format!("{head}1,i,a,b,good,bad,A,,bob\n999,i,a,b,good,bad,A,,bob\n"),
+            ),
+            "unknown.csv:3: item 999 is not in review",
+        ),
+        (
+            write("label.csv", &format!("{head}1,i,a,b,fine,bad,A,,bob\n")),
+            "label.csv:2: label_a is \"fine\", not good or bad",
+        ),
+        (
+            write(
+                "column.csv",
+                "item,input,answer_a,answer_b,label_a,label_b,note,labeler\n1,i,a,b,good,bad,,bob\n",
+            ),
+            "column.csv:1: missing column \"preferred\"",
+        ),
+        (
+            write(
+                "twice.csv",
+                &format!("{head}1,i,a,b,good,bad,A,,bob\n1,i,a,b,good,bad,B,,bob\n"),
+            ),
+            "twice.csv:3: labeler \"bob\" labeled item 1 differently at",
+        ),
     ];
     for (path, msg) in &cases {
         // A good file first: nothing of it may be recorded when a later file is bad.
         let out = f.run(&[
-            "review", "score", "--id", &id, "--labels", good.to_str().unwrap(), path.to_str().unwrap(),
+            "review",
+            "score",
+            "--id",
+            &id,
+            "--labels",
+            good.to_str().unwrap(),
+            path.to_str().unwrap(),
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");

@@ -41,7 +41,9 @@ pub async fn sample(lake: &Lake, a: SampleArgs) -> Result<i32> {
                 .map(|s| format!(" since {s}"))
                 .unwrap_or_default()
         ))
-        .with_hint("log the request text in the event's `input` field; check --route, --env and --since"));
+        .with_hint(
+            "log the request text in the event's `input` field; check --route, --env and --since",
+        ));
     }
     let s = sample::choose(candidates, n, seed);
     let now = chrono::Utc::now();
@@ -104,17 +106,22 @@ pub async fn sample(lake: &Lake, a: SampleArgs) -> Result<i32> {
     }
     let counts: Vec<String> = crate::review::redact::RedactionKind::ALL
         .iter()
-        .map(|k| format!("{} {}", k.name(), s.redactions.0.get(k).copied().unwrap_or(0)))
+        .map(|k| {
+            format!(
+                "{} {}",
+                k.name(),
+                s.redactions.0.get(k).copied().unwrap_or(0)
+            )
+        })
         .collect();
     w(
         &mut out,
-        format!(
-            "redacted {}: {}",
-            s.redactions.total(),
-            counts.join(", ")
-        ),
+        format!("redacted {}: {}", s.redactions.total(), counts.join(", ")),
     )?;
-    w(&mut out, format!("review directory: {}", review.dir.display()))?;
+    w(
+        &mut out,
+        format!("review directory: {}", review.dir.display()),
+    )?;
     w(
         &mut out,
         format!(
@@ -140,7 +147,10 @@ pub struct RunArgs {
 /// Exit 0 when every item has both answers afterwards, 1 when some failed (re-run to retry).
 pub async fn run(lake: &Lake, registry: &Registry, a: RunArgs) -> Result<i32> {
     if a.jobs == 0 || a.jobs > 256 {
-        return Err(Error::usage(format!("--jobs {} is out of range (1 to 256)", a.jobs)));
+        return Err(Error::usage(format!(
+            "--jobs {} is out of range (1 to 256)",
+            a.jobs
+        )));
     }
     if a.runner.trim().is_empty() {
         return Err(Error::usage("--runner is empty")
@@ -149,6 +159,13 @@ pub async fn run(lake: &Lake, registry: &Registry, a: RunArgs) -> Result<i32> {
     let review = ReviewDir::open(lake, &a.id)?;
     let _lock = review.lock()?;
     let mut manifest = review.manifest()?;
+    // The pair first: a review compares one pair of versions.
+    review.fix_versions(
+        &mut manifest.clone(),
+        Some(&a.baseline),
+        Some(&a.canary),
+        false,
+    )?;
     let state = registry.load()?;
     let route = state.routes.get(&manifest.route).ok_or_else(|| {
         Error::input(format!(
@@ -169,7 +186,7 @@ pub async fn run(lake: &Lake, registry: &Registry, a: RunArgs) -> Result<i32> {
         })?;
         prompts.insert(v.clone(), registry.prompt_text(&pv.sha256)?);
     }
-    review.fix_versions(&mut manifest, Some(&a.baseline), Some(&a.canary))?;
+    review.fix_versions(&mut manifest, Some(&a.baseline), Some(&a.canary), true)?;
     let items = review.items()?;
     let mut answers = review.answers()?;
     let mut todo = Vec::new();
@@ -282,7 +299,7 @@ pub fn import(
     let review = ReviewDir::open(lake, id)?;
     let _lock = review.lock()?;
     let mut manifest = review.manifest()?;
-    review.fix_versions(&mut manifest, baseline, canary)?;
+    review.fix_versions(&mut manifest, baseline, canary, true)?;
     let versions = [
         manifest.baseline.clone().unwrap_or_default(),
         manifest.canary.clone().unwrap_or_default(),
@@ -409,8 +426,11 @@ pub fn sheet(lake: &Lake, id: &str) -> Result<i32> {
     let manifest = review.manifest()?;
     let (Some(baseline), Some(canary)) = (manifest.baseline.clone(), manifest.canary.clone())
     else {
-        return Err(Error::input(format!("review {id} has no answers yet"))
-            .with_hint(format!("run `promptgate review run --id {id} ...` or `review import` first")));
+        return Err(
+            Error::input(format!("review {id} has no answers yet")).with_hint(format!(
+                "run `promptgate review run --id {id} ...` or `review import` first"
+            )),
+        );
     };
     let items = review.items()?;
     let answers = review.answers()?;
@@ -422,10 +442,7 @@ pub fn sheet(lake: &Lake, id: &str) -> Result<i32> {
         .with_hint("re-run `promptgate review run` to fill in the missing answers"));
     }
     let csv = sheet::to_csv(&s.rows)?;
-    let storage_key = format!(
-        "{id}-{:016x}",
-        xxhash_rust::xxh3::xxh3_64(&csv)
-    );
+    let storage_key = format!("{id}-{:016x}", xxhash_rust::xxh3::xxh3_64(&csv));
     let html = sheet::to_html(&s.rows, &storage_key)?;
     let key = serde_json::to_vec_pretty(&s.key)
         .map_err(|e| Error::runtime(format!("cannot encode the key: {e}")))?;
@@ -493,8 +510,9 @@ pub fn score(
     let manifest = review.manifest()?;
     let key_path = review.path(KEY_FILE);
     let key_bytes = std::fs::read(&key_path).map_err(|e| {
-        Error::input(format!("cannot read {}: {e}", key_path.display()))
-            .with_hint(format!("write the sheet first: promptgate review sheet --id {id}"))
+        Error::input(format!("cannot read {}: {e}", key_path.display())).with_hint(format!(
+            "write the sheet first: promptgate review sheet --id {id}"
+        ))
     })?;
     let key: SheetKey = serde_json::from_slice(&key_bytes)
         .map_err(|e| Error::input(format!("{}: {e}", key_path.display())))?;
@@ -518,8 +536,13 @@ pub fn score(
             writeln!(out, "{v}").map_err(io)?;
         }
         ScoreFormat::Table => {
-            writeln!(out, "verdict: {} (exit {})", s.verdict.to_uppercase(), s.exit_code)
-                .map_err(io)?;
+            writeln!(
+                out,
+                "verdict: {} (exit {})",
+                s.verdict.to_uppercase(),
+                s.exit_code
+            )
+            .map_err(io)?;
             writeln!(out, "reason: {}", s.reason).map_err(io)?;
             writeln!(
                 out,
@@ -533,7 +556,12 @@ pub fn score(
             for (role, g) in [("baseline", &s.baseline), ("canary", &s.canary)] {
                 let rate = match (g.good_rate, g.ci_low, g.ci_high) {
                     (Some(r), Some(lo), Some(hi)) => {
-                        format!("{:.1}% (95% CI {:.1}% to {:.1}%)", r * 100.0, lo * 100.0, hi * 100.0)
+                        format!(
+                            "{:.1}% (95% CI {:.1}% to {:.1}%)",
+                            r * 100.0,
+                            lo * 100.0,
+                            hi * 100.0
+                        )
                     }
                     _ => "no labels".to_string(),
                 };

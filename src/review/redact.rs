@@ -113,7 +113,12 @@ impl RedactionCounts {
     pub fn to_json(&self) -> serde_json::Value {
         let map: serde_json::Map<String, serde_json::Value> = RedactionKind::ALL
             .iter()
-            .map(|k| (k.name().to_string(), self.0.get(k).copied().unwrap_or(0).into()))
+            .map(|k| {
+                (
+                    k.name().to_string(),
+                    self.0.get(k).copied().unwrap_or(0).into(),
+                )
+            })
             .collect();
         serde_json::Value::Object(map)
     }
@@ -224,14 +229,21 @@ mod tests {
 
     fn one(text: &str, kind: RedactionKind) -> String {
         let (out, counts) = redact(text);
-        assert_eq!(counts.0.get(&kind), Some(&1), "{text:?} -> {out:?} {counts:?}");
+        assert_eq!(
+            counts.0.get(&kind),
+            Some(&1),
+            "{text:?} -> {out:?} {counts:?}"
+        );
         out
     }
 
     #[test]
     fn each_kind_gets_its_placeholder() {
         assert_eq!(
-            one("write to jo.doe+x@mail.example.org now", RedactionKind::Email),
+            one(
+                "write to jo.doe+x@mail.example.org now",
+                RedactionKind::Email
+            ),
             "write to [EMAIL] now"
         );
         assert_eq!(

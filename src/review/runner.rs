@@ -117,7 +117,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         _ => return Err(format!("{s:?} is not a duration (e.g. 60s, 2m, 500ms)")),
     };
     if !(secs > 0.0 && secs <= 86_400.0) {
-        return Err(format!("{s:?} is out of range (more than 0, at most a day)"));
+        return Err(format!(
+            "{s:?} is out of range (more than 0, at most a day)"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }

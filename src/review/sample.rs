@@ -240,7 +240,12 @@ mod tests {
         assert_eq!(allocate(10, &[50, 50], &[1, 100]), vec![1, 9]);
         // Fewer than asked overall: everything.
         assert_eq!(allocate(10, &[1, 1], &[2, 3]), vec![2, 3]);
-        assert_eq!(allocate(3, &[1, 1, 1, 1], &[5, 5, 5, 5]).iter().sum::<u64>(), 3);
+        assert_eq!(
+            allocate(3, &[1, 1, 1, 1], &[5, 5, 5, 5])
+                .iter()
+                .sum::<u64>(),
+            3
+        );
     }
 
     #[test]

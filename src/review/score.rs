@@ -98,7 +98,10 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
                 continue;
             }
             let item: u32 = get(c_item).parse().map_err(|_| {
-                Error::input(format!("{at}: item {:?} is not an item number", get(c_item)))
+                Error::input(format!(
+                    "{at}: item {:?} is not an item number",
+                    get(c_item)
+                ))
             })?;
             let Some((a_ver, _)) = key.sides.get(&item) else {
                 return Err(Error::input(format!(
@@ -109,10 +112,10 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
             };
             for (name, v) in [("label_a", &la), ("label_b", &lb)] {
                 if v != "good" && v != "bad" {
-                    return Err(Error::input(format!(
-                        "{at}: {name} is {v:?}, not good or bad"
-                    ))
-                    .with_hint("label both answers of a row, or neither"));
+                    return Err(
+                        Error::input(format!("{at}: {name} is {v:?}, not good or bad"))
+                            .with_hint("label both answers of a row, or neither"),
+                    );
                 }
             }
             let pref_norm = match pref.to_ascii_lowercase().as_str() {
@@ -150,8 +153,11 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
             };
             if let Some(&prev) = by_labeler_item.get(&(labeler.clone(), item)) {
                 let p = &rows[prev];
-                if (p.label_a.as_str(), p.label_b.as_str(), p.preferred_side.as_str())
-                    != (la.as_str(), lb.as_str(), pref_norm)
+                if (
+                    p.label_a.as_str(),
+                    p.label_b.as_str(),
+                    p.preferred_side.as_str(),
+                ) != (la.as_str(), lb.as_str(), pref_norm)
                 {
                     return Err(Error::input(format!(
                         "{at}: labeler {labeler:?} labeled item {item} differently at {}",

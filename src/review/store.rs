@@ -111,7 +111,9 @@ impl ReviewDir {
                 "no review {id} in {}",
                 reviews_root(lake).display()
             ))
-            .with_hint("list them with `ls <lake>/reviews`; create one with `promptgate review sample`"));
+            .with_hint(
+                "list them with `ls <lake>/reviews`; create one with `promptgate review sample`",
+            ));
         }
         Ok(Self {
             id: id.to_string(),
@@ -200,12 +202,13 @@ impl ReviewDir {
         write_json(&self.path(ANSWERS), a)
     }
 
-    /// Records the two versions on first use; afterwards they must match.
+    /// Records the two versions on first use (when `persist`); afterwards they must match.
     pub fn fix_versions(
         &self,
         m: &mut ReviewManifest,
         baseline: Option<&str>,
         canary: Option<&str>,
+        persist: bool,
     ) -> Result<()> {
         let mut changed = false;
         for (slot, given, flag) in [
@@ -238,7 +241,7 @@ impl ReviewDir {
         if m.baseline == m.canary {
             return Err(Error::usage("--baseline and --canary are the same version"));
         }
-        if changed {
+        if changed && persist {
             self.write_manifest(m)?;
         }
         Ok(())
@@ -257,8 +260,7 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::input(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| Error::input(format!("{}: {e}", path.display())))
 }
 
 /// Now, as RFC 3339 UTC with seconds.
