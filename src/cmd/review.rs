@@ -383,10 +383,10 @@ fn missing_answers(
             items
                 .iter()
                 .filter(|i| {
-                    !answers
+                    answers
                         .get(v)
                         .and_then(|m| m.get(i))
-                        .is_some_and(|a| a.output.is_some())
+                        .is_none_or(|a| a.output.is_none())
                 })
                 .count()
         })
