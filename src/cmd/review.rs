@@ -434,7 +434,24 @@ pub fn sheet(lake: &Lake, id: &str) -> Result<i32> {
     };
     let items = review.items()?;
     let answers = review.answers()?;
-    let s = sheet::build(id, &items, &answers, &baseline, &canary, manifest.seed);
+    let key_path = review.path(KEY_FILE);
+    let previous: Option<sheet::SheetKey> = match std::fs::read(&key_path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            Error::input(format!("{}: {e}", key_path.display()))
+                .with_hint("the key is written by `review sheet`; restore it, labels depend on it")
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("cannot read", &key_path, e)),
+    };
+    let s = sheet::build(
+        id,
+        &items,
+        &answers,
+        &baseline,
+        &canary,
+        manifest.seed,
+        previous.as_ref(),
+    );
     if s.rows.is_empty() {
         return Err(Error::input(format!(
             "no item of review {id} has answers from both {baseline} and {canary}"

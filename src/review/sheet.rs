@@ -63,6 +63,7 @@ pub fn build(
     baseline: &str,
     canary: &str,
     seed: u64,
+    previous: Option<&SheetKey>,
 ) -> Sheet {
     let answer = |v: &str, item: u32| {
         answers
@@ -80,12 +81,28 @@ pub fn build(
     }
     // A stream of its own (seed ^ a constant), so the sides do not repeat the sample's draw.
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5349_4445_5f41_4231);
-    let k = complete.len();
-    let mut canary_first: Vec<bool> = (0..k).map(|i| i < k / 2).collect();
+    // A sheet written before keeps its sides: labels already filled against it stay valid.
+    // Only items new since then are drawn (balanced among themselves).
+    let kept = |item: u32| {
+        previous
+            .filter(|p| p.baseline == baseline && p.canary == canary)
+            .and_then(|p| p.sides.get(&item))
+            .map(|(a, _)| a == canary)
+    };
+    let k = complete
+        .iter()
+        .filter(|(it, _, _)| kept(it.item).is_none())
+        .count();
+    let mut drawn: Vec<bool> = (0..k).map(|i| i < k / 2).collect();
     if k % 2 == 1 {
-        canary_first[k - 1] = rand::Rng::random_bool(&mut rng, 0.5);
+        drawn[k - 1] = rand::Rng::random_bool(&mut rng, 0.5);
     }
-    canary_first.shuffle(&mut rng);
+    drawn.shuffle(&mut rng);
+    let mut drawn = drawn.into_iter();
+    let canary_first: Vec<bool> = complete
+        .iter()
+        .map(|(it, _, _)| kept(it.item).unwrap_or_else(|| drawn.next().unwrap_or(false)))
+        .collect();
     let mut rows = Vec::new();
     let mut sides = BTreeMap::new();
     for ((it, b, c), first) in complete.into_iter().zip(canary_first) {
@@ -192,17 +209,31 @@ mod tests {
     #[test]
     fn sides_are_balanced_and_seeded() {
         let (items, answers) = fixture(41);
-        let s = build("r", &items, &answers, "v1", "v2", 3);
+        let s = build("r", &items, &answers, "v1", "v2", 3, None);
         let canary_a = s.key.sides.values().filter(|(a, _)| a == "v2").count();
         assert!(canary_a == 20 || canary_a == 21, "{canary_a}");
-        let again = build("r", &items, &answers, "v1", "v2", 3);
+        let again = build("r", &items, &answers, "v1", "v2", 3, None);
         assert_eq!(s.key, again.key);
-        let other = build("r", &items, &answers, "v1", "v2", 4);
+        let other = build("r", &items, &answers, "v1", "v2", 4, None);
         assert_ne!(s.key.sides, other.key.sides);
         for r in &s.rows {
             let (a, _) = &s.key.sides[&r.item];
             assert!(r.answer_a.starts_with(a.as_str()));
         }
+    }
+
+    #[test]
+    fn a_rewritten_sheet_keeps_earlier_sides() {
+        let (items, mut answers) = fixture(10);
+        answers.get_mut("v2").unwrap().remove(&10);
+        let first = build("r", &items, &answers, "v1", "v2", 9, None);
+        assert_eq!(first.left_out, vec![10]);
+        let (_, full) = fixture(10);
+        let second = build("r", &items, &full, "v1", "v2", 9, Some(&first.key));
+        for (item, sides) in &first.key.sides {
+            assert_eq!(&second.key.sides[item], sides);
+        }
+        assert_eq!(second.key.sides.len(), 10);
     }
 
     #[test]
