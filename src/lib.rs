@@ -17,6 +17,7 @@ pub mod lake;
 pub mod query;
 pub mod registry;
 pub mod report;
+pub mod review;
 pub mod rollout;
 pub mod serve;
 

@@ -104,6 +104,94 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8719")]
         addr: String,
     },
+    /// Blind human review of real requests: sample, run both versions, import answers.
+    #[command(subcommand)]
+    Review(ReviewCmd),
+}
+
+#[derive(Subcommand)]
+enum ReviewCmd {
+    /// Sample a route's real requests (stratified by model x tier, redacted) into a new review;
+    /// prints the review id first.
+    ///
+    /// Exit codes: 0 created, 1 no eligible requests or the lake is unreadable, 2 usage error.
+    Sample {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        env: String,
+        /// Requests to sample (fewer when fewer distinct inputs exist).
+        #[arg(long, default_value_t = 40)]
+        n: u64,
+        /// Only events at or after this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Seed (default: random, printed and recorded).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run a command per item and version (JSON on stdin, the answer on stdout); re-running
+    /// fills in only what is missing.
+    ///
+    /// Exit codes: 0 every run answered, 1 some failed (recorded per item) or cannot run, 2 usage.
+    #[command(disable_version_flag = true)]
+    Run {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        baseline: String,
+        #[arg(long)]
+        canary: String,
+        /// Shell command, e.g. "promptgate review example-runner".
+        #[arg(long)]
+        runner: String,
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Per run: 60s, 2m, 500ms.
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+    },
+    /// Import answers produced elsewhere (NDJSON: item, version, output); all or nothing.
+    ///
+    /// Exit codes: 0 imported, 1 bad file (nothing imported), 2 usage error.
+    #[command(disable_version_flag = true)]
+    Import {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        outputs: PathBuf,
+        /// Needed when the review has no versions yet.
+        #[arg(long)]
+        baseline: Option<String>,
+        #[arg(long)]
+        canary: Option<String>,
+    },
+    /// Write the blind sheet (sheet.csv, sheet.html) and, apart from it, the key.
+    ///
+    /// Exit codes: 0 written, 1 no answers yet, 2 usage error.
+    Sheet {
+        #[arg(long)]
+        id: String,
+    },
+    /// Unblind filled sheets and decide: ship, do not ship, or not enough labels.
+    ///
+    /// Exit codes: 0 ship, 1 do not ship (or a bad labels file: nothing recorded),
+    /// 3 fewer than 20 labeled pairs, 2 usage error.
+    Score {
+        #[arg(long)]
+        id: String,
+        /// Filled sheets (CSV), one or more.
+        #[arg(long, num_args = 1.., required = true)]
+        labels: Vec<PathBuf>,
+        /// Ship a version that does not clearly win, recording why.
+        #[arg(long)]
+        accept_tradeoff: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: cmd::review::ScoreFormat,
+    },
+    /// The offline example runner: a run request on stdin, an answer built from the prompt
+    /// (a `{{input}}` template) and the input on stdout. No network, no key.
+    ExampleRunner,
 }
 
 /// Who writes and why: every registry write takes these.
@@ -601,6 +689,59 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             cmd::rollout::status(&lake, &registry, route.as_deref(), format).await
         }
         Command::Serve { addr } => cmd::serve::run(registry, &addr).await,
+        Command::Review(c) => match c {
+            ReviewCmd::Sample {
+                route,
+                env,
+                n,
+                since,
+                seed,
+            } => {
+                let args = cmd::review::SampleArgs {
+                    since_us: time_arg("since", since.as_ref())?,
+                    since_text: since,
+                    route,
+                    env,
+                    n,
+                    seed,
+                };
+                cmd::review::sample(&lake, args).await
+            }
+            ReviewCmd::Run {
+                id,
+                baseline,
+                canary,
+                runner,
+                jobs,
+                timeout,
+            } => {
+                let timeout = promptgate::review::runner::parse_duration(&timeout)
+                    .map_err(|e| Error::usage(format!("--timeout: {e}")))?;
+                let args = cmd::review::RunArgs {
+                    id,
+                    baseline,
+                    canary,
+                    runner,
+                    jobs,
+                    timeout,
+                };
+                cmd::review::run(&lake, &registry, args).await
+            }
+            ReviewCmd::Import {
+                id,
+                outputs,
+                baseline,
+                canary,
+            } => cmd::review::import(&lake, &id, &outputs, baseline.as_deref(), canary.as_deref()),
+            ReviewCmd::Sheet { id } => cmd::review::sheet(&lake, &id),
+            ReviewCmd::Score {
+                id,
+                labels,
+                accept_tradeoff,
+                format,
+            } => cmd::review::score(&lake, &id, &labels, accept_tradeoff.as_deref(), format),
+            ReviewCmd::ExampleRunner => cmd::review::example_runner(),
+        },
     }
 }
 

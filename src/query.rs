@@ -61,6 +61,7 @@ async fn session(lake: &Lake, string_views: bool) -> Result<SessionContext> {
             lake.register(&ctx, table, name)?;
         }
     }
+    crate::review::table::register(lake, &ctx)?;
     ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;
     ctx.sql(LABELED_VIEW_SQL).await?.collect().await?;
     Ok(ctx)
@@ -111,7 +112,7 @@ pub async fn plan(
             err.with_hint("pass a value for each $name in the query with --param name=value")
         } else if msg.contains("not found") && msg.contains("table") {
             err.with_hint(
-                "tables: llm_events, llm_labels, llm_labeled_events, llm_latest_labels, llm_events_labeled",
+                "tables: llm_events, llm_labels, llm_labeled_events, llm_latest_labels, llm_events_labeled, llm_reviews",
             )
         } else {
             err

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod judge;
 pub mod registry;
 pub mod resolve;
+pub mod review;
 pub mod rollout;
 pub mod rollup;
 pub mod serve;

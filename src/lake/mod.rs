@@ -286,7 +286,7 @@ pub fn register_files(
     Ok(())
 }
 
-fn register_listing(
+pub(crate) fn register_listing(
     ctx: &SessionContext,
     dir: &Path,
     schema: SchemaRef,
