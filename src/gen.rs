@@ -502,6 +502,13 @@ impl Status {
     }
 }
 
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Where a unit falls in `[0, 1)`, fixed per seed and unit (splitmix64): a unit is in the canary
 /// when this is below the canary share, so it stays in one arm for all its events.
 fn unit_share(seed: u64, unit: u64) -> f64 {
@@ -757,8 +764,15 @@ pub fn write_resolved_events(
     let tokens_in = LogNormal::new(TOKENS_IN_MEDIAN.ln(), TOKENS_IN_SIGMA).expect("valid sigma");
     let tokens_out = LogNormal::new(TOKENS_OUT_MEDIAN.ln(), TOKENS_OUT_SIGMA).expect("valid sigma");
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+    // Units interleave in time as real users do: event i goes to unit (i·stride) mod units, with
+    // a stride coprime to the number of units, so every unit gets its share of events and no
+    // block of units (a cohort) has the first minutes to itself.
+    let mut stride: u64 = 7_919;
+    while gcd(stride, t.units) != 1 {
+        stride += 2;
+    }
     for i in 0..t.events {
-        let unit = i % t.units;
+        let unit = i.wrapping_mul(stride) % t.units;
         let (tier, (version, sha)) = &arms[unit as usize];
         let model = pick(&MODEL_CUM, rng.random::<f64>());
         let regressed = t.regressed_version.as_deref() == Some(version.as_str());

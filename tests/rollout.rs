@@ -26,6 +26,8 @@ struct World {
 #[derive(Default)]
 struct Traffic<'a> {
     units: u64,
+    /// Events per unit (0 means 1).
+    events_per_unit: u64,
     /// Latency multiplier of the canary's events.
     canary_latency: Option<f64>,
     /// `attributes` per version.
@@ -105,7 +107,7 @@ impl World {
         args.extend_from_slice(extra);
         self.ok(&args);
     }
-    /// One event per unit, `u0..u{units}`, timed inside the current step, each unit on the
+    /// `events_per_unit` events per unit (one by default), `u0..u{units}`, timed inside the current step, each unit on the
     /// version `resolve` gives it; ingested into the lake.
     fn traffic(&self, t: Traffic<'_>) {
         let state = self.registry().load().unwrap();
@@ -123,7 +125,7 @@ impl World {
             route: "support".into(),
             env: "prod".into(),
             units: t.units,
-            events: t.units,
+            events: t.units * t.events_per_unit.max(1),
             seed: 1000 + batch,
             start_us,
             span_us: now_us() - start_us,
@@ -216,8 +218,8 @@ fn canary_share(report: &Value) -> f64 {
 fn full_rollout_promotes_at_each_step_and_switches_the_default() {
     let w = World::new();
     w.start(&[]);
-    // Units per step: enough for 200+ canary events at each share.
-    for (step, (share, units)) in [(0.01, 25_000), (0.05, 6_000), (0.25, 1_200), (0.50, 800)]
+    // Units per step: about 500 canary events at each share.
+    for (step, (share, units)) in [(0.01, 50_000), (0.05, 10_000), (0.25, 2_000), (0.50, 1_000)]
         .into_iter()
         .enumerate()
     {
@@ -267,13 +269,13 @@ fn a_planted_regression_aborts_at_5_percent_and_rolls_back() {
     let w = World::new();
     w.start(&[]);
     w.traffic(Traffic {
-        units: 25_000,
+        units: 50_000,
         ..Traffic::default()
     });
     w.step(0);
     w.traffic(Traffic {
-        units: 6_000,
-        canary_latency: Some(1.8),
+        units: 10_000,
+        canary_latency: Some(3.0),
         ..Traffic::default()
     });
     let r = w.step(1);
@@ -333,7 +335,7 @@ fn a_changed_pinned_knob_makes_the_step_invalid() {
     let w = World::new();
     w.start(&["--pin", "top_k,reranker"]);
     w.traffic(Traffic {
-        units: 25_000,
+        units: 50_000,
         attributes: vec![
             ("v1", r#"{"top_k":5,"reranker":"bge"}"#),
             ("v2", r#"{"top_k":8,"reranker":"bge"}"#),
@@ -351,7 +353,7 @@ fn events_logging_another_prompt_than_the_registry_make_the_step_invalid() {
     let w = World::new();
     w.start(&[]);
     w.traffic(Traffic {
-        units: 25_000,
+        units: 50_000,
         canary_sha: Some("0123456789abcdef"),
         ..Traffic::default()
     });
@@ -367,7 +369,7 @@ fn two_concurrent_steps_advance_once() {
     let w = World::new();
     w.start(&[]);
     w.traffic(Traffic {
-        units: 25_000,
+        units: 50_000,
         ..Traffic::default()
     });
     let children: Vec<_> = (0..2)
@@ -413,10 +415,11 @@ fn a_cohort_goes_first_then_shares() {
     assert_eq!(w.resolve("u300")["arm"], "baseline");
     w.traffic(Traffic {
         units: 3_000,
+        events_per_unit: 2,
         ..Traffic::default()
     });
     let r = w.step(0);
-    assert_eq!(r["judge"]["n_canary"], 300);
+    assert_eq!(r["judge"]["n_canary"], 600);
     assert_eq!(r["rollout"]["step"], 1);
 }
 
