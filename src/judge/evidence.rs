@@ -183,6 +183,16 @@ fn design_effect(arm: &ArmSample, column: usize, cut: f64) -> f64 {
     }
 }
 
+/// `exp(θ̂ ± z·se)` at one-sided `level` (`side` +1 upper, -1 lower); the estimate itself when
+/// no variance is left.
+fn log_normal_bound(ratio: &LogRatio, boundary: Boundary, level: f64, side: f64) -> f64 {
+    if ratio.se == 0.0 {
+        return ratio.log_estimate.exp();
+    }
+    let z = boundary.z(level, 1.0 / (ratio.se * ratio.se));
+    (ratio.log_estimate + side * z * ratio.se).exp()
+}
+
 /// What a ratio rule is decided on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Evidence {
@@ -233,11 +243,7 @@ impl Evidence {
         match self {
             Evidence::ExactRate { .. } => self.exact_rate_bound(level, false),
             Evidence::LogNormal { ratio, boundary } => {
-                if ratio.se == 0.0 {
-                    return ratio.log_estimate.exp();
-                }
-                let z = boundary.z(level, 1.0 / (ratio.se * ratio.se));
-                (ratio.log_estimate + z * ratio.se).exp()
+                log_normal_bound(ratio, *boundary, level, 1.0)
             }
             Evidence::Quantiles { canary, baseline } => {
                 let (c, b) = (canary.upper(level / 2.0), baseline.lower(level / 2.0));
@@ -251,11 +257,7 @@ impl Evidence {
         match self {
             Evidence::ExactRate { .. } => self.exact_rate_bound(level, true),
             Evidence::LogNormal { ratio, boundary } => {
-                if ratio.se == 0.0 {
-                    return ratio.log_estimate.exp();
-                }
-                let z = boundary.z(level, 1.0 / (ratio.se * ratio.se));
-                (ratio.log_estimate - z * ratio.se).exp()
+                log_normal_bound(ratio, *boundary, level, -1.0)
             }
             Evidence::Quantiles { canary, baseline } => {
                 let (c, b) = (canary.lower(level / 2.0), baseline.upper(level / 2.0));

@@ -208,6 +208,17 @@ struct Measurement {
 }
 
 impl Measurement {
+    /// A measurement without evidence: its outcome and reason are set on `result`.
+    fn untested(result: RuleResult) -> Self {
+        Measurement {
+            result,
+            evidence: None,
+            counts: None,
+            material: false,
+            below_floor: false,
+        }
+    }
+
     fn tested(&self) -> bool {
         self.evidence.is_some()
     }
@@ -832,13 +843,7 @@ fn measure_evidence(
             };
             let untested = |mut r: RuleResult, reason: String| {
                 r.reason = reason;
-                Measurement {
-                    result: r,
-                    evidence: None,
-                    counts: None,
-                    material: false,
-                    below_floor: false,
-                }
+                Measurement::untested(r)
             };
             if nb == 0 || nc == 0 {
                 let arm = if nc == 0 { "canary" } else { "baseline" };
@@ -915,13 +920,7 @@ fn measure_evidence(
             r.canary = qc.estimate;
             let (Some(eb), Some(ec)) = (qb.estimate, qc.estimate) else {
                 r.reason = "no values in an arm".into();
-                return Measurement {
-                    result: r,
-                    evidence: None,
-                    counts: None,
-                    material: false,
-                    below_floor: false,
-                };
+                return Measurement::untested(r);
             };
             let evidence = Evidence::Quantiles {
                 canary: qc,
@@ -962,13 +961,7 @@ fn measure_evidence(
             let Some(ratio) = ratio else {
                 r.verdict = RuleOutcome::Inconclusive;
                 r.reason = "too few events (two per arm), or a mean of 0, to compare means".into();
-                return Measurement {
-                    result: r,
-                    evidence: None,
-                    counts: None,
-                    material: false,
-                    below_floor: false,
-                };
+                return Measurement::untested(r);
             };
             let (mb, mc) = (mb.unwrap_or(0.0), mc.unwrap_or(0.0));
             r.ratio = Some(mc / mb);
@@ -1207,13 +1200,7 @@ fn pool(
             .iter()
             .find(|m| !m.tested())
             .map_or("nothing to pool".into(), |m| m.result.reason.clone());
-        return Measurement {
-            result: r,
-            evidence: None,
-            counts: None,
-            material: false,
-            below_floor: false,
-        };
+        return Measurement::untested(r);
     };
     let evidence = Evidence::LogNormal {
         ratio,
