@@ -145,27 +145,13 @@ impl<R: Read> CsvChunker<R> {
     }
 
     fn fill(&mut self, want: usize) -> std::io::Result<()> {
-        while !self.eof && self.buf.len() < want {
-            let len = self.buf.len();
-            let grow = (want - len).max(64 * 1024);
-            self.buf.resize(len + grow, 0);
-            match self.src.read(&mut self.buf[len..]) {
-                Ok(0) => {
-                    self.buf.truncate(len);
-                    self.eof = true;
-                }
-                Ok(n) => {
-                    self.buf.truncate(len + n);
-                    self.consumed += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(len),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        super::lines::fill_buffer(
+            &mut self.src,
+            &mut self.buf,
+            &mut self.eof,
+            &mut self.consumed,
+            want,
+        )
     }
 
     /// Hands out the records before `self.pos` as a chunk.

@@ -46,27 +46,13 @@ impl<R: Read> LineChunker<R> {
     }
 
     fn fill(&mut self, want: usize) -> std::io::Result<()> {
-        while !self.eof && self.buf.len() < want {
-            let len = self.buf.len();
-            let grow = (want - len).max(64 * 1024);
-            self.buf.resize(len + grow, 0);
-            match self.src.read(&mut self.buf[len..]) {
-                Ok(0) => {
-                    self.buf.truncate(len);
-                    self.eof = true;
-                }
-                Ok(n) => {
-                    self.buf.truncate(len + n);
-                    self.consumed += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(len),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        super::lines::fill_buffer(
+            &mut self.src,
+            &mut self.buf,
+            &mut self.eof,
+            &mut self.consumed,
+            want,
+        )
     }
 
     /// The next chunk of lines, or an oversize line whose bytes went to `oversize`
@@ -202,4 +188,36 @@ mod tests {
         );
         assert_eq!(over, vec![(3, 200_000)]);
     }
+}
+
+/// Reads from `src` until `buf` holds at least `want` bytes or the input ends (`eof` set),
+/// counting the bytes read in `consumed`; an interrupted read is retried.
+pub(crate) fn fill_buffer(
+    src: &mut impl Read,
+    buf: &mut Vec<u8>,
+    eof: &mut bool,
+    consumed: &mut u64,
+    want: usize,
+) -> std::io::Result<()> {
+    while !*eof && buf.len() < want {
+        let len = buf.len();
+        let grow = (want - len).max(64 * 1024);
+        buf.resize(len + grow, 0);
+        match src.read(&mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                *eof = true;
+            }
+            Ok(n) => {
+                buf.truncate(len + n);
+                *consumed += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
