@@ -302,6 +302,10 @@ enum RolloutCmd {
         /// A first step on a cohort: a file of unit ids, one per line.
         #[arg(long)]
         cohort_units: Option<PathBuf>,
+        /// The rollout's id (default: `r<N>-<8 random hex>`). Units are bucketed by route,
+        /// id and unit, so a fixed id reproduces who gets the canary (tests, a re-run).
+        #[arg(long)]
+        id: Option<String>,
         #[command(flatten)]
         write: WriteCli,
     },
@@ -663,6 +667,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             policy,
             pin,
             cohort_units,
+            id,
             write,
         }) => {
             let args = cmd::rollout::StartArgs {
@@ -673,6 +678,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 policy,
                 pins: pin,
                 cohort_units,
+                id,
             };
             cmd::rollout::start(&registry, args, &write_meta(write.actor, write.why))
         }

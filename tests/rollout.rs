@@ -98,9 +98,13 @@ impl World {
     fn registry(&self) -> Registry {
         Registry::new(self.lake.join("registry"))
     }
+    /// Starts v2 over v1 in prod with the test policy. The id is fixed, so the same units get
+    /// the canary on every run: the verdicts these tests assert do not depend on a random
+    /// draw (the judge's error rates are measured in tests/judge_simulation.rs).
     fn start(&self, extra: &[&str]) {
         let mut args = vec![
-            "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--policy",
+            "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--id",
+            "r-test", "--policy",
         ];
         let policy = testdata("rollout-policy.toml");
         args.push(&policy);
@@ -459,4 +463,71 @@ fn start_refuses_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already has an active rollout"));
     assert_eq!(state(), before);
+}
+
+#[test]
+fn a_fixed_id_reproduces_the_assignment_and_is_not_reused() {
+    let arms = |w: &World| -> Vec<String> {
+        (0..200)
+            .map(|u| {
+                w.resolve(&format!("u{u}"))["arm"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let start = |w: &World, plan: &str| {
+        w.ok(&[
+            "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--id",
+            "ci-4711", "--plan", plan,
+        ])
+    };
+    let (a, b) = (World::new(), World::new());
+    assert!(start(&a, "5,50,100").contains("started rollout ci-4711"));
+    start(&b, "5,50,100");
+    let first = arms(&a);
+    assert_eq!(first, arms(&b), "same route, id and units: same arms");
+    let canary = first.iter().filter(|x| *x == "canary").count();
+    assert!((1..60).contains(&canary), "about 5% of 200 units: {canary}");
+
+    // Once that rollout has ended, its id is not drawn again.
+    a.ok(&[
+        "registry", "kill", "--route", "support", "--env", "prod", "--why", "test",
+    ]);
+    a.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+        "--env",
+        "prod",
+    ]);
+    let before = std::fs::read(a.lake.join("registry/state.json")).unwrap();
+    let out = a.run(&[
+        "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--id",
+        "ci-4711",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already had a rollout with id \"ci-4711\""),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(a.lake.join("registry/state.json")).unwrap(),
+        before
+    );
+    // A name that is not one is refused as a usage error.
+    let out = a.run(&[
+        "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--id", " ci",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

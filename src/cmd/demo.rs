@@ -289,6 +289,8 @@ async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -
             policy: Some(TOUR_POLICY.into()),
             pins: vec![],
             cohort: None,
+            // A fixed id fixes who gets the canary, so the tour tells the same story each run.
+            id: Some(format!("tour-{canary}")),
         };
         let ro = reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
             let (ro, c) = rollout::start(s, spec, st)?;

@@ -32,6 +32,7 @@ pub struct StartArgs {
     pub policy: Option<PathBuf>,
     pub pins: Vec<String>,
     pub cohort_units: Option<PathBuf>,
+    pub id: Option<String>,
 }
 
 fn w(e: std::io::Error) -> Error {
@@ -75,6 +76,7 @@ pub fn start(reg: &Registry, a: StartArgs, meta: &WriteMeta) -> Result<i32> {
         policy,
         pins: a.pins.clone(),
         cohort,
+        id: a.id.clone(),
     };
     let ro = reg.update(&meta.actor, meta.why.as_deref(), |s, st| {
         let (ro, c) = rollout::start(s, spec, st)?;

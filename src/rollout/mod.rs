@@ -200,6 +200,8 @@ pub struct StartSpec {
     pub pins: Vec<String>,
     /// Units of a first cohort step, if any.
     pub cohort: Option<Vec<String>>,
+    /// The rollout's id; none draws `r<N>-<8 random hex>`.
+    pub id: Option<String>,
 }
 
 /// Starts a rollout: the baseline is what the env resolves to now (its kill switch's
@@ -265,11 +267,24 @@ pub fn start(state: &mut State, spec: StartSpec, stamp: &Stamp) -> Result<(Rollo
         steps.push(Step::Cohort);
     }
     steps.extend(spec.plan.iter().map(|&p| Step::Percent(p)));
-    let id = format!(
-        "r{}-{}",
-        route.rollouts.len() + 1,
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let id = match spec.id {
+        Some(id) => {
+            check_name("--id", &id)?;
+            if route.rollouts.iter().any(|r| r.id == id) {
+                return Err(Error::input(format!(
+                    "route {:?} already had a rollout with id {id:?}",
+                    spec.route
+                ))
+                .with_hint("rollout ids are unique per route: pick another, or leave --id out"));
+            }
+            id
+        }
+        None => format!(
+            "r{}-{}",
+            route.rollouts.len() + 1,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+    };
     let rollout = Rollout {
         id,
         env: spec.env.clone(),
@@ -465,6 +480,7 @@ mod tests {
             policy: None,
             pins: vec![],
             cohort: None,
+            id: None,
         }
     }
 
