@@ -259,30 +259,17 @@ impl<R: Read> CsvChunker<R> {
         &mut self,
         oversize: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let io = |e: std::io::Error| Error::input(format!("read failed: {e}"));
         let line = self.next_line;
         self.buf.drain(..self.pos);
         self.pos = 0;
-        loop {
-            match memchr(b'\n', &self.buf) {
-                Some(i) => {
-                    oversize(line, &self.buf[..i])?;
-                    self.buf.drain(..=i);
-                    break;
-                }
-                None => {
-                    oversize(line, &self.buf)?;
-                    self.buf.clear();
-                    if self.eof {
-                        break;
-                    }
-                    self.fill(self.chunk_bytes).map_err(io)?;
-                    if self.buf.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
+        super::lines::stream_line_out(
+            &mut self.src,
+            &mut self.buf,
+            &mut self.eof,
+            &mut self.consumed,
+            self.chunk_bytes,
+            &mut |piece| oversize(line, piece),
+        )?;
         self.next_line += 1;
         Ok(())
     }

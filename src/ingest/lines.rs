@@ -92,27 +92,14 @@ impl<R: Read> LineChunker<R> {
             }
             if self.buf.len() > self.max_line {
                 // No newline within the limit: stream the line out instead of buffering it.
-                let line = self.next_line;
-                loop {
-                    match memchr::memchr(b'\n', &self.buf) {
-                        Some(i) => {
-                            oversize(line, &self.buf[..i])?;
-                            self.buf.drain(..=i);
-                            break;
-                        }
-                        None => {
-                            oversize(line, &self.buf)?;
-                            self.buf.clear();
-                            if self.eof {
-                                break;
-                            }
-                            self.fill(self.chunk_bytes).map_err(io)?;
-                            if self.buf.is_empty() {
-                                break;
-                            }
-                        }
-                    }
-                }
+                stream_line_out(
+                    &mut self.src,
+                    &mut self.buf,
+                    &mut self.eof,
+                    &mut self.consumed,
+                    self.chunk_bytes,
+                    &mut |piece| oversize(self.next_line, piece),
+                )?;
                 self.next_line += 1;
                 return Ok(Some(Piece::Oversize));
             }
@@ -187,6 +174,36 @@ mod tests {
             ]
         );
         assert_eq!(over, vec![(3, 200_000)]);
+    }
+}
+
+/// Streams the line at the start of `buf` (longer than the limit) to `oversize` in pieces,
+/// reading on in steps of `chunk_bytes` until its newline (dropped) or the end of input; what
+/// follows the newline stays in `buf`. Memory stays at one chunk whatever the line's length.
+pub(crate) fn stream_line_out(
+    src: &mut impl Read,
+    buf: &mut Vec<u8>,
+    eof: &mut bool,
+    consumed: &mut u64,
+    chunk_bytes: usize,
+    oversize: &mut dyn FnMut(&[u8]) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    loop {
+        if let Some(i) = memchr::memchr(b'\n', buf) {
+            oversize(&buf[..i])?;
+            buf.drain(..=i);
+            return Ok(());
+        }
+        oversize(buf)?;
+        buf.clear();
+        if *eof {
+            return Ok(());
+        }
+        fill_buffer(src, buf, eof, consumed, chunk_bytes)
+            .map_err(|e| crate::error::Error::input(format!("read failed: {e}")))?;
+        if buf.is_empty() {
+            return Ok(());
+        }
     }
 }
 

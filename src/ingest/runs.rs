@@ -29,11 +29,10 @@ use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
-use crate::lake::{LakeFileWriter, Table, ids};
+use crate::lake::Table;
 
 /// Rows per sorted slice, at most.
 pub(super) const SLICE_ROWS: usize = 8 * 1024;
@@ -244,7 +243,7 @@ pub(super) async fn merge_day(
         .checked_div(max_row_bytes.max(1))
         .unwrap_or(1)
         .clamp(1, MERGE_BATCH_ROWS);
-    let mut merged = StreamingMergeBuilder::new()
+    let merged = StreamingMergeBuilder::new()
         .with_streams(streams)
         .with_schema(schema.clone())
         .with_expressions(&ordering)
@@ -252,18 +251,5 @@ pub(super) async fn merge_day(
         .with_batch_size(batch_rows)
         .with_reservation(MemoryConsumer::new("ingest merge").register(&pool))
         .build()?;
-    let mut writer = LakeFileWriter::create(out, table)?;
-    let mut hashes = ids::has_id_hashes(table).then(ids::IdHashes::default);
-    while let Some(batch) = merged.next().await {
-        let batch = batch?;
-        if let Some(h) = &mut hashes {
-            h.add(table, &batch)?;
-        }
-        writer.write(&batch)?;
-    }
-    let rows = writer.finish()?;
-    if let Some(h) = hashes {
-        h.write(out)?;
-    }
-    Ok(rows)
+    crate::lake::write_sorted_stream(merged, out, table).await
 }

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
-use futures::StreamExt;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;
 
-use super::{Lake, LakeFileWriter, Table, ids, register_sorted_partition};
+use super::{Lake, Table, register_sorted_partition};
 use crate::error::{Error, Result};
 
 /// What compaction did.
@@ -107,19 +106,6 @@ async fn merge_sorted(
         .table("part")
         .await?
         .sort(sort.iter().map(|c| col(*c).sort(true, false)).collect())?;
-    let mut stream = df.execute_stream().await?;
-    let mut writer = LakeFileWriter::create(out, table)?;
-    let mut hashes = ids::has_id_hashes(table).then(ids::IdHashes::default);
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        if let Some(h) = &mut hashes {
-            h.add(table, &batch)?;
-        }
-        writer.write(&batch)?;
-    }
-    let rows = writer.finish()?;
-    if let Some(h) = hashes {
-        h.write(out)?;
-    }
-    Ok(rows)
+    let stream = df.execute_stream().await?;
+    crate::lake::write_sorted_stream(stream, out, table).await
 }

@@ -390,6 +390,31 @@ impl LakeFileWriter {
     }
 }
 
+/// Writes a sorted stream of a table's batches to one file at `out` (fsynced), with the table's
+/// event-id hashes beside it where it has them; returns the rows written. The one tail of every
+/// merge that produces a lake file (ingest's run merge, compaction).
+pub async fn write_sorted_stream(
+    mut stream: impl futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Unpin,
+    out: &Path,
+    table: Table,
+) -> Result<u64> {
+    use futures::StreamExt;
+    let mut writer = LakeFileWriter::create(out, table)?;
+    let mut hashes = ids::has_id_hashes(table).then(ids::IdHashes::default);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if let Some(h) = &mut hashes {
+            h.add(table, &batch)?;
+        }
+        writer.write(&batch)?;
+    }
+    let rows = writer.finish()?;
+    if let Some(h) = hashes {
+        h.write(out)?;
+    }
+    Ok(rows)
+}
+
 /// Takes an exclusive `flock` on `path` (created if missing), waiting for the holder to let go
 /// (saying so on stderr, naming `what`). The lock lasts as long as the returned file is open,
 /// and the kernel releases it if the process dies, so a crashed writer never leaves it stuck.
