@@ -129,54 +129,6 @@ pub(crate) fn lines(chunk: &LineChunk) -> impl Iterator<Item = (u64, &[u8])> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// (line number, bytes) of each line kept, and (line number, length) of each oversize one.
-    type Collected = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>);
-
-    fn collect(input: &[u8], chunk: usize, max: usize) -> Collected {
-        let mut ch = LineChunker::new(input, chunk, max);
-        let mut out = Vec::new();
-        let mut over: Vec<(u64, u64)> = Vec::new();
-        let mut pieces: Vec<(u64, u64)> = Vec::new();
-        let mut sink = |line: u64, piece: &[u8]| {
-            match pieces.last_mut() {
-                Some((l, n)) if *l == line => *n += piece.len() as u64,
-                _ => pieces.push((line, piece.len() as u64)),
-            }
-            Ok(())
-        };
-        while let Some(p) = ch.next_piece(&mut sink).unwrap() {
-            match p {
-                Piece::Lines(c) => out.extend(lines(&c).map(|(n, l)| (n, l.to_vec()))),
-                Piece::Oversize => {}
-            }
-        }
-        over.extend(pieces);
-        (out, over)
-    }
-
-    #[test]
-    fn numbers_lines_across_chunks_and_streams_oversize() {
-        let long = vec![b'x'; 200_000];
-        let mut input = b"a\r\nbb\n".to_vec();
-        input.extend_from_slice(&long);
-        input.extend_from_slice(b"\nccc");
-        let (lines, over) = collect(&input, 4, 100);
-        assert_eq!(
-            lines,
-            vec![
-                (1, b"a\r".to_vec()),
-                (2, b"bb".to_vec()),
-                (4, b"ccc".to_vec())
-            ]
-        );
-        assert_eq!(over, vec![(3, 200_000)]);
-    }
-}
-
 /// Streams the line at the start of `buf` (longer than the limit) to `oversize` in pieces,
 /// reading on in steps of `chunk_bytes` until its newline (dropped) or the end of input; what
 /// follows the newline stays in `buf`. Memory stays at one chunk whatever the line's length.
@@ -237,4 +189,52 @@ pub(crate) fn fill_buffer(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (line number, bytes) of each line kept, and (line number, length) of each oversize one.
+    type Collected = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>);
+
+    fn collect(input: &[u8], chunk: usize, max: usize) -> Collected {
+        let mut ch = LineChunker::new(input, chunk, max);
+        let mut out = Vec::new();
+        let mut over: Vec<(u64, u64)> = Vec::new();
+        let mut pieces: Vec<(u64, u64)> = Vec::new();
+        let mut sink = |line: u64, piece: &[u8]| {
+            match pieces.last_mut() {
+                Some((l, n)) if *l == line => *n += piece.len() as u64,
+                _ => pieces.push((line, piece.len() as u64)),
+            }
+            Ok(())
+        };
+        while let Some(p) = ch.next_piece(&mut sink).unwrap() {
+            match p {
+                Piece::Lines(c) => out.extend(lines(&c).map(|(n, l)| (n, l.to_vec()))),
+                Piece::Oversize => {}
+            }
+        }
+        over.extend(pieces);
+        (out, over)
+    }
+
+    #[test]
+    fn numbers_lines_across_chunks_and_streams_oversize() {
+        let long = vec![b'x'; 200_000];
+        let mut input = b"a\r\nbb\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nccc");
+        let (lines, over) = collect(&input, 4, 100);
+        assert_eq!(
+            lines,
+            vec![
+                (1, b"a\r".to_vec()),
+                (2, b"bb".to_vec()),
+                (4, b"ccc".to_vec())
+            ]
+        );
+        assert_eq!(over, vec![(3, 200_000)]);
+    }
 }

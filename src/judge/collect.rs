@@ -134,24 +134,24 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
     };
     let (scan, labels) = futures::try_join!(scan_arms(ctx, q, filter.clone()), labels)?;
     let mut segments = scan.segments;
-    for (key, counted) in labels.map(Segmenter::into_map).unwrap_or_default() {
+    for (key, mut counted) in labels.map(Segmenter::into_map).unwrap_or_default() {
         let seg = segments.entry(key).or_default();
         for arm in [Arm::Baseline, Arm::Canary] {
-            let from = counted.arm(arm);
-            let to = seg.arm_mut(arm);
-            for (unit, slot) in &from.unit_index {
-                let u = &from.units[*slot as usize];
-                to.add_labels(u.labeled, u.bad, Some(*unit));
-            }
-            to.add_labels(from.singles.labeled, from.singles.bad, None);
+            seg.arm_mut(arm).merge(std::mem::take(counted.arm_mut(arm)));
         }
     }
+    crate::judge::samples::finish_units_all(
+        segments
+            .values_mut()
+            .flat_map(|s| [&mut s.baseline, &mut s.canary])
+            .collect(),
+    );
     let distinct_units = scan.any_unit.then(|| {
         // A unit may appear in several segments (it used two models): count it once.
         let count = |arm: Arm| {
             let mut keys: Vec<u64> = segments
                 .values()
-                .flat_map(|seg| seg.arm(arm).unit_index.keys().copied())
+                .flat_map(|seg| seg.arm(arm).unit_keys().iter().copied())
                 .collect();
             keys.sort_unstable();
             keys.dedup();

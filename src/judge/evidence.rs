@@ -44,6 +44,7 @@ impl QuantileArm {
             return Self::from_values(&mut [], q, 1.0, boundary);
         }
         if arm.clustered() {
+            arm.finish_units();
             let mut copy = arm.values[column].clone();
             let estimate = percentile_cont(&mut copy, q);
             // Design effect of the share at or below the estimate, from per-unit counts (Deng,
@@ -147,10 +148,10 @@ fn percentile_cont(values: &mut [f64], q: f64) -> f64 {
 /// Design effect of the share of an arm's values at or below `cut`: the clustered variance of
 /// that share over the independent-events variance, at least 1.
 fn design_effect(arm: &ArmSample, column: usize, cut: f64) -> f64 {
-    let mut below = vec![0u32; arm.units.len()];
+    let mut below = vec![0u32; arm.units().len()];
     let mut singles_below = 0u64;
     let mut singles = 0u64;
-    for (&v, &u) in arm.values[column].iter().zip(&arm.value_units[column]) {
+    for (&v, &u) in arm.values[column].iter().zip(arm.value_units(column)) {
         let hit = (v <= cut) as u32;
         if u == NO_UNIT {
             singles += 1;
@@ -160,7 +161,7 @@ fn design_effect(arm: &ArmSample, column: usize, cut: f64) -> f64 {
         }
     }
     let mut m = RatioMoments::default();
-    for (u, b) in arm.units.iter().zip(&below) {
+    for (u, b) in arm.units().iter().zip(&below) {
         m.add(*b as f64, u.n as f64);
     }
     if singles > 0 {

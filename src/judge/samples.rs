@@ -2,7 +2,7 @@
 //! events carry a `unit_id`, the same counts per unit. Plain data, filled from the lake by
 //! [`super::collect::collect_samples`] or built directly in tests and simulations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -91,6 +91,11 @@ pub enum UnitMetric {
 }
 
 /// One arm of one segment.
+///
+/// Events with a unit id are first recorded as they come (a key and a few bits each: appending
+/// is all the scan does per event) and grouped into per-unit totals by [`ArmSample::finish_units`],
+/// one sort of the keys, before anything reads [`ArmSample::units`]. Per-event hashing into a
+/// map cost the judge more than reading the lake did when most units have few events.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArmSample {
     pub n: u64,
@@ -101,21 +106,30 @@ pub struct ArmSample {
     pub bad: u64,
     /// Raw values of duration_ms, tokens_in, tokens_out (only those the policy needs).
     pub values: [Vec<f64>; 3],
-    /// Per unit totals of the events that carry a unit id.
-    pub units: Vec<UnitTotals>,
+    /// Per unit totals of the events that carry a unit id (after `finish_units`).
+    units: Vec<UnitTotals>,
+    /// The key of each unit of `units`, ascending.
+    unit_keys: Vec<u64>,
     /// Events without a unit id: each is a unit of its own, kept as running moments.
     pub singles: UnitTotals,
     /// Sums of squared values of the events without a unit id, per value column.
     pub singles_sumsq: [f64; 3],
-    /// For each entry of `values[c]`, the index in `units` of its event's unit, or
-    /// [`NO_UNIT`] for an event without a unit id.
-    pub value_units: [Vec<u32>; 3],
-    /// Unit key (a 64-bit hash of the unit id) -> index in `units`.
-    pub unit_index: HashMap<u64, u32, foldhash::fast::RandomState>,
+    /// For each entry of `values[c]`: [`NO_UNIT`] for an event without a unit id, else the
+    /// index of its unit in `units` (after `finish_units`) or of its record (before).
+    value_units: [Vec<u32>; 3],
+    /// Records not yet grouped: the unit key and what the record adds ([`REC_EVENT`]...).
+    rec_keys: Vec<u64>,
+    rec_bits: Vec<u8>,
 }
 
 /// `value_units` entry of an event without a unit id.
 pub const NO_UNIT: u32 = u32::MAX;
+
+const REC_EVENT: u8 = 1;
+const REC_FLAGGED: u8 = 2;
+const REC_ERROR: u8 = 4;
+const REC_LABELED: u8 = 8;
+const REC_BAD: u8 = 16;
 
 impl ArmSample {
     pub fn values(&self, c: ValueColumn) -> &[f64] {
@@ -124,19 +138,34 @@ impl ArmSample {
     pub fn values_mut(&mut self, c: ValueColumn) -> &mut Vec<f64> {
         &mut self.values[c as usize]
     }
+    /// Per unit totals; `finish_units` must have run since the last event was added.
+    pub fn units(&self) -> &[UnitTotals] {
+        debug_assert!(
+            self.rec_keys.is_empty(),
+            "finish_units before reading units"
+        );
+        &self.units
+    }
+    /// The units' keys, ascending (parallel to [`ArmSample::units`]).
+    pub fn unit_keys(&self) -> &[u64] {
+        debug_assert!(
+            self.rec_keys.is_empty(),
+            "finish_units before reading units"
+        );
+        &self.unit_keys
+    }
+    /// For each of `values[c]`, its unit's index in [`ArmSample::units`], or [`NO_UNIT`].
+    pub fn value_units(&self, c: usize) -> &[u32] {
+        debug_assert!(
+            self.rec_keys.is_empty(),
+            "finish_units before reading units"
+        );
+        &self.value_units[c]
+    }
 
     /// Whether any event of this arm carries a unit id.
     pub fn clustered(&self) -> bool {
-        !self.units.is_empty()
-    }
-
-    fn unit_slot(&mut self, key: u64) -> u32 {
-        let next = self.units.len() as u32;
-        let slot = *self.unit_index.entry(key).or_insert(next);
-        if slot == next {
-            self.units.push(UnitTotals::default());
-        }
-        slot
+        !self.units.is_empty() || !self.rec_keys.is_empty()
     }
 
     /// Adds one event. `values` holds (column, value) for the columns being kept; `unit` is the
@@ -150,14 +179,25 @@ impl ArmSample {
             self.bad += bad as u64;
         }
         let slot = match unit {
-            Some(k) => self.unit_slot(k),
-            None => NO_UNIT,
+            Some(key) => {
+                self.reopen();
+                let bits = REC_EVENT
+                    | if e.flagged { REC_FLAGGED } else { 0 }
+                    | if e.error { REC_ERROR } else { 0 }
+                    | match e.label_bad {
+                        Some(true) => REC_LABELED | REC_BAD,
+                        Some(false) => REC_LABELED,
+                        None => 0,
+                    };
+                self.rec_keys.push(key);
+                self.rec_bits.push(bits);
+                (self.rec_keys.len() - 1) as u32
+            }
+            None => {
+                self.singles.add(e, values);
+                NO_UNIT
+            }
         };
-        let totals = match unit {
-            Some(_) => &mut self.units[slot as usize],
-            None => &mut self.singles,
-        };
-        totals.add(e, values);
         for (c, v) in values {
             self.values[*c as usize].push(*v);
             self.value_units[*c as usize].push(slot);
@@ -172,57 +212,137 @@ impl ArmSample {
     pub fn add_labels(&mut self, labeled: u64, bad: u64, unit: Option<u64>) {
         self.labeled += labeled;
         self.bad += bad;
-        let totals = match unit {
-            Some(k) => {
-                let slot = self.unit_slot(k);
-                &mut self.units[slot as usize]
+        match unit {
+            Some(key) => {
+                self.reopen();
+                for i in 0..labeled {
+                    self.rec_keys.push(key);
+                    self.rec_bits
+                        .push(REC_LABELED | if i < bad { REC_BAD } else { 0 });
+                }
             }
-            None => &mut self.singles,
-        };
-        totals.labeled += labeled;
-        totals.bad += bad;
+            None => {
+                self.singles.labeled += labeled;
+                self.singles.bad += bad;
+            }
+        }
     }
 
-    /// Adds `other`'s events (from another partition of the same scan): counts, values and
-    /// units, a unit seen in both merged into one.
-    pub fn merge(&mut self, other: ArmSample) {
+    /// Adds `other`'s events (from another partition of the same scan, or labels counted
+    /// apart): counts, values and units, a unit seen in both merged into one.
+    pub fn merge(&mut self, mut other: ArmSample) {
+        self.reopen();
+        other.reopen();
         self.n += other.n;
         self.flagged += other.flagged;
         self.errors += other.errors;
         self.labeled += other.labeled;
         self.bad += other.bad;
-        let mut remap = vec![0u32; other.units.len()];
-        for (key, slot) in &other.unit_index {
-            let into = self.unit_slot(*key);
-            remap[*slot as usize] = into;
-            self.units[into as usize].merge(&other.units[*slot as usize]);
-        }
         self.singles.merge(&other.singles);
+        let offset = self.rec_keys.len() as u32;
+        self.rec_keys.extend_from_slice(&other.rec_keys);
+        self.rec_bits.extend_from_slice(&other.rec_bits);
         for c in 0..3 {
             self.singles_sumsq[c] += other.singles_sumsq[c];
             self.values[c].extend_from_slice(&other.values[c]);
-            self.value_units[c].extend(other.value_units[c].iter().map(|&u| {
-                if u == NO_UNIT {
-                    NO_UNIT
-                } else {
-                    remap[u as usize]
+            self.value_units[c].extend(
+                other.value_units[c].iter().map(
+                    |&u| {
+                        if u == NO_UNIT { NO_UNIT } else { u + offset }
+                    },
+                ),
+            );
+        }
+    }
+
+    /// Groups the recorded events and labels by unit into [`ArmSample::units`] (one sort of the
+    /// keys), and points each value at its unit. Cheap when nothing was added since.
+    pub fn finish_units(&mut self) {
+        if self.rec_keys.is_empty() {
+            return;
+        }
+        self.reopen();
+        let mut order: Vec<(u64, u32)> = self
+            .rec_keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (k, i as u32))
+            .collect();
+        order.sort_unstable();
+        let mut unit_of = vec![0u32; order.len()];
+        for (key, rec) in order {
+            if self.unit_keys.last() != Some(&key) {
+                self.unit_keys.push(key);
+                self.units.push(UnitTotals::default());
+            }
+            let slot = self.units.len() - 1;
+            unit_of[rec as usize] = slot as u32;
+            let b = self.rec_bits[rec as usize];
+            let t = &mut self.units[slot];
+            t.n += u64::from(b & REC_EVENT != 0);
+            t.flagged += u64::from(b & REC_FLAGGED != 0);
+            t.errors += u64::from(b & REC_ERROR != 0);
+            t.labeled += u64::from(b & REC_LABELED != 0);
+            t.bad += u64::from(b & REC_BAD != 0);
+        }
+        for c in 0..3 {
+            for (u, v) in self.value_units[c].iter_mut().zip(&self.values[c]) {
+                if *u != NO_UNIT {
+                    *u = unit_of[*u as usize];
+                    self.units[*u as usize].sums[c] += v;
                 }
-            }));
+            }
+        }
+        self.rec_keys = Vec::new();
+        self.rec_bits = Vec::new();
+    }
+
+    /// Turns grouped units back into records (one per event or label, as they were added), so
+    /// that more can be added and grouped again; nothing to do when there are none.
+    fn reopen(&mut self) {
+        if self.units.is_empty() {
+            return;
+        }
+        let units = std::mem::take(&mut self.units);
+        let keys = std::mem::take(&mut self.unit_keys);
+        let mut first = Vec::with_capacity(units.len());
+        for (t, key) in units.iter().zip(keys) {
+            first.push(self.rec_keys.len() as u32);
+            for i in 0..t.n.max(t.labeled).max(1) {
+                let bit = |count: u64, b: u8| if i < count { b } else { 0 };
+                self.rec_keys.push(key);
+                self.rec_bits.push(
+                    bit(t.n, REC_EVENT)
+                        | bit(t.flagged, REC_FLAGGED)
+                        | bit(t.errors, REC_ERROR)
+                        | bit(t.labeled, REC_LABELED)
+                        | bit(t.bad, REC_BAD),
+                );
+            }
+        }
+        for c in 0..3 {
+            for u in self.value_units[c].iter_mut() {
+                if *u != NO_UNIT {
+                    *u = first[*u as usize];
+                }
+            }
         }
     }
 
     /// Forgets per-unit detail (when no event of the whole comparison carries a unit id).
     pub fn drop_units(&mut self) {
         self.units = Vec::new();
-        self.unit_index = HashMap::default();
+        self.unit_keys = Vec::new();
         self.value_units = Default::default();
+        self.rec_keys = Vec::new();
+        self.rec_bits = Vec::new();
     }
 
     /// Moments of a ratio metric over units: keyed units as they are, and each event without a
     /// unit id as a unit of one event (a label of its own for the bad-label rate).
     pub fn ratio_moments(&self, metric: UnitMetric) -> RatioMoments {
         let mut m = RatioMoments::default();
-        for u in &self.units {
+        for u in self.units() {
             let (s, n) = u.pair(metric);
             m.add(s, n);
         }
@@ -338,6 +458,12 @@ impl Samples {
     /// Drops per-unit detail everywhere when no event carries a unit id, so that
     /// [`Samples::clustered`] says whether the comparison is clustered.
     pub fn settle_units(&mut self) {
+        finish_units_all(
+            self.segments
+                .values_mut()
+                .flat_map(|s| [&mut s.baseline, &mut s.canary])
+                .collect(),
+        );
         if !self.clustered() {
             for seg in self.segments.values_mut() {
                 seg.baseline.drop_units();
@@ -347,6 +473,33 @@ impl Samples {
     }
 }
 
+/// [`ArmSample::finish_units`] over many arms, on every core when there is much to group:
+/// largest arms first, each to the least loaded worker.
+pub fn finish_units_all(mut arms: Vec<&mut ArmSample>) {
+    let total: usize = arms.iter().map(|a| a.rec_keys.len()).sum();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(arms.len());
+    if total < 100_000 || workers < 2 {
+        arms.into_iter().for_each(ArmSample::finish_units);
+        return;
+    }
+    arms.sort_by_key(|a| std::cmp::Reverse(a.rec_keys.len()));
+    let mut groups: Vec<(usize, Vec<&mut ArmSample>)> =
+        (0..workers).map(|_| (0, Vec::new())).collect();
+    for arm in arms {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+            g.0 += arm.rec_keys.len();
+            g.1.push(arm);
+        }
+    }
+    std::thread::scope(|scope| {
+        for (_, group) in groups {
+            scope.spawn(move || group.into_iter().for_each(ArmSample::finish_units));
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,13 +507,13 @@ mod tests {
     fn event(i: u64) -> (EventObs, [(ValueColumn, f64); 1], Option<u64>) {
         (
             EventObs {
-                flagged: i % 3 == 0,
-                error: i % 7 == 0,
-                label_bad: (i % 4 == 0).then_some(i % 8 == 0),
+                flagged: i.is_multiple_of(3),
+                error: i.is_multiple_of(7),
+                label_bad: i.is_multiple_of(4).then_some(i.is_multiple_of(8)),
             },
             [(ValueColumn::DurationMs, i as f64)],
             // Units 0..5, and every fifth event without a unit id.
-            (i % 5 != 0).then_some(i % 6),
+            (!i.is_multiple_of(5)).then_some(i % 6),
         )
     }
 
@@ -374,6 +527,8 @@ mod tests {
             if i % 2 == 0 { &mut left } else { &mut right }.push(e, &v, u);
         }
         left.merge(right);
+        left.finish_units();
+        whole.finish_units();
         assert_eq!(
             (left.n, left.flagged, left.errors, left.labeled, left.bad),
             (
@@ -399,21 +554,64 @@ mod tests {
         let c = ValueColumn::DurationMs as usize;
         let sums = |a: &ArmSample| -> Vec<(u64, f64)> {
             let mut by_unit: Vec<(u64, f64)> = a
-                .unit_index
+                .unit_keys()
                 .iter()
-                .map(|(k, slot)| {
+                .enumerate()
+                .map(|(slot, k)| {
                     let total: f64 = a.values[c]
                         .iter()
-                        .zip(&a.value_units[c])
-                        .filter(|(_, u)| **u == *slot)
+                        .zip(a.value_units(c))
+                        .filter(|(_, u)| **u as usize == slot)
                         .map(|(v, _)| v)
                         .sum();
                     (*k, total)
                 })
                 .collect();
-            by_unit.sort_by(|x, y| x.0.cmp(&y.0));
+            by_unit.sort_by_key(|x| x.0);
             by_unit
         };
         assert_eq!(sums(&left), sums(&whole));
+    }
+
+    #[test]
+    fn adding_after_grouping_regroups_the_same_units() {
+        let mut whole = ArmSample::default();
+        let mut staged = ArmSample::default();
+        for i in 0..60 {
+            let (e, v, u) = event(i);
+            whole.push(e, &v, u);
+            staged.push(e, &v, u);
+        }
+        staged.finish_units();
+        let mut more = ArmSample::default();
+        for i in 60..100 {
+            let (e, v, u) = event(i);
+            whole.push(e, &v, u);
+            if i < 80 {
+                staged.push(e, &v, u);
+            } else {
+                more.push(e, &v, u);
+            }
+        }
+        whole.add_labels(3, 1, Some(2));
+        more.finish_units();
+        staged.merge(more);
+        staged.add_labels(3, 1, Some(2));
+        whole.finish_units();
+        staged.finish_units();
+        assert_eq!(staged.unit_keys(), whole.unit_keys());
+        assert_eq!(staged.units(), whole.units());
+        let c = ValueColumn::DurationMs as usize;
+        let per_value = |a: &ArmSample| -> Vec<(u64, u32)> {
+            let mut v: Vec<(u64, u32)> = a.values[c]
+                .iter()
+                .zip(a.value_units(c))
+                .map(|(x, u)| (*x as u64, *u))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(per_value(&staged), per_value(&whole));
+        assert!(whole.units().iter().map(|u| u.labeled).sum::<u64>() > 0);
     }
 }
