@@ -336,7 +336,9 @@ fn a_clean_canary_with_a_winning_review_passes() {
     assert!(md.contains("avg_tokens_out "), "{md}");
     // The plan, where it stands, the stop conditions and the judge.
     assert!(
-        md.contains("**1%** → 5% → 25% → 50% → 100% (rollout `r-check`, active"),
+        md.contains(
+            "**1%** → 5% → 25% → 50% → 100% (rollout `r-check`, active at step 1/5 (1%) since "
+        ),
         "{md}"
     );
     assert!(
@@ -502,4 +504,58 @@ fn before_traffic_and_review_it_says_so() {
         2,
     );
     w.checklist(&["--review", "no-such-review"], 2);
+}
+
+#[test]
+fn the_demo_ends_with_a_review_and_the_checklist() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = bin()
+        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .env_remove("PROMPTGATE_REGISTRY")
+        .env_remove("PROMPTGATE_LAKE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The tour before it is intact.
+    let tour = text
+        .find("promoted: rollout tour-v2 completed")
+        .expect("the rollout tour");
+    let kill = text
+        .find("$ promptgate registry kill --route onboarding")
+        .expect("the kill switch");
+    let review = text
+        .find("# What the metrics missed: a blind review of v2 against v1")
+        .expect("the review part");
+    assert!(tour < kill && kill < review, "{text}");
+    let rest = &text[review..];
+    assert!(rest.contains("redacted 15: "), "{rest}");
+    assert!(rest.contains("ran 80 (80 answered, 0 failed)"), "{rest}");
+    assert!(
+        rest.contains("# SIMULATED labels: no person labeled this demo."),
+        "{rest}"
+    );
+    assert!(rest.contains("verdict: DO NOT SHIP (exit 1)"), "{rest}");
+    assert!(rest.contains("canary wins 10, losses 25, ties 5"), "{rest}");
+    assert_shape(rest);
+    assert!(rest.contains("(rollout `tour-v2`, completed at "), "{rest}");
+    assert!(
+        rest.contains("  - [x] Judge: promote, or in progress without abort: promote"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("**1 of 4 required checks fail: review** (exit 1).\n(exit code 1)"),
+        "{rest}"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with("/v1/resolve?route=onboarding&env=prod&unit=u7'"),
+        "{text}"
+    );
 }

@@ -671,14 +671,14 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
                 .collect();
             let at = match r.status.as_str() {
                 "active" => format!(
-                    "at step {}/{} ({}) since {}",
+                    "active at step {}/{} ({}) since {}",
                     r.step,
                     r.steps.len(),
                     r.share,
                     r.step_started_at
                 ),
                 status => format!(
-                    "{status} at {}, judged step {}/{} ({})",
+                    "{status} at {}, last judged at step {}/{} ({})",
                     r.ended_at.as_deref().unwrap_or("?"),
                     r.step,
                     r.steps.len(),
@@ -688,10 +688,9 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
             p(
                 &mut s,
                 format!(
-                    "  - % rollout: {} (rollout `{}`, {}, {at})",
+                    "  - % rollout: {} (rollout `{}`, {at})",
                     steps.join(" → "),
-                    r.id,
-                    r.status
+                    r.id
                 ),
             );
         }
