@@ -451,6 +451,28 @@ fn a_failing_canary_is_unticked_with_its_evidence() {
 #[test]
 fn before_traffic_and_review_it_says_so() {
     let w = World::new();
+    // No rollout yet: it cannot tell the env by itself, and with one the judge check fails.
+    w.checklist(&[], 2);
+    let doc = w.checklist_json(&["--env", "prod"], 1);
+    assert!(doc["canary_plan"]["rollout"].is_null());
+    let j = check(&doc, "judge");
+    assert_eq!(j["passed"], false);
+    assert!(
+        j["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("no rollout of this change"),
+        "{j}"
+    );
+    // The 60 older requests of v1 carry its sha.
+    assert!(
+        check(&doc, "prompt_sha")["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("60 of 60 events"),
+        "{doc:#}"
+    );
+
     w.start();
     let md = w.checklist(&[], 1);
     assert_shape(&md);

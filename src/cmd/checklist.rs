@@ -18,7 +18,7 @@ use crate::report::checklist::{
     VersionRef, Why,
 };
 use crate::review::ReviewDir;
-use crate::rollout::Rollout;
+use crate::rollout::{Rollout, RolloutStatus};
 
 use super::judge::{JudgeArgs, evaluate};
 use super::rollout::{StepAssessment, assess_step, rollout_policy};
@@ -153,10 +153,11 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
     // The judge on the rollout's step (the way `rollout step` judges it), read-only.
     let (plan, assessment) = match rollout {
         Some(r) => {
-            let step = if r.is_active() {
-                r.step
-            } else {
-                r.last_verdict.as_ref().map_or(r.step, |v| v.step)
+            // A completed rollout sits on its last step (100%); the step judged is the one
+            // before. An active, aborted or killed one is judged where it is.
+            let step = match r.status {
+                RolloutStatus::Completed => r.last_verdict.as_ref().map_or(r.step, |v| v.step),
+                _ => r.step,
             };
             let until = r.ended_at.as_deref().and_then(parse_rfc3339_us);
             let assessment = if has_events {
@@ -180,14 +181,14 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
         .and_then(parse_rfc3339_us);
     let window = match rollout {
         Some(r) => format!(
-            "over the rollout's events (since {}{})",
+            "the rollout's events since {}{}",
             r.started_at,
             r.ended_at
                 .as_deref()
                 .map(|e| format!(" until {e}"))
                 .unwrap_or_default()
         ),
-        None => format!("over all events of both versions in env {env:?}"),
+        None => format!("all events of both versions in env {env:?}"),
     };
     let (impact, sha) = if has_events {
         let ctx = query::judge_session(lake).await?;
@@ -238,7 +239,7 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
         )
     };
 
-    let review = review_result(lake, a)?;
+    let review = review_result(lake, a, &env)?;
     let rollback = rollback(&state, a, &env)?;
     let verdict = assessment.as_ref().map(|s: &StepAssessment| &s.verdict);
     let decided = assessment.as_ref().map(StepAssessment::decision);
@@ -327,14 +328,14 @@ fn why(reg: &Registry, a: &ChecklistArgs) -> Result<Why> {
 }
 
 /// The review's latest score, checked to be of these two versions on this route.
-fn review_result(lake: &Lake, a: &ChecklistArgs) -> Result<ReviewResult> {
+fn review_result(lake: &Lake, a: &ChecklistArgs, env: &str) -> Result<ReviewResult> {
     let Some(id) = &a.review else {
         return Ok(ReviewResult {
             review: None,
             done: false,
             score: None,
             note: format!(
-                "no --review given; run one: `promptgate review sample --route {} --env E`",
+                "no --review given; start one with `promptgate review sample --route {} --env {env}`",
                 a.route
             ),
         });

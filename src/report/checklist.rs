@@ -210,6 +210,12 @@ pub const CHECK_PINS: &str = "pins";
 pub const CHECK_REVIEW: &str = "review";
 
 /// Unified diff (3 lines of context) of the baseline's text to the canary's.
+///
+/// ```
+/// let d = promptgate::report::checklist::unified_diff("v1", "a\nb\n", "v2", "a\nc\n");
+/// assert!(d.starts_with("--- v1\n+++ v2\n"));
+/// assert!(d.contains("-b\n+c\n"));
+/// ```
 pub fn unified_diff(old_name: &str, old: &str, new_name: &str, new: &str) -> String {
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
@@ -615,7 +621,7 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
         p(
             &mut s,
             format!(
-                "- Expected impact (quality / cost / latency): measured {}; {}",
+                "- Expected impact (quality / cost / latency): measured over {}; {}",
                 c.impact.window, c.impact.intervals
             ),
         );
