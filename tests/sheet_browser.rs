@@ -152,7 +152,21 @@ impl Browser {
         b.session = attached["sessionId"].as_str().unwrap().to_string();
         b.call("Page.enable", json!({}));
         b.call("Runtime.enable", json!({}));
+        b.call("Network.enable", json!({}));
         b
+    }
+
+    /// Every URL the page requested so far (events that arrived while waiting for replies,
+    /// and any still queued).
+    fn requested_urls(&mut self) -> Vec<String> {
+        while let Ok(v) = self.from_browser.try_recv() {
+            self.events.push(v);
+        }
+        self.events
+            .iter()
+            .filter(|e| e["method"] == "Network.requestWillBeSent")
+            .filter_map(|e| e["params"]["request"]["url"].as_str().map(str::to_string))
+            .collect()
     }
 
     fn send(&mut self, method: &str, params: Value, session: bool) -> Value {
@@ -548,6 +562,14 @@ fn label_with_the_keyboard_reload_export_and_score() {
         text.starts_with("item,input,answer_a,answer_b,label_a,label_b,preferred,note,labeler\r\n")
     );
     assert!(text.contains("clearer steps, same facts"));
+    // The page is self-contained: it loaded itself (twice) and fetched nothing else.
+    let urls = b.requested_urls();
+    assert!(urls.iter().filter(|u| **u == url).count() >= 2, "{urls:?}");
+    assert!(
+        urls.iter()
+            .all(|u| u == &url || u.starts_with("blob:") || u.starts_with("data:")),
+        "the sheet requested something else: {urls:?}"
+    );
     drop(b);
 
     // Score the exported file.
