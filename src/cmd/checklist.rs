@@ -174,59 +174,13 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
         None => Policy::default(),
     };
 
-    // Expected impact and the prompt_sha check: over the whole rollout (or all events).
-    let since_us = rollout.map(|r| r.started_us);
-    let until_us = rollout
-        .and_then(|r| r.ended_at.as_deref())
-        .and_then(parse_rfc3339_us);
-    let window = match rollout {
-        Some(r) => format!(
-            "the rollout's events since {}{}",
-            r.started_at,
-            r.ended_at
-                .as_deref()
-                .map(|e| format!(" until {e}"))
-                .unwrap_or_default()
-        ),
-        None => format!("all events of both versions in env {env:?}"),
-    };
+    let registered: BTreeMap<String, String> = [
+        (a.baseline.clone(), bv.sha256.clone()),
+        (a.canary.clone(), cv.sha256.clone()),
+    ]
+    .into();
     let (impact, sha) = if has_events {
-        let ctx = query::judge_session(lake).await?;
-        let mut impact_policy = policy.clone();
-        impact_policy.rules = Policy::from_toml(IMPACT_RULES_TOML)
-            .map_err(|e| Error::runtime(format!("the impact rules: {e}")))?
-            .rules;
-        let args = JudgeArgs {
-            route: a.route.clone(),
-            baseline: a.baseline.clone(),
-            canary: a.canary.clone(),
-            env: Some(env.clone()),
-            policy: None,
-            since_us,
-            until_us,
-            expected_share: None,
-            pins: Vec::new(),
-            format: crate::report::VerdictFormat::Json,
-        };
-        let v = evaluate(&ctx, &args, &impact_policy).await?;
-        let arms = query::rollout_arms(
-            &ctx,
-            &a.route,
-            &env,
-            &a.baseline,
-            &a.canary,
-            since_us.unwrap_or(0),
-        )
-        .await?;
-        let registered: BTreeMap<String, String> = [
-            (a.baseline.clone(), bv.sha256.clone()),
-            (a.canary.clone(), cv.sha256.clone()),
-        ]
-        .into();
-        (
-            render::impact(&v, window),
-            render::sha_check(&arms, &registered),
-        )
+        measure(lake, a, &env, rollout, &policy, &registered).await?
     } else {
         (
             render::Impact {
@@ -235,7 +189,7 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
                 segments: Vec::new(),
                 intervals: String::new(),
             },
-            render::sha_check(&[], &BTreeMap::new()),
+            render::sha_check(&[], &registered),
         )
     };
 
@@ -278,6 +232,64 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
     };
     c.decide();
     Ok(c)
+}
+
+/// Expected impact (report-only judge rules over the rollout's events, or all events of both
+/// versions without a rollout) and the prompt_sha check over the same events.
+async fn measure(
+    lake: &Lake,
+    a: &ChecklistArgs,
+    env: &str,
+    rollout: Option<&Rollout>,
+    policy: &Policy,
+    registered: &BTreeMap<String, String>,
+) -> Result<(render::Impact, render::ShaCheck)> {
+    let since_us = rollout.map(|r| r.started_us);
+    let until_us = rollout
+        .and_then(|r| r.ended_at.as_deref())
+        .and_then(parse_rfc3339_us);
+    let window = match rollout {
+        Some(r) => format!(
+            "the rollout's events since {}{}",
+            r.started_at,
+            r.ended_at
+                .as_deref()
+                .map(|e| format!(" until {e}"))
+                .unwrap_or_default()
+        ),
+        None => format!("all events of both versions in env {env:?}"),
+    };
+    let ctx = query::judge_session(lake).await?;
+    let mut impact_policy = policy.clone();
+    impact_policy.rules = Policy::from_toml(IMPACT_RULES_TOML)
+        .map_err(|e| Error::runtime(format!("the impact rules: {e}")))?
+        .rules;
+    let args = JudgeArgs {
+        route: a.route.clone(),
+        baseline: a.baseline.clone(),
+        canary: a.canary.clone(),
+        env: Some(env.to_string()),
+        policy: None,
+        since_us,
+        until_us,
+        expected_share: None,
+        pins: Vec::new(),
+        format: crate::report::VerdictFormat::Json,
+    };
+    let v = evaluate(&ctx, &args, &impact_policy).await?;
+    let arms = query::rollout_arms(
+        &ctx,
+        &a.route,
+        env,
+        &a.baseline,
+        &a.canary,
+        since_us.unwrap_or(0),
+    )
+    .await?;
+    Ok((
+        render::impact(&v, window),
+        render::sha_check(&arms, registered),
+    ))
 }
 
 fn rollout_plan(r: &Rollout, step: usize) -> RolloutPlan {
