@@ -107,6 +107,31 @@ enum Command {
     /// Blind human review of real requests: sample, run both versions, import answers.
     #[command(subcommand)]
     Review(ReviewCmd),
+    /// The release checklist of a prompt change, every field filled from data (registry,
+    /// rollout, judge, review), each check ticked or not with its evidence.
+    ///
+    /// Exit codes: 0 every required check passes (judge promote or in progress without abort,
+    /// prompt_sha matches the registry, pinned knobs unchanged, review ship), 1 otherwise,
+    /// 2 usage or input error.
+    Checklist {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        baseline: String,
+        #[arg(long)]
+        canary: String,
+        /// Default: the env of this change's rollout.
+        #[arg(long)]
+        env: Option<String>,
+        /// The blind review of this change (its id).
+        #[arg(long)]
+        review: Option<String>,
+        /// Why the change is made (default: the note given when the canary was registered).
+        #[arg(long)]
+        why: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: promptgate::report::checklist::ChecklistFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -695,6 +720,26 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             cmd::rollout::status(&lake, &registry, route.as_deref(), format).await
         }
         Command::Serve { addr } => cmd::serve::run(registry, &addr).await,
+        Command::Checklist {
+            route,
+            baseline,
+            canary,
+            env,
+            review,
+            why,
+            format,
+        } => {
+            let args = cmd::checklist::ChecklistArgs {
+                route,
+                baseline,
+                canary,
+                env,
+                review,
+                why,
+                format,
+            };
+            Ok(cmd::checklist::run(&lake, &registry, args).await)
+        }
         Command::Review(c) => match c {
             ReviewCmd::Sample {
                 route,

@@ -176,9 +176,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         writeln!(out, "(exit code {})", verdict.exit_code).map_err(w)?;
     }
     rollout_tour(&lake, &dir, &mut out).await?;
+    review_tour(&lake, &dir, &mut out).await?;
     writeln!(
         out,
-        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
+        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} checklist --route onboarding --baseline v1 --canary v2 --env prod --format json\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
         lake.root().display()
     )
     .map_err(w)?;
@@ -429,4 +430,244 @@ async fn tour_traffic(
     };
     ingest::ingest(lake, sources, &opts).await?;
     Ok(n)
+}
+
+/// Requests of the review part of the tour: what new users ask, some with the personal data
+/// real requests carry (the sample redacts it).
+const TOUR_QUESTIONS: [&str; 6] = [
+    "I just signed up, where do I start?",
+    "How do I invite my team? My e-mail is {name}@example.com",
+    "Which plan fits a team of {n}?",
+    "Can I import my projects from a spreadsheet?",
+    "Call me back at +44 20 7946 {n:04}, the setup wizard froze",
+    "How do I connect the calendar integration?",
+];
+
+/// The review part of the tour: what the metrics missed. Generated requests with their inputs,
+/// a blind review of v2 against v1 (answers from the offline example runner, labels simulated),
+/// and v2's release checklist.
+async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -> Result<()> {
+    use super::review::{RunArgs, SampleArgs, ScoreFormat};
+    use crate::registry::{self, Registry};
+    use crate::review::sheet::SheetKey;
+
+    let w = |e: std::io::Error| Error::runtime(format!("cannot write output: {e}"));
+    let reg = Registry::locate(None, lake);
+    writeln!(
+        out,
+        "\n# What the metrics missed: a blind review of v2 against v1 on real requests, and v2's release checklist"
+    )
+    .map_err(w)?;
+
+    // Requests with their input text, as prod logs them now (on v1, after the kill).
+    let state = reg.load()?;
+    let v1_sha = state
+        .route(TOUR_ROUTE)?
+        .require_version(TOUR_ROUTE, "v1")?
+        .sha256
+        .clone();
+    let names = [
+        "ann", "bo", "chen", "dara", "eli", "fay", "gus", "hana", "ivo", "jo",
+    ];
+    let now = registry::now_us();
+    let mut nd = String::new();
+    for i in 0..60u64 {
+        let q = TOUR_QUESTIONS[i as usize % TOUR_QUESTIONS.len()]
+            .replace("{name}", names[i as usize % names.len()])
+            .replace("{n:04}", &format!("{:04}", 1000 + i * 37))
+            .replace("{n}", &(3 + i % 40).to_string());
+        let event = serde_json::json!({
+            "event_id": format!("onboarding-request-{i}"),
+            "ts": registry::format_us(now - 1_000_000 * (60 - i as i64)),
+            "route": TOUR_ROUTE, "env": "prod",
+            "model": if i % 3 == 0 { "small" } else { "large" },
+            "tier": if i % 4 == 0 { "pro" } else { "free" },
+            "prompt_version": "v1", "prompt_sha": &v1_sha[..12],
+            "duration_ms": 800 + (i * 53) % 900, "tokens_in": 300 + i, "tokens_out": 120 + i % 50,
+            "status": "ok",
+            "input": format!("{q} (request {i})"),
+        });
+        nd.push_str(&event.to_string());
+        nd.push('\n');
+    }
+    let path = dir.join(format!("{TOUR_ROUTE}-requests.ndjson"));
+    std::fs::write(&path, nd).map_err(|e| Error::io("cannot write", &path, e))?;
+    let sources = Source::open_all(
+        &[path.to_string_lossy().into_owned()],
+        Some(InputFormat::Ndjson),
+    )?;
+    let opts = IngestOptions {
+        progress: false,
+        ..IngestOptions::default()
+    };
+    ingest::ingest(lake, sources, &opts).await?;
+    writeln!(
+        out,
+        "$ promptgate ingest {TOUR_ROUTE}-requests.ndjson   # 60 requests with their input text"
+    )
+    .map_err(w)?;
+
+    writeln!(
+        out,
+        "$ promptgate review sample --route {TOUR_ROUTE} --env prod --n 40 --seed 1"
+    )
+    .map_err(w)?;
+    out.flush().map_err(w)?;
+    super::review::sample(
+        lake,
+        SampleArgs {
+            route: TOUR_ROUTE.into(),
+            env: "prod".into(),
+            n: 40,
+            since_us: None,
+            since_text: None,
+            seed: Some(1),
+        },
+    )
+    .await?;
+    // The demo's lake is fresh: the review just made is its only one.
+    let root = crate::review::store::reviews_root(lake);
+    let id = std::fs::read_dir(&root)
+        .map_err(|e| Error::io("cannot read", &root, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .max()
+        .ok_or_else(|| Error::runtime(format!("no review in {}", root.display())))?;
+
+    // Both versions' answers from the offline example runner (this binary).
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::runtime(format!("cannot locate the promptgate binary: {e}")))?;
+    let exe = format!("'{}'", exe.display().to_string().replace('\'', r"'\''"));
+    writeln!(
+        out,
+        "$ promptgate review run --id {id} --baseline v1 --canary v2 --runner \"promptgate review example-runner\""
+    )
+    .map_err(w)?;
+    out.flush().map_err(w)?;
+    super::review::run(
+        lake,
+        &reg,
+        RunArgs {
+            id: id.clone(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            runner: format!("{exe} review example-runner"),
+            jobs: 4,
+            timeout: std::time::Duration::from_secs(60),
+        },
+    )
+    .await?;
+    writeln!(out, "$ promptgate review sheet --id {id}").map_err(w)?;
+    out.flush().map_err(w)?;
+    super::review::sheet(lake, &id)?;
+
+    // Simulated labels: a script stands in for the person who would open sheet.html.
+    let review_dir = root.join(&id);
+    let key_path = review_dir.join("key.json");
+    let key: SheetKey = serde_json::from_slice(
+        &std::fs::read(&key_path).map_err(|e| Error::io("cannot read", &key_path, e))?,
+    )
+    .map_err(|e| Error::runtime(format!("{}: {e}", key_path.display())))?;
+    let labels = dir.join("labels-simulated.csv");
+    simulate_labels(&review_dir.join("sheet.csv"), &key, &labels)?;
+    writeln!(
+        out,
+        "# SIMULATED labels: no person labeled this demo. A script filled the sheet as a labeler\n# who finds v2's answers worse on most items would (it reads key.json, which a real\n# labeler never sees). For real, open {} and export the CSV.",
+        review_dir.join("sheet.html").display()
+    )
+    .map_err(w)?;
+    writeln!(
+        out,
+        "$ promptgate review score --id {id} --labels labels-simulated.csv"
+    )
+    .map_err(w)?;
+    out.flush().map_err(w)?;
+    let code = super::review::score(
+        lake,
+        &id,
+        std::slice::from_ref(&labels),
+        None,
+        ScoreFormat::Table,
+    )?;
+    writeln!(out, "(exit code {code})").map_err(w)?;
+
+    writeln!(
+        out,
+        "\n$ promptgate checklist --route {TOUR_ROUTE} --baseline v1 --canary v2 --env prod --review {id}"
+    )
+    .map_err(w)?;
+    out.flush().map_err(w)?;
+    let code = super::checklist::run(
+        lake,
+        &reg,
+        super::checklist::ChecklistArgs {
+            route: TOUR_ROUTE.into(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            env: Some("prod".into()),
+            review: Some(id.clone()),
+            why: None,
+            format: crate::report::checklist::ChecklistFormat::Markdown,
+        },
+    )
+    .await;
+    writeln!(out, "(exit code {code})").map_err(w)?;
+    if code == 1 {
+        writeln!(
+            out,
+            "# The judge promoted v2 at every step; the blind review would have stopped it."
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}
+
+/// Fills `sheet` as a simulated labeler would and writes the result to `to`: per item in sheet
+/// order, v2 wins one in four, ties one in eight, loses the rest (marked bad, with a note).
+fn simulate_labels(
+    sheet: &std::path::Path,
+    key: &crate::review::sheet::SheetKey,
+    to: &std::path::Path,
+) -> Result<()> {
+    let csv_err = |e: csv::Error| Error::runtime(format!("simulated labels: {e}"));
+    let mut r = csv::Reader::from_path(sheet).map_err(csv_err)?;
+    let mut wr = csv::Writer::from_path(to).map_err(csv_err)?;
+    wr.write_record(r.headers().map_err(csv_err)?)
+        .map_err(csv_err)?;
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(csv_err)?;
+        let item: u32 = rec[0]
+            .parse()
+            .map_err(|_| Error::runtime(format!("sheet item {:?} is not a number", &rec[0])))?;
+        let canary_is_a = key.sides.get(&item).is_some_and(|(a, _)| *a == key.canary);
+        let (canary_label, pref, note) = match i % 8 {
+            0 | 4 => ("good", if canary_is_a { "A" } else { "B" }, ""),
+            7 => ("good", "tie", ""),
+            _ => (
+                "bad",
+                if canary_is_a { "B" } else { "A" },
+                "skips the user's question",
+            ),
+        };
+        let (la, lb) = if canary_is_a {
+            (canary_label, "good")
+        } else {
+            ("good", canary_label)
+        };
+        wr.write_record([
+            &rec[0],
+            &rec[1],
+            &rec[2],
+            &rec[3],
+            la,
+            lb,
+            pref,
+            note,
+            "simulated",
+        ])
+        .map_err(csv_err)?;
+    }
+    wr.flush()
+        .map_err(|e| Error::runtime(format!("simulated labels: {e}")))
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: each takes plain options, does the work through the domain
 //! modules, prints, and returns the process exit code.
 
+pub mod checklist;
 pub mod compact;
 pub mod demo;
 pub mod generate;

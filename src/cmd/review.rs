@@ -543,6 +543,7 @@ pub fn score(
         .collect();
     if !rows.is_empty() {
         table::write_review_rows(lake, &manifest, &event_ids, &rows, &s)?;
+        review.write_score(&s)?;
     }
     let mut out = super::stdout();
     let io = |e: std::io::Error| Error::runtime(format!("cannot write output: {e}"));

@@ -188,6 +188,115 @@ pub(crate) struct StepOutcome {
     pub notes: Vec<String>,
 }
 
+/// What the judge says about one step of a rollout, with the events of its arms; read-only.
+pub(crate) struct StepAssessment {
+    pub verdict: crate::judge::Verdict,
+    pub arms: Vec<ArmEvents>,
+    /// Arms whose events carry a prompt_sha other than the registry's, in words.
+    pub mismatch: Vec<String>,
+}
+
+impl StepAssessment {
+    /// The decision to act on, and why: the judge's, or invalid when the events do not match
+    /// the registry.
+    pub(crate) fn decision(&self) -> (Decision, String) {
+        if self.mismatch.is_empty() {
+            (self.verdict.verdict, self.verdict.reason.clone())
+        } else {
+            (
+                Decision::Invalid,
+                format!(
+                    "events do not match the registry: {}",
+                    self.mismatch.join("; ")
+                ),
+            )
+        }
+    }
+}
+
+/// The rollout's stored policy, or the default one.
+pub(crate) fn rollout_policy(r: &Rollout) -> Result<Policy> {
+    match &r.policy {
+        Some(text) => Policy::from_toml(text)
+            .map_err(|e| Error::input(format!("rollout {}'s stored policy: {e}", r.id))),
+        None => Ok(Policy::default()),
+    }
+}
+
+/// The judge's arguments for step `step` of rollout `r` on `route`: its arms, env and pins,
+/// the step's share (for the sample-ratio check), and events from `since_us` (the step's
+/// start) to `until_us` (none: now).
+pub(crate) fn step_judge_args(
+    r: &Rollout,
+    route: &str,
+    step: usize,
+    since_us: i64,
+    until_us: Option<i64>,
+) -> JudgeArgs {
+    JudgeArgs {
+        route: route.to_string(),
+        baseline: r.baseline.clone(),
+        canary: r.canary.clone(),
+        env: Some(r.env.clone()),
+        policy: None,
+        since_us: Some(since_us),
+        until_us,
+        expected_share: r.steps[step.min(r.steps.len() - 1)].expected_share(),
+        pins: r.pins.clone(),
+        format: VerdictFormat::Json,
+    }
+}
+
+/// Arms whose events carry a prompt_sha that is not (a prefix of) the registry's SHA-256 of
+/// their version, in words. Events without a prompt_sha are not counted here.
+pub(crate) fn registry_mismatch(
+    arms: &[ArmEvents],
+    versions: &std::collections::BTreeMap<String, crate::registry::state::PromptVersion>,
+) -> Vec<String> {
+    arms.iter()
+        .filter_map(|a| {
+            let sha = a.prompt_sha.as_deref()?;
+            let registered = &versions.get(&a.version)?.sha256;
+            (!sha_matches(registered, sha)).then(|| {
+                format!(
+                    "{} events of {} carry prompt_sha {sha:?}, not the registry's {}",
+                    a.events,
+                    a.version,
+                    &registered[..12]
+                )
+            })
+        })
+        .collect()
+}
+
+/// Judges step `step` of rollout `r` (of `route`, as registered in `state`) over events from
+/// `since_us` to `until_us`, and checks its arms' prompt_sha against the registry. Changes
+/// nothing: `rollout step` acts on the result, `checklist` reports it.
+pub(crate) async fn assess_step(
+    lake: &Lake,
+    state: &crate::registry::State,
+    route: &str,
+    r: &Rollout,
+    step: usize,
+    since_us: i64,
+    until_us: Option<i64>,
+) -> Result<StepAssessment> {
+    let versions = &state.route(route)?.versions;
+    let policy = rollout_policy(r)?;
+    let args = step_judge_args(r, route, step, since_us, until_us);
+    let ctx = query::judge_session(lake).await?;
+    let verdict = evaluate(&ctx, &args, &policy).await?;
+    // Events must carry the registry's prompt for their version (a prefix of its SHA-256):
+    // an arm that ran some other text cannot vouch for the registered version.
+    let arms = query::rollout_arms(&ctx, route, &r.env, &r.baseline, &r.canary, since_us).await?;
+    let mismatch = registry_mismatch(&arms, versions);
+    Ok(StepAssessment {
+        verdict,
+        arms,
+        mismatch,
+    })
+}
+
 /// Judges the current step of the active rollout on `route`/`env` and acts on the verdict.
 pub(crate) async fn judge_step(
     lake: &Lake,
@@ -207,55 +316,15 @@ pub(crate) async fn judge_step(
             .with_hint("start one: `promptgate rollout start --route R --env E --canary V`")
         })?
         .clone();
-    let versions = &state.routes[route].versions;
-    let policy = match &r.policy {
-        Some(text) => Policy::from_toml(text)
-            .map_err(|e| Error::input(format!("rollout {}'s stored policy: {e}", r.id)))?,
-        None => Policy::default(),
-    };
     let current = r.current_step();
-    let args = JudgeArgs {
-        route: route.to_string(),
-        baseline: r.baseline.clone(),
-        canary: r.canary.clone(),
-        env: Some(env.to_string()),
-        policy: None,
-        since_us: Some(r.step_started_us),
-        until_us: None,
-        expected_share: current.expected_share(),
-        pins: r.pins.clone(),
-        format: VerdictFormat::Json,
-    };
-    let ctx = query::judge_session(lake).await?;
-    let verdict = evaluate(&ctx, &args, &policy).await?;
-    // Events must carry the registry's prompt for their version (a prefix of its SHA-256):
-    // an arm that ran some other text cannot vouch for the registered version.
-    let arms =
-        query::rollout_arms(&ctx, route, env, &r.baseline, &r.canary, r.step_started_us).await?;
-    let mismatch: Vec<String> = arms
-        .iter()
-        .filter_map(|a| {
-            let sha = a.prompt_sha.as_deref()?;
-            let registered = &versions.get(&a.version)?.sha256;
-            (!sha_matches(registered, sha)).then(|| {
-                format!(
-                    "{} events of {} carry prompt_sha {sha:?}, not the registry's {}",
-                    a.events,
-                    a.version,
-                    &registered[..12]
-                )
-            })
-        })
-        .collect();
-    let (decision, exit_code, reason) = if mismatch.is_empty() {
-        (verdict.verdict, verdict.exit_code, verdict.reason.clone())
-    } else {
-        (
-            Decision::Invalid,
-            Decision::Invalid.exit_code(),
-            format!("events do not match the registry: {}", mismatch.join("; ")),
-        )
-    };
+    let assessment = assess_step(lake, &state, route, &r, r.step, r.step_started_us, None).await?;
+    let (decision, reason) = assessment.decision();
+    let exit_code = decision.exit_code();
+    let StepAssessment {
+        verdict,
+        arms,
+        mismatch,
+    } = assessment;
     let decided = StepVerdict {
         verdict: decision.as_str().to_string(),
         exit_code,

@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 
+pub mod checklist;
 mod verdict;
 pub use verdict::{Subject, VerdictFormat, write_verdict};
 

@@ -8,7 +8,8 @@
 //!   `input`);
 //! - `answers.json`: each version's answer (or the failure) per item;
 //! - `sheet.csv`, `sheet.html`: the blind sheet ([`sheet`]); `key.json`: which side is which;
-//! - scores ([`score`]) go to the lake's `llm_reviews` table ([`table`]).
+//! - scores ([`score`]) go to the lake's `llm_reviews` table ([`table`]), and the latest one to
+//!   `score.json` (what `promptgate checklist --review ID` reports).
 
 pub mod redact;
 pub mod runner;

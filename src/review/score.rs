@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::judge::stats::{clopper_pearson, sign_test};
@@ -175,7 +175,7 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
 }
 
 /// Good rate of one version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GoodRate {
     pub version: String,
     pub good: u64,
@@ -185,8 +185,8 @@ pub struct GoodRate {
     pub ci_high: Option<f64>,
 }
 
-/// The outcome of a review.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of a review (also kept as the review's `score.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReviewScore {
     pub review: String,
     pub verdict: String,

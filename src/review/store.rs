@@ -12,6 +12,7 @@ use crate::lake::{Lake, lock_exclusive, sync_dir, write_file_atomic};
 const MANIFEST: &str = "review.json";
 const ITEMS: &str = "items.ndjson";
 const ANSWERS: &str = "answers.json";
+const SCORE: &str = "score.json";
 const LOCK: &str = ".lock";
 
 /// One stratum of the sample: a model × tier cell.
@@ -200,6 +201,20 @@ impl ReviewDir {
 
     pub fn write_answers(&self, a: &Answers) -> Result<()> {
         write_json(&self.path(ANSWERS), a)
+    }
+
+    /// The latest score (`score.json`), if the review was scored.
+    pub fn score(&self) -> Result<Option<super::score::ReviewScore>> {
+        let path = self.path(SCORE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    /// Keeps the latest score beside the review, for `promptgate checklist`.
+    pub fn write_score(&self, s: &super::score::ReviewScore) -> Result<()> {
+        write_json(&self.path(SCORE), s)
     }
 
     /// Records the two versions on first use (when `persist`); afterwards they must match.

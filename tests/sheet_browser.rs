@@ -1,0 +1,603 @@
+//! The blind sheet (`sheet.html`) in a real headless Chromium, driven over the DevTools
+//! protocol on a pipe (`--remote-debugging-pipe`: no port, no network): load a sheet the binary
+//! wrote, label every item with the keyboard shortcuts, reload and find the progress kept,
+//! export the CSV through the page's own button shortcut, and score the exported file with
+//! `promptgate review score`.
+//!
+//! Chromium comes from the distribution (`.ci/run` installs Debian's `chromium`); without it
+//! this test fails, saying how to install it. Set `PROMPTGATE_SCREENSHOTS=DIR` to keep the
+//! screenshots it takes (PNG); `PROMPTGATE_CHROMIUM` points at another Chromium binary.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_promptgate"))
+}
+
+/// How long any one wait on the browser may take before the test fails.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A Chromium process and a DevTools session on its one page.
+struct Browser {
+    child: Child,
+    to_browser: std::fs::File,
+    from_browser: Receiver<Value>,
+    next_id: u64,
+    session: String,
+    /// Events received while waiting for replies.
+    events: Vec<Value>,
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+impl Browser {
+    fn chromium() -> PathBuf {
+        let path = std::env::var_os("PROMPTGATE_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        assert!(
+            path.exists(),
+            "Chromium is missing at {}: this test needs a real browser. Install Debian's package: \
+             `DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium` \
+             (.ci/run does), or set PROMPTGATE_CHROMIUM to a Chromium binary",
+            path.display()
+        );
+        path
+    }
+
+    fn launch(profile: &Path, downloads: &Path) -> Browser {
+        // fd 3: commands to the browser; fd 4: replies and events from it.
+        let (cmd_read, cmd_write) = pipe();
+        let (resp_read, resp_write) = pipe();
+        let (cr, rw) = (cmd_read.as_raw_fd(), resp_write.as_raw_fd());
+        let mut c = Command::new(Self::chromium());
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-pipe",
+            "--window-size=1280,900",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // SAFETY: between fork and exec this only calls dup/dup2 (async-signal-safe); moving
+        // both ends above 4 first keeps one dup2 from closing the other's source.
+        unsafe {
+            c.pre_exec(move || {
+                let a = libc::fcntl(cr, libc::F_DUPFD, 10);
+                let b = libc::fcntl(rw, libc::F_DUPFD, 10);
+                if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c.spawn().expect("start chromium");
+        drop(cmd_read);
+        drop(resp_write);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut reader = std::fs::File::from(resp_read);
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 64 * 1024];
+            loop {
+                let n = match reader.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|&b| b == 0) {
+                    let msg: Vec<u8> = buf.drain(..=end).collect();
+                    if let Ok(v) = serde_json::from_slice::<Value>(&msg[..end])
+                        && tx.send(v).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut b = Browser {
+            child,
+            to_browser: std::fs::File::from(cmd_write),
+            from_browser: rx,
+            next_id: 0,
+            session: String::new(),
+            events: Vec::new(),
+        };
+        b.call_browser(
+            "Browser.setDownloadBehavior",
+            json!({"behavior": "allow", "downloadPath": downloads, "eventsEnabled": true}),
+        );
+        let targets = b.call_browser("Target.getTargets", json!({}));
+        let page = targets["targetInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .unwrap_or_else(|| panic!("no page target: {targets}"))["targetId"]
+            .clone();
+        let attached = b.call_browser(
+            "Target.attachToTarget",
+            json!({"targetId": page, "flatten": true}),
+        );
+        b.session = attached["sessionId"].as_str().unwrap().to_string();
+        b.call("Page.enable", json!({}));
+        b.call("Runtime.enable", json!({}));
+        b.call("Network.enable", json!({}));
+        b
+    }
+
+    /// Every URL the page requested so far (events that arrived while waiting for replies,
+    /// and any still queued).
+    fn requested_urls(&mut self) -> Vec<String> {
+        while let Ok(v) = self.from_browser.try_recv() {
+            self.events.push(v);
+        }
+        self.events
+            .iter()
+            .filter(|e| e["method"] == "Network.requestWillBeSent")
+            .filter_map(|e| e["params"]["request"]["url"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn send(&mut self, method: &str, params: Value, session: bool) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if session {
+            msg["sessionId"] = json!(self.session);
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.to_browser
+            .write_all(&bytes)
+            .unwrap_or_else(|e| panic!("{method}: the browser's pipe closed: {e}"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.from_browser.recv_timeout(left) {
+                Ok(v) if v["id"] == id => {
+                    if let Some(err) = v.get("error") {
+                        panic!("{method} failed: {err}");
+                    }
+                    return v["result"].clone();
+                }
+                Ok(v) => self.events.push(v),
+                Err(RecvTimeoutError::Timeout) => panic!("{method}: no reply within {WAIT:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("{method}: the browser exited"),
+            }
+        }
+    }
+    fn call_browser(&mut self, method: &str, params: Value) -> Value {
+        self.send(method, params, false)
+    }
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.send(method, params, true)
+    }
+
+    /// Evaluates a JavaScript expression in the page and returns its value.
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        if let Some(ex) = r.get("exceptionDetails") {
+            panic!("{expr}: {ex}");
+        }
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `expr` is true in the page.
+    fn wait_for(&mut self, expr: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.eval(expr) == json!(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {expr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn open(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+        self.wait_for("document.readyState === 'complete' && !!document.getElementById('done')");
+    }
+
+    fn reload(&mut self) {
+        self.eval("window.__before_reload = true");
+        self.call("Page.reload", json!({}));
+        self.wait_for(
+            "document.readyState === 'complete' && window.__before_reload === undefined && !!document.getElementById('done')",
+        );
+    }
+
+    /// Presses one key as a person would (keydown with its text, keyup).
+    fn key(&mut self, key: &str) {
+        let (code, vk, text) = match key {
+            "Enter" => ("Enter".to_string(), 13, "\r".to_string()),
+            k if k.len() == 1 => {
+                let c = k.chars().next().unwrap();
+                let code = if c.is_ascii_digit() {
+                    format!("Digit{c}")
+                } else {
+                    format!("Key{}", c.to_ascii_uppercase())
+                };
+                (code, c.to_ascii_uppercase() as i64, k.to_string())
+            }
+            k => panic!("no key {k}"),
+        };
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": "keyDown", "key": key, "code": code, "windowsVirtualKeyCode": vk, "text": text}),
+        );
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": "keyUp", "key": key, "code": code, "windowsVirtualKeyCode": vk}),
+        );
+    }
+
+    /// Types text into the focused element, key by key.
+    fn type_text(&mut self, text: &str) {
+        for c in text.chars() {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": "keyDown", "key": c.to_string(), "text": c.to_string()}),
+            );
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": "keyUp", "key": c.to_string()}),
+            );
+        }
+    }
+
+    /// Clicks the middle of the element with this id.
+    fn click(&mut self, id: &str) {
+        let r = self.eval(&format!(
+            "(() => {{ const r = document.getElementById('{id}').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        ));
+        let (x, y) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+        for t in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": t, "x": x, "y": y, "button": "left", "clickCount": 1}),
+            );
+        }
+    }
+
+    fn text(&mut self, id: &str) -> String {
+        self.eval(&format!("document.getElementById('{id}').textContent"))
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A PNG of the viewport, kept in `$PROMPTGATE_SCREENSHOTS` when set.
+    fn screenshot(&mut self, name: &str) -> Vec<u8> {
+        // Let the progress bar's transition finish.
+        std::thread::sleep(Duration::from_millis(300));
+        let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+        if let Some(dir) = std::env::var_os("PROMPTGATE_SCREENSHOTS") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(Path::new(&dir).join(name), &png).unwrap();
+        }
+        png
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A lake with 40 distinct `support` requests, two template prompts, a sample of 30 answered
+/// by both (the offline example runner), and its sheet.
+struct Review {
+    dir: tempfile::TempDir,
+    lake: PathBuf,
+    id: String,
+}
+
+impl Review {
+    fn run(&self, args: &[&str]) -> Output {
+        bin()
+            .arg("--lake")
+            .arg(&self.lake)
+            .env_remove("PROMPTGATE_REGISTRY")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn new() -> Review {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let mut r = Review {
+            dir,
+            lake,
+            id: String::new(),
+        };
+        let topics = [
+            "reset my password",
+            "change the e-mail on my account",
+            "get a refund for a double charge",
+            "export my invoices as PDF",
+            "add a second admin to our team",
+        ];
+        let mut nd = String::new();
+        for i in 0..40u32 {
+            let v = json!({
+                "event_id": format!("e-{i}"),
+                "ts": format!("2026-11-20T10:{i:02}:00Z"),
+                "route": "support", "env": "prod",
+                "model": if i % 4 == 3 { "m2" } else { "m1" }, "tier": "free",
+                "prompt_version": "v1", "duration_ms": 100, "tokens_in": 10, "tokens_out": 5,
+                "status": "ok",
+                "input": format!("Ticket {i}: how do I {}? I tried twice already.", topics[i as usize % 5]),
+            });
+            nd.push_str(&v.to_string());
+            nd.push('\n');
+        }
+        let events = r.dir.path().join("events.ndjson");
+        std::fs::write(&events, nd).unwrap();
+        r.ok(&["ingest", "--no-progress", events.to_str().unwrap()]);
+        for (v, text) in [
+            ("v1", "Answer briefly: {{input}}"),
+            ("v2", "Answer step by step and offer a next step: {{input}}"),
+        ] {
+            let p = r.dir.path().join(format!("{v}.txt"));
+            std::fs::write(&p, text).unwrap();
+            r.ok(&[
+                "registry",
+                "add",
+                "--route",
+                "support",
+                "--version",
+                v,
+                "--file",
+                p.to_str().unwrap(),
+            ]);
+        }
+        let out = r.ok(&[
+            "review", "sample", "--route", "support", "--env", "prod", "--n", "30", "--seed", "11",
+        ]);
+        r.id = out.lines().next().unwrap().to_string();
+        let runner = format!("{} review example-runner", env!("CARGO_BIN_EXE_promptgate"));
+        r.ok(&[
+            "review",
+            "run",
+            "--id",
+            &r.id,
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--runner",
+            &runner,
+        ]);
+        r.ok(&["review", "sheet", "--id", &r.id]);
+        r
+    }
+    fn review_dir(&self) -> PathBuf {
+        self.lake.join("reviews").join(&self.id)
+    }
+    /// Per item, the side (`A` or `B`) showing the canary, from the key kept apart from the sheet.
+    fn canary_side(&self) -> BTreeMap<u64, String> {
+        let key: Value =
+            serde_json::from_slice(&std::fs::read(self.review_dir().join("key.json")).unwrap())
+                .unwrap();
+        key["sides"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let side = if v[0] == "v2" { "A" } else { "B" };
+                (k.parse().unwrap(), side.to_string())
+            })
+            .collect()
+    }
+}
+
+/// What the labeler decides on the `i`-th item shown (0-based): the canary wins the first 22,
+/// loses the next 5, ties the last 3; B is marked bad where the baseline loses on side B.
+fn decision(i: usize) -> &'static str {
+    match i {
+        0..22 => "win",
+        22..27 => "loss",
+        _ => "tie",
+    }
+}
+
+#[test]
+fn label_with_the_keyboard_reload_export_and_score() {
+    let review = Review::new();
+    let sides = review.canary_side();
+    assert_eq!(sides.len(), 30);
+    let work = review.dir.path();
+    let downloads = work.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let mut b = Browser::launch(&work.join("profile"), &downloads);
+    let url = format!(
+        "file://{}",
+        review.review_dir().join("sheet.html").display()
+    );
+    b.open(&url);
+    assert_eq!(b.text("done"), "0 of 30 labeled");
+    assert_eq!(b.text("pos"), "1 / 30");
+    let first = b.screenshot("sheet-1-fresh.png");
+    assert!(first.len() > 10_000, "a page with content");
+
+    // Label the first 15 items with the keyboard: both answers good (1, 3), the preference
+    // (a, b or t), then next (j). The first item gets a note (n, type, Enter).
+    let mut shown = Vec::new();
+    let label = |b: &mut Browser, i: usize, shown: &mut Vec<u64>| {
+        let item: u64 = b
+            .text("itemno")
+            .trim_start_matches("Item ")
+            .parse()
+            .unwrap();
+        shown.push(item);
+        let canary = &sides[&item];
+        let pref = match (decision(i), canary.as_str()) {
+            ("win", "A") | ("loss", "B") => "a",
+            ("win", "B") | ("loss", "A") => "b",
+            _ => "t",
+        };
+        b.key("1");
+        b.key("3");
+        b.key(pref);
+        if i == 0 {
+            b.key("n");
+            b.type_text("clearer steps, same facts");
+            b.key("Enter");
+        }
+        b.key("j");
+    };
+    for i in 0..15 {
+        label(&mut b, i, &mut shown);
+    }
+    assert_eq!(b.text("done"), "15 of 30 labeled");
+    assert_eq!(b.text("pos"), "16 / 30");
+
+    // A reload keeps the progress (and the position).
+    b.reload();
+    assert_eq!(b.text("done"), "15 of 30 labeled");
+    assert_eq!(b.text("pos"), "16 / 30");
+    b.screenshot("sheet-2-after-reload.png");
+    // Back on item 1: its labels and note are still there.
+    for _ in 0..15 {
+        b.key("k");
+    }
+    assert_eq!(b.text("pos"), "1 / 30");
+    assert_eq!(
+        b.eval("document.getElementById('note').value"),
+        json!("clearer steps, same facts")
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('button.on').length"),
+        json!(3),
+        "A good, B good and the preference are lit"
+    );
+    // `u` jumps to the next unfinished item: the 16th.
+    b.key("u");
+    assert_eq!(b.text("pos"), "16 / 30");
+    for i in 15..30 {
+        label(&mut b, i, &mut shown);
+    }
+    assert_eq!(b.text("done"), "30 of 30 labeled");
+    let distinct: std::collections::BTreeSet<u64> = shown.iter().copied().collect();
+    assert_eq!(distinct.len(), 30, "every item was shown once: {shown:?}");
+
+    // Export: the labeler's name first (typed into its field), then `e`.
+    b.click("labeler");
+    b.type_text("ann");
+    b.key("Enter");
+    b.screenshot("sheet-3-done.png");
+    b.key("e");
+    let exported = downloads.join("labels-ann.csv");
+    let deadline = Instant::now() + WAIT;
+    while !exported.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no download at {}",
+            exported.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The download lands complete once renamed to its final name; read it when it parses.
+    let text = loop {
+        let t = std::fs::read_to_string(&exported).unwrap_or_default();
+        if t.lines().count() == 31 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "incomplete download: {t}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.starts_with("item,input,answer_a,answer_b,label_a,label_b,preferred,note,labeler\r\n")
+    );
+    assert!(text.contains("clearer steps, same facts"));
+    // The page is self-contained: it loaded itself (twice) and fetched nothing else.
+    let urls = b.requested_urls();
+    assert!(urls.iter().filter(|u| **u == url).count() >= 2, "{urls:?}");
+    assert!(
+        urls.iter()
+            .all(|u| u == &url || u.starts_with("blob:") || u.starts_with("data:")),
+        "the sheet requested something else: {urls:?}"
+    );
+    drop(b);
+
+    // Score the exported file.
+    let out = review.run(&[
+        "review",
+        "score",
+        "--id",
+        &review.id,
+        "--labels",
+        exported.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["verdict"], "ship");
+    assert_eq!(s["pairs"], 30);
+    assert_eq!(
+        (s["wins"].as_u64(), s["losses"].as_u64(), s["ties"].as_u64()),
+        (Some(22), Some(5), Some(3))
+    );
+    assert_eq!(s["labelers"], json!(["ann"]));
+    assert_eq!(s["baseline"]["good"], 30);
+    assert_eq!(s["canary"]["good"], 30);
+}
