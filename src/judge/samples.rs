@@ -25,16 +25,29 @@ impl Arm {
     }
 }
 
-/// One unit's (user's, session's, account's) totals within one arm of one segment.
+/// One unit's (user's, session's, account's) counts within one arm of one segment: 20 bytes,
+/// as there may be one per event. Sums of its values are taken when a rule needs them
+/// ([`ArmSample::ratio_moments`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct UnitTotals {
+    pub n: u32,
+    pub flagged: u32,
+    pub errors: u32,
+    pub labeled: u32,
+    pub bad: u32,
+}
+
+/// The events without a unit id of one arm, each a unit of its own: counts and sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SingleTotals {
     pub n: u64,
     pub flagged: u64,
     pub errors: u64,
     pub labeled: u64,
     pub bad: u64,
-    /// Sums of duration_ms, tokens_in, tokens_out over the unit's events (those kept).
+    /// Sums of duration_ms, tokens_in, tokens_out, and of their squares.
     pub sums: [f64; 3],
+    pub sumsq: [f64; 3],
 }
 
 /// What one event contributes, as [`ArmSample::push`] takes it.
@@ -111,9 +124,7 @@ pub struct ArmSample {
     /// The key of each unit of `units`, ascending.
     unit_keys: Vec<u64>,
     /// Events without a unit id: each is a unit of its own, kept as running moments.
-    pub singles: UnitTotals,
-    /// Sums of squared values of the events without a unit id, per value column.
-    pub singles_sumsq: [f64; 3],
+    pub singles: SingleTotals,
     /// For each entry of `values[c]`: [`NO_UNIT`] for an event without a unit id, else the
     /// index of its unit in `units` (after `finish_units`) or of its record (before).
     value_units: [Vec<u32>; 3],
@@ -201,9 +212,6 @@ impl ArmSample {
         for (c, v) in values {
             self.values[*c as usize].push(*v);
             self.value_units[*c as usize].push(slot);
-            if unit.is_none() {
-                self.singles_sumsq[*c as usize] += v * v;
-            }
         }
     }
 
@@ -243,7 +251,6 @@ impl ArmSample {
         self.rec_keys.extend_from_slice(&other.rec_keys);
         self.rec_bits.extend_from_slice(&other.rec_bits);
         for c in 0..3 {
-            self.singles_sumsq[c] += other.singles_sumsq[c];
             self.values[c].extend_from_slice(&other.values[c]);
             self.value_units[c].extend(
                 other.value_units[c].iter().map(
@@ -262,13 +269,7 @@ impl ArmSample {
             return;
         }
         self.reopen();
-        let mut order: Vec<(u64, u32)> = self
-            .rec_keys
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| (k, i as u32))
-            .collect();
-        order.sort_unstable();
+        let order = sorted_by_key(&self.rec_keys);
         let mut unit_of = vec![0u32; order.len()];
         for (key, rec) in order {
             if self.unit_keys.last() != Some(&key) {
@@ -279,17 +280,16 @@ impl ArmSample {
             unit_of[rec as usize] = slot as u32;
             let b = self.rec_bits[rec as usize];
             let t = &mut self.units[slot];
-            t.n += u64::from(b & REC_EVENT != 0);
-            t.flagged += u64::from(b & REC_FLAGGED != 0);
-            t.errors += u64::from(b & REC_ERROR != 0);
-            t.labeled += u64::from(b & REC_LABELED != 0);
-            t.bad += u64::from(b & REC_BAD != 0);
+            t.n += u32::from(b & REC_EVENT != 0);
+            t.flagged += u32::from(b & REC_FLAGGED != 0);
+            t.errors += u32::from(b & REC_ERROR != 0);
+            t.labeled += u32::from(b & REC_LABELED != 0);
+            t.bad += u32::from(b & REC_BAD != 0);
         }
         for c in 0..3 {
-            for (u, v) in self.value_units[c].iter_mut().zip(&self.values[c]) {
+            for u in self.value_units[c].iter_mut() {
                 if *u != NO_UNIT {
                     *u = unit_of[*u as usize];
-                    self.units[*u as usize].sums[c] += v;
                 }
             }
         }
@@ -309,7 +309,7 @@ impl ArmSample {
         for (t, key) in units.iter().zip(keys) {
             first.push(self.rec_keys.len() as u32);
             for i in 0..t.n.max(t.labeled).max(1) {
-                let bit = |count: u64, b: u8| if i < count { b } else { 0 };
+                let bit = |count: u32, b: u8| if i < count { b } else { 0 };
                 self.rec_keys.push(key);
                 self.rec_bits.push(
                     bit(t.n, REC_EVENT)
@@ -342,16 +342,35 @@ impl ArmSample {
     /// unit id as a unit of one event (a label of its own for the bad-label rate).
     pub fn ratio_moments(&self, metric: UnitMetric) -> RatioMoments {
         let mut m = RatioMoments::default();
-        for u in self.units() {
-            let (s, n) = u.pair(metric);
-            m.add(s, n);
+        let units = self.units();
+        match metric {
+            UnitMetric::Sum(c) => {
+                let mut sums = vec![0.0; units.len()];
+                for (v, &u) in self.values[c as usize]
+                    .iter()
+                    .zip(self.value_units(c as usize))
+                {
+                    if u != NO_UNIT {
+                        sums[u as usize] += v;
+                    }
+                }
+                for (u, s) in units.iter().zip(sums) {
+                    m.add(s, f64::from(u.n));
+                }
+            }
+            _ => {
+                for u in units {
+                    let (s, n) = u.pair(metric);
+                    m.add(s, n);
+                }
+            }
         }
         // Singles: N = 1 each, so ΣN = ΣN² = count and ΣSN = ΣS.
         let (s, n) = self.singles.pair(metric);
         let ss = match metric {
             // 0/1 indicators: S² = S.
             UnitMetric::Flagged | UnitMetric::Errors | UnitMetric::Bad => s,
-            UnitMetric::Sum(c) => self.singles_sumsq[c as usize],
+            UnitMetric::Sum(c) => self.singles.sumsq[c as usize],
         };
         if n > 0.0 {
             m.merge(&RatioMoments {
@@ -368,7 +387,19 @@ impl ArmSample {
 }
 
 impl UnitTotals {
-    fn merge(&mut self, o: &UnitTotals) {
+    /// (numerator, denominator) of a count `metric` for this unit (sums are taken apart).
+    fn pair(&self, metric: UnitMetric) -> (f64, f64) {
+        match metric {
+            UnitMetric::Flagged => (f64::from(self.flagged), f64::from(self.n)),
+            UnitMetric::Errors => (f64::from(self.errors), f64::from(self.n)),
+            UnitMetric::Bad => (f64::from(self.bad), f64::from(self.labeled)),
+            UnitMetric::Sum(_) => (0.0, f64::from(self.n)),
+        }
+    }
+}
+
+impl SingleTotals {
+    fn merge(&mut self, o: &SingleTotals) {
         self.n += o.n;
         self.flagged += o.flagged;
         self.errors += o.errors;
@@ -376,6 +407,7 @@ impl UnitTotals {
         self.bad += o.bad;
         for c in 0..3 {
             self.sums[c] += o.sums[c];
+            self.sumsq[c] += o.sumsq[c];
         }
     }
 
@@ -389,10 +421,11 @@ impl UnitTotals {
         }
         for (c, v) in values {
             self.sums[*c as usize] += *v;
+            self.sumsq[*c as usize] += v * v;
         }
     }
 
-    /// (numerator, denominator) of `metric` for this unit.
+    /// (numerator, denominator) of `metric` over these events.
     fn pair(&self, metric: UnitMetric) -> (f64, f64) {
         match metric {
             UnitMetric::Flagged => (self.flagged as f64, self.n as f64),
@@ -401,6 +434,42 @@ impl UnitTotals {
             UnitMetric::Sum(c) => (self.sums[c as usize], self.n as f64),
         }
     }
+}
+
+/// `(key, index)` of every key, ordered by key: one pass that scatters by the key's top bits
+/// into about one bucket per 1,024 keys (each bucket's write position stays in cache), then a
+/// sort of each small bucket. The keys are 64-bit hashes, so buckets come out even; any keys
+/// still come out ordered, only slower.
+fn sorted_by_key(keys: &[u64]) -> Vec<(u64, u32)> {
+    let bits = (keys.len() >> 10).max(1).ilog2().min(14);
+    if bits == 0 {
+        let mut out: Vec<(u64, u32)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (k, i as u32))
+            .collect();
+        out.sort_unstable_by_key(|p| p.0);
+        return out;
+    }
+    let shift = 64 - bits;
+    let mut start = vec![0usize; (1 << bits) + 1];
+    for &k in keys {
+        start[(k >> shift) as usize + 1] += 1;
+    }
+    for b in 1..start.len() {
+        start[b] += start[b - 1];
+    }
+    let mut next = start.clone();
+    let mut out = vec![(0u64, 0u32); keys.len()];
+    for (i, &k) in keys.iter().enumerate() {
+        let b = (k >> shift) as usize;
+        out[next[b]] = (k, i as u32);
+        next[b] += 1;
+    }
+    for b in 0..(1 << bits) {
+        out[start[b]..start[b + 1]].sort_unstable_by_key(|p| p.0);
+    }
+    out
 }
 
 /// Both arms of one segment.
@@ -612,6 +681,52 @@ mod tests {
             v
         };
         assert_eq!(per_value(&staged), per_value(&whole));
-        assert!(whole.units().iter().map(|u| u.labeled).sum::<u64>() > 0);
+        assert!(whole.units().iter().map(|u| u.labeled).sum::<u32>() > 0);
+    }
+
+    #[test]
+    fn keys_come_out_ordered_with_their_indices() {
+        for n in [0usize, 1, 5, 3_000, 70_000] {
+            // Hash-like keys, repeats, and a narrow range that fills few buckets.
+            let keys: Vec<u64> = (0..n as u64)
+                .map(|i| match i % 3 {
+                    0 => i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    1 => i / 7,
+                    _ => (i % 11).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                })
+                .collect();
+            let out = sorted_by_key(&keys);
+            assert_eq!(out.len(), n);
+            assert!(out.windows(2).all(|w| w[0].0 <= w[1].0), "n {n}");
+            let mut seen = vec![false; n];
+            for (k, i) in &out {
+                assert_eq!(keys[*i as usize], *k);
+                seen[*i as usize] = true;
+            }
+            assert!(seen.iter().all(|s| *s));
+        }
+    }
+
+    #[test]
+    fn ratio_moments_of_a_mean_sum_each_units_values() {
+        // Unit 1: 1 and 2; unit 2: 3; one event without a unit: 4.
+        let mut a = ArmSample::default();
+        for (v, u) in [(1.0, Some(1)), (3.0, Some(2)), (4.0, None), (2.0, Some(1))] {
+            a.push(EventObs::default(), &[(ValueColumn::DurationMs, v)], u);
+        }
+        a.finish_units();
+        let m = a.ratio_moments(UnitMetric::Sum(ValueColumn::DurationMs));
+        // S = (3, 3, 4), N = (2, 1, 1): ΣS² = 34, ΣSN = 13, ΣN² = 6.
+        assert_eq!(
+            m,
+            RatioMoments {
+                units: 3,
+                s: 10.0,
+                n: 4.0,
+                ss: 34.0,
+                sn: 13.0,
+                nn: 6.0
+            }
+        );
     }
 }
