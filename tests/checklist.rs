@@ -1,62 +1,32 @@
 //! Integration tests: `promptgate checklist` through the binary, on a rollout driven by
 //! generated traffic that follows `resolve` and on a blind review scored from filled sheets.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-use promptgate::r#gen::{Regression, ResolvedTraffic, write_resolved_events};
-use promptgate::registry::{Registry, ResolveRequest, now_us, resolve, sha256_hex};
+use std::ops::Deref;
+
+use common::{Lake, Traffic, bin, testdata};
+use promptgate::registry::sha256_hex;
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
-}
-
-fn testdata(name: &str) -> String {
-    format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 const WHY_V2: &str = "customers asked what to do next";
 
 /// A lake with route `support`: v1 (the default) and v2 (registered with a note), and 60
 /// older requests with inputs (for a review sample) that carry v1's prompt_sha.
-struct World {
-    dir: tempfile::TempDir,
-    lake: PathBuf,
-    batch: std::cell::Cell<u64>,
+struct World(Lake);
+
+impl Deref for World {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().join("lake");
-        let w = World {
-            dir,
-            lake,
-            batch: std::cell::Cell::new(0),
-        };
-        w.ok(&[
-            "registry",
-            "add",
-            "--route",
-            "support",
-            "--version",
-            "v1",
-            "--file",
-            &testdata("prompts/support-v1.txt"),
-        ]);
-        w.ok(&[
-            "registry",
-            "add",
-            "--route",
-            "support",
-            "--version",
-            "v2",
-            "--file",
-            &testdata("prompts/support-v2.txt"),
-            "--why",
-            WHY_V2,
-        ]);
+        let w = World(Lake::new());
+        w.add_version("support", "v1", "support-v1.txt", None);
+        w.add_version("support", "v2", "support-v2.txt", Some(WHY_V2));
         w.ok(&[
             "registry",
             "set-default",
@@ -81,36 +51,10 @@ impl World {
             nd.push_str(&v.to_string());
             nd.push('\n');
         }
-        let path = w.dir.path().join("inputs.ndjson");
+        let path = w.path("inputs.ndjson");
         std::fs::write(&path, nd).unwrap();
         w.ok(&["ingest", "--no-progress", path.to_str().unwrap()]);
         w
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        bin()
-            .arg("--lake")
-            .arg(&self.lake)
-            .env_remove("PROMPTGATE_REGISTRY")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        self.expect(args, 0)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
     /// Starts v2 over v1 in prod with the rollout tests' policy and a fixed id (so the same
     /// units get the canary on every run and the verdicts below are deterministic).
@@ -135,60 +79,13 @@ impl World {
     /// `units` units, one event each, inside the current step, each on the version `resolve`
     /// gives it; the canary's events carry `canary_sha` when given.
     fn traffic(&self, units: u64, canary_latency: f64, canary_sha: Option<&str>) {
-        let state = Registry::new(self.lake.join("registry")).load().unwrap();
-        let step_start = state.routes["support"]
-            .active_rollout("prod")
-            .map(|r| r.step_started_us)
-            .unwrap_or_else(now_us);
-        while now_us() < step_start + 2_000 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let start_us = step_start + 1;
-        let batch = self.batch.get();
-        self.batch.set(batch + 1);
-        let cfg = ResolvedTraffic {
-            route: "support".into(),
-            env: "prod".into(),
+        self.0.traffic(Traffic {
             units,
-            events: units,
-            seed: 2000 + batch,
-            start_us,
-            span_us: now_us() - start_us,
-            regression: Regression {
-                latency: canary_latency,
-                ..Regression::default()
-            },
-            regressed_version: Some("v2".into()),
-            attributes: Vec::new(),
-            sha_chars: 12,
-            flagged_rate: 0.02,
-        };
-        let path = self.path(&format!("batch-{batch}.ndjson"));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        write_resolved_events(
-            &cfg,
-            &mut |unit, tier| {
-                let r = resolve(
-                    &state,
-                    &ResolveRequest {
-                        route: "support",
-                        env: "prod",
-                        tier: Some(tier),
-                        unit,
-                    },
-                )
-                .map_err(|e| e.message)?;
-                let sha = match canary_sha {
-                    Some(s) if r.version == "v2" => s.to_string(),
-                    _ => r.prompt_sha,
-                };
-                Ok((r.version, sha))
-            },
-            &mut file,
-        )
-        .unwrap();
-        drop(file);
-        self.ok(&["ingest", "--no-progress", path.to_str().unwrap()]);
+            canary_latency: Some(canary_latency),
+            canary_sha,
+            seed: 1000,
+            ..Traffic::default()
+        });
     }
     /// A review of 30 requests answered by both versions (the offline example runner), scored
     /// from a sheet where the canary wins `wins` items and loses the rest. Returns its id.

@@ -1,65 +1,36 @@
 //! Integration tests: the prompt registry and `resolve` through the real binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
+use std::ops::Deref;
+use std::path::PathBuf;
+
+use common::{Lake, bin, testdata};
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
-}
-
 fn prompt(name: &str) -> String {
-    format!("{}/testdata/prompts/{name}", env!("CARGO_MANIFEST_DIR"))
+    testdata(&format!("prompts/{name}"))
 }
 
 /// `sha256sum testdata/prompts/support-v*.txt`
 const SHA_V1: &str = "10cd1a73c507373dddc51af9c6669c24ab02184d95a40da9269cb26e150f4291";
 const SHA_V2: &str = "bfad3dc3d0765ee9e0b02965e80437c7ccb4297671088f4fca74db696f000ea6";
 
-struct Reg {
-    _dir: tempfile::TempDir,
-    lake: PathBuf,
+struct Reg(Lake);
+
+impl Deref for Reg {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        &self.0
+    }
 }
 
 impl Reg {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().join("lake");
-        Reg { _dir: dir, lake }
+        Reg(Lake::new())
     }
     fn dir(&self) -> PathBuf {
         self.lake.join("registry")
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        bin()
-            .arg("--lake")
-            .arg(&self.lake)
-            .env_remove("PROMPTGATE_REGISTRY")
-            .env("USER", "tester")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    /// Runs and asserts the exit code; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        self.expect(args, 0)
-    }
-    fn expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn stderr(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(code), "{args:?}");
-        String::from_utf8(out.stderr).unwrap()
     }
     fn add(&self, route: &str, version: &str, file: &str) {
         self.ok(&[
@@ -626,7 +597,7 @@ fn concurrent_writers_never_lose_an_update() {
 #[test]
 fn registry_dir_can_live_outside_the_lake() {
     let r = Reg::new();
-    let elsewhere = r._dir.path().join("prompts-repo");
+    let elsewhere = r.path("prompts-repo");
     let out = bin()
         .env("PROMPTGATE_REGISTRY", &elsewhere)
         .arg("--lake")

@@ -1,21 +1,22 @@
 //! Integration tests: the blind review (sample, run, import, sheet, score) through the binary.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::Lake;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
-}
+struct Fixture(Lake);
 
-/// A lake with `support` events carrying inputs (some repeated, some with personal data) and two
-/// registered template prompts.
-struct Fixture {
-    dir: tempfile::TempDir,
-    lake: PathBuf,
+impl Deref for Fixture {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        &self.0
+    }
 }
 
 const PII: [&str; 6] = [
@@ -29,9 +30,7 @@ const PII: [&str; 6] = [
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().join("lake");
-        let f = Fixture { dir, lake };
+        let f = Fixture(Lake::new());
         // 200 events: m1 x free 50%, m1 x pro 25%, m2 x free 25%; 160 distinct inputs.
         let mut nd = String::new();
         for i in 0..200u32 {
@@ -80,34 +79,8 @@ impl Fixture {
         }
         f
     }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        bin()
-            .arg("--lake")
-            .arg(&self.lake)
-            .env_remove("PROMPTGATE_REGISTRY")
-            .env("USER", "tester")
-            .args(args)
-            .output()
-            .unwrap()
-    }
     fn expect(&self, args: &[&str], code: i32) -> (String, String) {
-        let out = self.run(args);
-        let (so, se) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {so}\nstderr: {se}"
-        );
-        (so, se)
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        self.expect(args, 0).0
+        self.output(args, code)
     }
     /// Samples and returns the review id.
     fn sample(&self, n: u32, seed: u32) -> String {

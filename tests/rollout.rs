@@ -1,66 +1,33 @@
 //! Integration tests: staged rollouts through the real binary, driven by generated events
 //! whose arms follow `resolve` (as an application's would).
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-use promptgate::r#gen::{Regression, ResolvedTraffic, write_resolved_events};
-use promptgate::registry::{Registry, ResolveRequest, now_us, resolve};
+use std::ops::Deref;
+use std::process::Stdio;
+
+use common::{Lake, Traffic, bin, testdata};
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
-}
+struct World(Lake);
 
-fn testdata(name: &str) -> String {
-    format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-struct World {
-    dir: tempfile::TempDir,
-    lake: PathBuf,
-    batch: std::cell::Cell<u64>,
-}
-
-/// What the generated traffic of one batch looks like.
-#[derive(Default)]
-struct Traffic<'a> {
-    units: u64,
-    /// Events per unit (0 means 1).
-    events_per_unit: u64,
-    /// Latency multiplier of the canary's events.
-    canary_latency: Option<f64>,
-    /// `attributes` per version.
-    attributes: Vec<(&'a str, &'a str)>,
-    /// Log this prompt_sha for the canary instead of the registry's.
-    canary_sha: Option<&'a str>,
+impl Deref for World {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        &self.0
+    }
 }
 
 impl World {
     /// A lake with route `support`: v1 (default), v2 and v3 registered.
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().join("lake");
-        let w = World {
-            dir,
-            lake,
-            batch: std::cell::Cell::new(0),
-        };
+        let w = World(Lake::new());
         for (v, f) in [
             ("v1", "support-v1.txt"),
             ("v2", "support-v2.txt"),
             ("v3", "support-v3.txt"),
         ] {
-            w.ok(&[
-                "registry",
-                "add",
-                "--route",
-                "support",
-                "--version",
-                v,
-                "--file",
-                &testdata(&format!("prompts/{f}")),
-            ]);
+            w.add_version("support", v, f, None);
         }
         w.ok(&[
             "registry",
@@ -71,32 +38,6 @@ impl World {
             "v1",
         ]);
         w
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        bin()
-            .arg("--lake")
-            .arg(&self.lake)
-            .env_remove("PROMPTGATE_REGISTRY")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        self.expect(args, 0)
-    }
-    fn registry(&self) -> Registry {
-        Registry::new(self.lake.join("registry"))
     }
     /// Starts v2 over v1 in prod with the test policy. The id is fixed, so the same units get
     /// the canary on every run: the verdicts these tests assert do not depend on a random
@@ -110,69 +51,6 @@ impl World {
         args.push(&policy);
         args.extend_from_slice(extra);
         self.ok(&args);
-    }
-    /// `events_per_unit` events per unit (one by default), `u0..u{units}`, timed inside the current step, each unit on the
-    /// version `resolve` gives it; ingested into the lake.
-    fn traffic(&self, t: Traffic<'_>) {
-        let state = self.registry().load().unwrap();
-        let step_start = state.routes["support"]
-            .active_rollout("prod")
-            .map(|r| r.step_started_us)
-            .unwrap_or_else(now_us);
-        while now_us() < step_start + 2_000 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let start_us = step_start + 1;
-        let batch = self.batch.get();
-        self.batch.set(batch + 1);
-        let cfg = ResolvedTraffic {
-            route: "support".into(),
-            env: "prod".into(),
-            units: t.units,
-            events: t.units * t.events_per_unit.max(1),
-            seed: 1000 + batch,
-            start_us,
-            span_us: now_us() - start_us,
-            regression: Regression {
-                latency: t.canary_latency.unwrap_or(1.0),
-                ..Regression::default()
-            },
-            regressed_version: Some("v2".into()),
-            attributes: t
-                .attributes
-                .iter()
-                .map(|(v, a)| (v.to_string(), a.to_string()))
-                .collect(),
-            sha_chars: 12,
-            flagged_rate: 0.02,
-        };
-        let path = self.dir.path().join(format!("batch-{batch}.ndjson"));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let canary_sha = t.canary_sha;
-        write_resolved_events(
-            &cfg,
-            &mut |unit, tier| {
-                let r = resolve(
-                    &state,
-                    &ResolveRequest {
-                        route: "support",
-                        env: "prod",
-                        tier: Some(tier),
-                        unit,
-                    },
-                )
-                .map_err(|e| e.message)?;
-                let sha = match canary_sha {
-                    Some(s) if r.version == "v2" => s.to_string(),
-                    _ => r.prompt_sha,
-                };
-                Ok((r.version, sha))
-            },
-            &mut file,
-        )
-        .unwrap();
-        drop(file);
-        self.ok(&["ingest", "--no-progress", path.to_str().unwrap()]);
     }
     /// `rollout step --format json`, asserting its exit code.
     fn step(&self, code: i32) -> Value {
@@ -406,7 +284,7 @@ fn two_concurrent_steps_advance_once() {
 #[test]
 fn a_cohort_goes_first_then_shares() {
     let w = World::new();
-    let cohort = w.dir.path().join("cohort.txt");
+    let cohort = w.path("cohort.txt");
     let ids: Vec<String> = (0..300).map(|u| format!("u{u}")).collect();
     std::fs::write(&cohort, format!("# beta customers\n{}\n", ids.join("\n"))).unwrap();
     w.start(&[
