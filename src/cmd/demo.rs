@@ -420,15 +420,7 @@ async fn tour_traffic(
     )
     .map_err(|e| Error::io("cannot write", &path, e))?;
     drop(file);
-    let sources = Source::open_all(
-        &[path.to_string_lossy().into_owned()],
-        Some(InputFormat::Ndjson),
-    )?;
-    let opts = IngestOptions {
-        progress: false,
-        ..IngestOptions::default()
-    };
-    ingest::ingest(lake, sources, &opts).await?;
+    ingest_quietly(lake, &path).await?;
     Ok(n)
 }
 
@@ -492,15 +484,7 @@ async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) ->
     }
     let path = dir.join(format!("{TOUR_ROUTE}-requests.ndjson"));
     std::fs::write(&path, nd).map_err(|e| Error::io("cannot write", &path, e))?;
-    let sources = Source::open_all(
-        &[path.to_string_lossy().into_owned()],
-        Some(InputFormat::Ndjson),
-    )?;
-    let opts = IngestOptions {
-        progress: false,
-        ..IngestOptions::default()
-    };
-    ingest::ingest(lake, sources, &opts).await?;
+    ingest_quietly(lake, &path).await?;
     writeln!(
         out,
         "$ promptgate ingest {TOUR_ROUTE}-requests.ndjson   # 60 requests with their input text"
@@ -670,4 +654,18 @@ fn simulate_labels(
     }
     wr.flush()
         .map_err(|e| Error::runtime(format!("simulated labels: {e}")))
+}
+
+/// Ingests one NDJSON file of the tour without a progress bar.
+async fn ingest_quietly(lake: &Lake, path: &std::path::Path) -> Result<()> {
+    let sources = Source::open_all(
+        &[path.to_string_lossy().into_owned()],
+        Some(InputFormat::Ndjson),
+    )?;
+    let opts = IngestOptions {
+        progress: false,
+        ..IngestOptions::default()
+    };
+    ingest::ingest(lake, sources, &opts).await?;
+    Ok(())
 }

@@ -233,10 +233,7 @@ pub fn segment_name(key: &BTreeMap<String, String>) -> String {
     if key.is_empty() {
         return "all traffic".to_string();
     }
-    key.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::judge::verdict::segment_label(key)
 }
 
 /// The measured impact per segment, from a judge run with report-only impact rules.
