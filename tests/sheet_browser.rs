@@ -233,7 +233,44 @@ impl Browser {
         self.wait_for("document.readyState === 'complete' && !!document.getElementById('done')");
     }
 
+    /// Waits until the browser's own copy of the page's localStorage (what a reloaded page
+    /// reads) holds what the page wrote: the page's writes reach it asynchronously, and a
+    /// reload that outruns them starts from older progress (seen once in five runs).
+    fn wait_for_storage(&mut self) {
+        self.call("DOMStorage.enable", json!({}));
+        let tree = self.call("Page.getFrameTree", json!({}));
+        let frame = tree["frameTree"]["frame"]["id"].clone();
+        let key =
+            self.call("Storage.getStorageKey", json!({"frameId": frame}))["storageKey"].clone();
+        let page: BTreeMap<String, String> =
+            serde_json::from_value(self.eval("Object.fromEntries(Object.entries(localStorage))"))
+                .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let entries = self.call(
+                "DOMStorage.getDOMStorageItems",
+                json!({"storageId": {"storageKey": key, "isLocalStorage": true}}),
+            )["entries"]
+                .clone();
+            let browser: BTreeMap<String, String> = entries
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e[0].as_str().unwrap().into(), e[1].as_str().unwrap().into()))
+                .collect();
+            if browser == page {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the browser's localStorage never caught up with the page's"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn reload(&mut self) {
+        self.wait_for_storage();
         self.eval("window.__before_reload = true");
         self.call("Page.reload", json!({}));
         self.wait_for(
