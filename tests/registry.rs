@@ -32,18 +32,6 @@ impl Reg {
     fn dir(&self) -> PathBuf {
         self.lake.join("registry")
     }
-    fn add(&self, route: &str, version: &str, file: &str) {
-        self.ok(&[
-            "registry",
-            "add",
-            "--route",
-            route,
-            "--version",
-            version,
-            "--file",
-            &prompt(file),
-        ]);
-    }
     fn resolve(&self, env: &str, tier: Option<&str>, unit: &str) -> Value {
         let mut args = vec![
             "resolve", "--route", "support", "--env", env, "--unit", unit,
@@ -147,7 +135,7 @@ fn add_stores_text_by_sha256_and_versions_are_immutable() {
 #[test]
 fn unknown_route_or_version_is_one_line_exit_1_and_no_change() {
     let r = Reg::new();
-    r.add("support", "v1", "support-v1.txt");
+    r.add_version("support", "v1", "support-v1.txt", None);
     r.ok(&[
         "registry",
         "set-default",
@@ -239,9 +227,9 @@ fn unknown_route_or_version_is_one_line_exit_1_and_no_change() {
 #[test]
 fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_default() {
     let r = Reg::new();
-    r.add("support", "v1", "support-v1.txt");
-    r.add("support", "v2", "support-v2.txt");
-    r.add("support", "v3", "support-v3.txt");
+    r.add_version("support", "v1", "support-v1.txt", None);
+    r.add_version("support", "v2", "support-v2.txt", None);
+    r.add_version("support", "v3", "support-v3.txt", None);
     // No default yet: a clear error.
     let err = r.stderr(
         &[
@@ -420,9 +408,9 @@ fn precedence_kill_then_tier_override_then_env_override_then_rollout_then_defaul
 #[test]
 fn kill_goes_to_the_last_known_good_or_refuses() {
     let r = Reg::new();
-    r.add("support", "v1", "support-v1.txt");
-    r.add("support", "v2", "support-v2.txt");
-    r.add("support", "v3", "support-v3.txt");
+    r.add_version("support", "v1", "support-v1.txt", None);
+    r.add_version("support", "v2", "support-v2.txt", None);
+    r.add_version("support", "v3", "support-v3.txt", None);
     r.ok(&[
         "registry",
         "set-default",
@@ -503,8 +491,8 @@ fn kill_goes_to_the_last_known_good_or_refuses() {
 #[test]
 fn resolve_is_sticky_across_processes_and_matches_the_library() {
     let r = Reg::new();
-    r.add("support", "v1", "support-v1.txt");
-    r.add("support", "v2", "support-v2.txt");
+    r.add_version("support", "v1", "support-v1.txt", None);
+    r.add_version("support", "v2", "support-v2.txt", None);
     r.ok(&[
         "registry",
         "set-default",
@@ -545,7 +533,7 @@ fn resolve_is_sticky_across_processes_and_matches_the_library() {
 #[test]
 fn concurrent_writers_never_lose_an_update() {
     let r = Reg::new();
-    r.add("support", "v1", "support-v1.txt");
+    r.add_version("support", "v1", "support-v1.txt", None);
     let children: Vec<_> = (0..8)
         .map(|i| {
             bin()

@@ -1,10 +1,13 @@
 //! Integration tests: `promptgate serve` on loopback, queried with a real HTTP client (hyper).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::{Lake, bin, testdata};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -12,43 +15,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_promptgate"))
-}
-
-fn prompt(name: &str) -> String {
-    format!("{}/testdata/prompts/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A registry with route `support`: v1 then v2 as default (so v1 is the last-known-good).
-fn registry(dir: &Path) -> PathBuf {
-    let reg = dir.join("registry");
-    let run = |args: &[&str]| {
-        let out = bin()
-            .arg("--registry")
-            .arg(&reg)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+/// A lake whose registry has route `support`: v1 then v2 as default (so v1 is the
+/// last-known-good). The registry is `<lake>/registry`.
+fn registry() -> Lake {
+    let lake = Lake::new();
     for v in ["v1", "v2"] {
-        run(&[
-            "registry",
-            "add",
-            "--route",
-            "support",
-            "--version",
-            v,
-            "--file",
-            &prompt(&format!("support-{v}.txt")),
-        ]);
-        run(&[
+        lake.add_version("support", v, &format!("support-{v}.txt"), None);
+        lake.ok(&[
             "registry",
             "set-default",
             "--route",
@@ -57,7 +30,7 @@ fn registry(dir: &Path) -> PathBuf {
             v,
         ]);
     }
-    reg
+    lake
 }
 
 /// A running `promptgate serve`, stopped on drop.
@@ -147,8 +120,8 @@ fn cli_resolve(reg: &Path, unit: &str) -> Value {
 
 #[tokio::test]
 async fn endpoints_answer_what_the_cli_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
+    let lake = registry();
+    let reg = lake.lake.join("registry");
     let out = bin()
         .arg("--registry")
         .arg(&reg)
@@ -179,7 +152,7 @@ async fn endpoints_answer_what_the_cli_answers() {
     assert_eq!(status, 200);
     assert_eq!(
         body["text"],
-        std::fs::read_to_string(prompt("support-v1.txt")).unwrap()
+        std::fs::read_to_string(testdata("prompts/support-v1.txt")).unwrap()
     );
     assert_eq!(
         body["prompt_sha"],
@@ -206,8 +179,8 @@ fn url_encode(s: &str) -> String {
 
 #[tokio::test]
 async fn a_kill_is_seen_on_the_very_next_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
+    let lake = registry();
+    let reg = lake.lake.join("registry");
     let s = Server::start(&reg, None);
     let c = client();
     let url = format!("{}/v1/resolve?route=support&env=prod&unit=u1", s.base);
@@ -254,8 +227,8 @@ async fn a_kill_is_seen_on_the_very_next_request() {
 
 #[tokio::test]
 async fn a_token_guards_every_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
+    let lake = registry();
+    let reg = lake.lake.join("registry");
     let s = Server::start(&reg, Some("s3cret-token"));
     let c = client();
     for path in [
@@ -326,8 +299,8 @@ fn raw(addr: &str, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn malformed_requests_get_a_4xx_with_a_json_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
+    let lake = registry();
+    let reg = lake.lake.join("registry");
     let s = Server::start(&reg, None);
     let c = client();
     for (path, status, says) in [
