@@ -268,7 +268,7 @@ impl ArmSample {
         if self.rec_keys.is_empty() {
             return;
         }
-        self.reopen();
+        // Adding records reopened any grouped units, so `units` is empty here.
         let order = sorted_by_key(&self.rec_keys);
         let mut unit_of = vec![0u32; order.len()];
         for (key, rec) in order {
@@ -343,27 +343,22 @@ impl ArmSample {
     pub fn ratio_moments(&self, metric: UnitMetric) -> RatioMoments {
         let mut m = RatioMoments::default();
         let units = self.units();
-        match metric {
-            UnitMetric::Sum(c) => {
-                let mut sums = vec![0.0; units.len()];
-                for (v, &u) in self.values[c as usize]
-                    .iter()
-                    .zip(self.value_units(c as usize))
-                {
-                    if u != NO_UNIT {
-                        sums[u as usize] += v;
-                    }
-                }
-                for (u, s) in units.iter().zip(sums) {
-                    m.add(s, f64::from(u.n));
+        // A mean's numerator is the unit's sum of values, taken here from the values.
+        let mut sums = Vec::new();
+        if let UnitMetric::Sum(c) = metric {
+            sums = vec![0.0; units.len()];
+            for (v, &u) in self.values[c as usize]
+                .iter()
+                .zip(self.value_units(c as usize))
+            {
+                if u != NO_UNIT {
+                    sums[u as usize] += v;
                 }
             }
-            _ => {
-                for u in units {
-                    let (s, n) = u.pair(metric);
-                    m.add(s, n);
-                }
-            }
+        }
+        for (i, u) in units.iter().enumerate() {
+            let (s, n) = u.pair(metric, sums.get(i).copied().unwrap_or(0.0));
+            m.add(s, n);
         }
         // Singles: N = 1 each, so ΣN = ΣN² = count and ΣSN = ΣS.
         let (s, n) = self.singles.pair(metric);
@@ -387,13 +382,14 @@ impl ArmSample {
 }
 
 impl UnitTotals {
-    /// (numerator, denominator) of a count `metric` for this unit (sums are taken apart).
-    fn pair(&self, metric: UnitMetric) -> (f64, f64) {
+    /// (numerator, denominator) of `metric` for this unit; `sum` is its sum of the values a
+    /// mean metric averages (not kept per unit).
+    fn pair(&self, metric: UnitMetric, sum: f64) -> (f64, f64) {
         match metric {
             UnitMetric::Flagged => (f64::from(self.flagged), f64::from(self.n)),
             UnitMetric::Errors => (f64::from(self.errors), f64::from(self.n)),
             UnitMetric::Bad => (f64::from(self.bad), f64::from(self.labeled)),
-            UnitMetric::Sum(_) => (0.0, f64::from(self.n)),
+            UnitMetric::Sum(_) => (sum, f64::from(self.n)),
         }
     }
 }
