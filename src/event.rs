@@ -706,6 +706,13 @@ pub fn day_string(day: i32) -> String {
         .to_string()
 }
 
+/// The day number of a `YYYY-MM-DD` partition value.
+pub fn parse_day(s: &str) -> Option<i32> {
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    i32::try_from((d - epoch).num_days()).ok()
+}
+
 /// Parses a time given on the command line: RFC 3339, `YYYY-MM-DD` (midnight UTC) or
 /// `YYYY-MM-DDTHH:MM:SS` (UTC). Returns microseconds since the epoch.
 pub fn parse_time_arg(s: &str) -> Result<i64, String> {

@@ -57,7 +57,11 @@ enum Command {
     /// Exit codes: 0 promote, 1 abort, 2 usage or input error, 3 continue (needs more
     /// volume), 4 invalid (the comparison cannot be trusted).
     Judge(JudgeCli),
-    /// Merge each day's small Parquet files into one (atomically; readers never see a mix).
+    /// The lake's versions, vacuum, conversion of a lake of the old layout.
+    #[command(subcommand)]
+    Lake(LakeCmd),
+    /// Merge each day's files into one, in one commit (readers keep reading the version they
+    /// started on; the old files stay until a vacuum past the retention period).
     Compact {
         /// Only this day (YYYY-MM-DD).
         #[arg(long)]
@@ -424,6 +428,10 @@ struct JudgeCli {
     /// a value one arm has and the other never has makes the verdict invalid.
     #[arg(long, value_delimiter = ',')]
     pin: Vec<String>,
+    /// Judge the lake as it was at a version (`promptgate lake history`) or a time (RFC 3339
+    /// or YYYY-MM-DD): what the judge saw then.
+    #[arg(long, value_name = "VERSION|TIME")]
+    as_of: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     format: VerdictFormat,
 }
@@ -439,8 +447,51 @@ struct SqlArgs {
     /// Named parameter for $name placeholders, as name=value (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
+    /// Read the lake as of a version (`promptgate lake history`) or a time (RFC 3339 or
+    /// YYYY-MM-DD): time travel.
+    #[arg(long, value_name = "VERSION|TIME")]
+    as_of: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     format: OutputFormat,
+}
+
+#[derive(Subcommand)]
+enum LakeCmd {
+    /// List the lake's versions, newest first: when, what wrote it, each table's Delta version.
+    History {
+        /// One JSON object per version.
+        #[arg(long)]
+        json: bool,
+        /// Only the newest N versions.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete files that no version of the lake within the retention period needs (files a
+    /// compaction replaced, files of writes that never committed).
+    Vacuum {
+        /// Keep files any version of the last N hours reads (default 168, or
+        /// PROMPTGATE_RETENTION_HOURS). `--as-of` can read back this far.
+        #[arg(long)]
+        retention_hours: Option<u64>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Convert a lake of the old layout (Parquet directories, no log) to Delta Lake tables in
+    /// place; the next write does it too.
+    Convert,
+    /// List the data files a version of the lake reads: table, date, rows, bytes, path.
+    Files {
+        /// Only this table (llm_events, llm_labels, llm_labeled_events).
+        #[arg(long)]
+        table: Option<String>,
+        /// As of a version or time (see `sql --as-of`).
+        #[arg(long, value_name = "VERSION|TIME")]
+        as_of: Option<String>,
+        /// One JSON object per file.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -513,6 +564,13 @@ struct GenArgs {
     error_rate: f64,
 }
 
+fn as_of_arg(v: Option<&str>) -> Result<promptgate::lake::AsOf> {
+    v.map_or(
+        Ok(promptgate::lake::AsOf::Latest),
+        promptgate::lake::AsOf::parse,
+    )
+}
+
 fn time_arg(flag: &str, v: Option<&String>) -> Result<Option<i64>> {
     v.map(|s| parse_time_arg(s).map_err(|e| Error::usage(format!("--{flag}: {e}"))))
         .transpose()
@@ -571,7 +629,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 (None, Some(f)) => cmd::sql::SqlText::File(f),
                 (None, None) => unreachable!("clap requires one"),
             };
-            cmd::sql::run(&lake, text, &a.params, a.format).await
+            let as_of = as_of_arg(a.as_of.as_deref())?;
+            cmd::sql::run(&lake, text, &a.params, &as_of, a.format).await
         }
         Command::Rollup(a) => {
             let spec = RollupSpec {
@@ -598,12 +657,25 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 until_us: time_arg("until", a.until.as_ref())?,
                 expected_share: a.expected_share,
                 pins: a.pin,
+                as_of: a.as_of,
                 format: a.format,
             };
             Ok(cmd::judge::run(&lake, &args).await)
         }
         Command::Gen(a) => cmd::generate::run(&gen_config(&a)?),
         Command::Demo { dir } => cmd::demo::run(dir).await,
+        Command::Lake(c) => match c {
+            LakeCmd::History { json, limit } => cmd::lake::history(&lake, json, limit),
+            LakeCmd::Vacuum {
+                retention_hours,
+                dry_run,
+            } => cmd::lake::vacuum(&lake, retention_hours, dry_run).await,
+            LakeCmd::Convert => cmd::lake::convert(&lake).await,
+            LakeCmd::Files { table, as_of, json } => {
+                let as_of = as_of_arg(as_of.as_deref())?;
+                cmd::lake::files(&lake, table.as_deref(), &as_of, json).await
+            }
+        },
         Command::Compact {
             date,
             labels,

@@ -16,7 +16,7 @@ use datafusion::scalar::ScalarValue;
 
 use crate::error::{Error, Result};
 use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, day_string};
-use crate::lake::{Lake, Table};
+use crate::lake::{AsOf, Lake, Snapshot, Table};
 
 /// The view of each labeled event's latest label.
 pub const LATEST_LABELS_SQL: &str = include_str!("../queries/llm_latest_labels.sql");
@@ -28,18 +28,29 @@ pub const PROMPT_VERSION_ROLLUP_SQL: &str = include_str!("../queries/prompt_vers
 pub const ROLLUP_SQL: &str = include_str!("../queries/rollup.sql");
 
 /// A session with `llm_events`, `llm_labels`, `llm_labeled_events` (when the lake has it) and
-/// the views `llm_latest_labels` and `llm_events_labeled` registered.
+/// the views `llm_latest_labels` and `llm_events_labeled` registered, all as of the lake's
+/// latest version.
 pub async fn lake_session(lake: &Lake) -> Result<SessionContext> {
-    session(lake, false).await
+    session(lake, &AsOf::Latest, false).await
+}
+
+/// [`lake_session`] as of an earlier version of the lake (time travel).
+pub async fn lake_session_at(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> {
+    session(lake, as_of, false).await
 }
 
 /// The session the judge reads through: the same tables, with strings read as `Utf8View`
 /// (see [`Lake::register_string_views`]). Never handed to user SQL, whose results keep `Utf8`.
 pub async fn judge_session(lake: &Lake) -> Result<SessionContext> {
-    session(lake, true).await
+    session(lake, &AsOf::Latest, true).await
 }
 
-async fn session(lake: &Lake, string_views: bool) -> Result<SessionContext> {
+/// [`judge_session`] as of an earlier version of the lake: what the judge saw then.
+pub async fn judge_session_at(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> {
+    session(lake, as_of, true).await
+}
+
+async fn session(lake: &Lake, as_of: &AsOf, string_views: bool) -> Result<SessionContext> {
     lake.require_existing()?;
     // DATAFUSION_* environment variables tune the engine (e.g. DATAFUSION_EXECUTION_TARGET_PARTITIONS).
     let config = SessionConfig::from_env()?.with_information_schema(true);
@@ -49,17 +60,16 @@ async fn session(lake: &Lake, string_views: bool) -> Result<SessionContext> {
         .with_memory_pool(Arc::new(FairSpillPool::new(query_memory_bytes()?)))
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // Every table is read at the versions of one lake version: never part of a commit, never
+    // a file that a compaction removed (those stay until a vacuum past the retention period).
+    let snapshot = Snapshot::load(lake, as_of).await?;
     let mut tables = vec![(Table::Events, EVENTS_TABLE), (Table::Labels, LABELS_TABLE)];
     // Lakes written before the labeled-events index have none until their next ingest.
-    if lake.table_dir(Table::LabeledEvents).is_dir() {
+    if snapshot.has(Table::LabeledEvents) {
         tables.push((Table::LabeledEvents, LABELED_EVENTS_TABLE));
     }
     for (table, name) in tables {
-        if string_views {
-            lake.register_string_views(&ctx, table, name)?;
-        } else {
-            lake.register(&ctx, table, name)?;
-        }
+        snapshot.register(&ctx, table, name, string_views)?;
     }
     crate::review::table::register(lake, &ctx)?;
     ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;

@@ -58,8 +58,28 @@ impl Lake {
             .unwrap()
     }
     /// The events' Parquet files.
+    /// The events' data files the lake's latest version reads (others may lie beside them
+    /// until a vacuum).
     fn files(&self) -> Vec<PathBuf> {
-        self.event_files_ending("parquet")
+        self.live_files("llm_events")
+    }
+    fn live_files(&self, table: &str) -> Vec<PathBuf> {
+        let out = self.run(&["lake", "files", "--json", "--table", table]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut files: Vec<PathBuf> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                self.path.join(v["path"].as_str().unwrap())
+            })
+            .collect();
+        files.sort();
+        files
     }
     /// The events' hidden id-hash files (`.part-X.parquet.ids`).
     fn id_hash_files(&self) -> Vec<PathBuf> {
@@ -426,7 +446,8 @@ fn stdin_and_sql_errors() {
 fn compaction_merges_files_without_changing_rows() {
     let lake = Lake::new();
     let dir = tempfile::tempdir().unwrap();
-    for seed in 0..4 {
+    // Three appends: below the number of small files at which ingest compacts by itself.
+    for seed in 0..3 {
         let p = gen_file(
             dir.path(),
             &[
@@ -441,16 +462,12 @@ fn compaction_merges_files_without_changing_rows() {
         lake.ingest_json(&[&p]);
     }
     let before = lake.sql_json("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, SUM(duration_ms) AS s FROM llm_events");
-    assert_eq!(before[0]["n"], 12000);
-    assert_eq!(lake.files().len(), 8);
-    let index_files = || {
-        let mut out = Vec::new();
-        walk(&lake.path.join("llm_labeled_events"), &mut out);
-        out.len()
-    };
+    assert_eq!(before[0]["n"], 9000);
+    assert_eq!(lake.files().len(), 6);
+    let index_files = || lake.live_files("llm_labeled_events").len();
     assert_eq!(
         index_files(),
-        8,
+        6,
         "each ingest indexed its labeled events per day"
     );
     let index_before = labeled_index(&lake);
@@ -1001,7 +1018,16 @@ fn judge_counts_labels_from_the_index_or_the_events_alike() {
     }
     assert!(checked >= 10, "only {checked} arms had labels");
 
-    std::fs::remove_dir_all(lake.path.join("llm_labeled_events")).unwrap();
+    // A lake of the layout before Delta Lake and before the index (no logs, no index): read
+    // from its directories, labels joined to events.
+    for d in [
+        "_promptgate",
+        "llm_events/_delta_log",
+        "llm_labels/_delta_log",
+        "llm_labeled_events",
+    ] {
+        std::fs::remove_dir_all(lake.path.join(d)).unwrap();
+    }
     let (_, without_index) = judge(&lake, &window);
     assert_eq!(with_index, without_index);
 
@@ -1144,7 +1170,7 @@ fn duplicates_are_caught_with_or_without_id_hash_files() {
     assert_eq!(lake.count(), 4000);
     // Compaction writes hashes for the merged files, and they are used.
     assert!(lake.run(&["compact"]).status.success());
-    assert_eq!(lake.id_hash_files(), expected_hashes(&lake));
+    assert!(expected_hashes(&lake).iter().all(|h| h.exists()));
     let r = lake.ingest_json(&[&inputs[1]]);
     assert_eq!(
         (r["accepted"].as_u64(), r["duplicates"].as_u64()),

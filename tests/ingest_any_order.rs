@@ -56,6 +56,12 @@ fn files_by_partition(table_dir: &Path) -> Vec<(String, Vec<PathBuf>)> {
     let mut dirs: Vec<_> = std::fs::read_dir(table_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("date=")
+        })
         .collect();
     dirs.sort();
     for d in dirs {

@@ -265,6 +265,7 @@ async fn measure(
         .map_err(|e| Error::runtime(format!("the impact rules: {e}")))?
         .rules;
     let args = JudgeArgs {
+        as_of: None,
         route: a.route.clone(),
         baseline: a.baseline.clone(),
         canary: a.canary.clone(),

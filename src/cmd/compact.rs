@@ -12,12 +12,10 @@ pub async fn run(lake: &Lake, day: Option<&str>, labels: bool, min_files: usize)
     );
     // The labeled-events index gains a small file per day at each ingest, like the events.
     let index = Table::LabeledEvents;
-    let has_day = |d: &str| {
-        let name = format!("date={d}");
-        lake.partition_dirs(index)
-            .map(|dirs| dirs.iter().any(|p| p.ends_with(&name)))
-    };
-    if !labels && day.map_or(Ok(true), has_day)? {
+    let days = lake::Snapshot::load(lake, &lake::AsOf::Latest)
+        .await?
+        .days(index)?;
+    if !labels && day.is_none_or(|d| days.iter().any(|x| x == d)) {
         report(
             index,
             lake::compact(lake, index, day, min_files).await?,

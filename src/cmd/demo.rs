@@ -149,6 +149,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         )
         .map_err(w)?;
         let args = super::judge::JudgeArgs {
+            as_of: None,
             route: route.into(),
             baseline: "v1".into(),
             canary: "v2".into(),

@@ -24,6 +24,8 @@ pub struct JudgeArgs {
     pub expected_share: Option<f64>,
     /// Attributes (keys of `attributes`) that must take the same values in both arms.
     pub pins: Vec<String>,
+    /// `--as-of`: judge the lake as it was at a version or time.
+    pub as_of: Option<String>,
     pub format: VerdictFormat,
 }
 
@@ -80,7 +82,11 @@ async fn judge(lake: &Lake, a: &JudgeArgs) -> Result<i32> {
         Some(p) => Policy::from_file(p)?,
         None => Policy::default(),
     };
-    let ctx = query::judge_session(lake).await?;
+    let as_of = match &a.as_of {
+        Some(s) => crate::lake::AsOf::parse(s)?,
+        None => crate::lake::AsOf::Latest,
+    };
+    let ctx = query::judge_session_at(lake, &as_of).await?;
     let verdict = evaluate(&ctx, a, &policy).await?;
     let mut out = super::stdout();
     let subject = Subject {

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod generate;
 pub mod ingest;
 pub mod judge;
+pub mod lake;
 pub mod registry;
 pub mod resolve;
 pub mod review;

@@ -234,6 +234,7 @@ pub(crate) fn step_judge_args(
     until_us: Option<i64>,
 ) -> JudgeArgs {
     JudgeArgs {
+        as_of: None,
         route: route.to_string(),
         baseline: r.baseline.clone(),
         canary: r.canary.clone(),

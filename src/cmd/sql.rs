@@ -1,7 +1,7 @@
 //! `promptgate sql`: ad-hoc, read-only SQL over the lake.
 
 use crate::error::{Error, Result};
-use crate::lake::Lake;
+use crate::lake::{AsOf, Lake};
 use crate::query;
 use crate::report::{self, OutputFormat};
 
@@ -15,6 +15,7 @@ pub async fn run(
     lake: &Lake,
     text: SqlText,
     params: &[String],
+    as_of: &AsOf,
     format: OutputFormat,
 ) -> Result<i32> {
     let sql = match text {
@@ -26,7 +27,7 @@ pub async fn run(
         return Err(Error::usage("the query is empty")
             .with_hint("promptgate sql \"SELECT COUNT(*) FROM llm_events\""));
     }
-    let ctx = query::lake_session(lake).await?;
+    let ctx = query::lake_session_at(lake, as_of).await?;
     let df = query::plan(&ctx, &sql, query::parse_params(params)?).await?;
     let mut out = super::stdout();
     report::write_dataframe(df, format, &mut out)

@@ -21,7 +21,7 @@ use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{Expr, SessionContext, col};
 
 use crate::error::Result;
-use crate::lake::{self, Lake, LakeFileWriter, Table, ids};
+use crate::lake::{self, LakeFileWriter, Snapshot, Table, ids};
 
 pub(super) struct Outcome {
     /// One batch per input batch, in the same order, holding only its rows whose ids are new
@@ -54,7 +54,7 @@ pub(super) struct RunIds {
 /// earlier by this run (staged, spilled to `runs`, or being written: `in_flight`); records the
 /// new ids in `run`.
 pub(super) async fn unique_new_rows(
-    lake: &Lake,
+    lake: &Snapshot,
     staged_dir: &Path,
     runs: &[&Path],
     table: Table,
@@ -202,7 +202,7 @@ impl Candidates {
 
 /// Ids of `candidates` already present in the lake's `table` and/or in the staged files.
 async fn existing_ids(
-    lake: Option<&Lake>,
+    lake: Option<&Snapshot>,
     staged_dir: Option<&Path>,
     table: Table,
     candidates: &Candidates,
@@ -222,7 +222,7 @@ async fn existing_ids(
 /// `candidates`: a semi join with the candidates as the (small) build side, streaming the
 /// existing files.
 pub(super) async fn rows_with_ids(
-    lake: Option<&Lake>,
+    lake: Option<&Snapshot>,
     staged_dir: Option<&Path>,
     table: Table,
     candidates: &Candidates,
@@ -233,12 +233,12 @@ pub(super) async fn rows_with_ids(
     let lake_files = match lake {
         Some(l) if ids::has_id_hashes(table) => {
             let mut scratch = Vec::new();
-            l.data_files(table, None)?
+            l.files(table, None)?
                 .into_iter()
                 .filter(|f| ids::any_match(f, &candidates.hashes, &mut scratch) != Some(false))
                 .collect()
         }
-        Some(l) => l.data_files(table, None)?,
+        Some(l) => l.files(table, None)?,
         None => Vec::new(),
     };
     let have_lake = !lake_files.is_empty();

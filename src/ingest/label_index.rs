@@ -10,7 +10,7 @@
 //! - ids of L' still unmatched at the end are looked up once in the lake (and this run's staged
 //!   events) with a semi join.
 //!
-//! A lake written before the index existed has no `llm_labeled_events` directory. Its next
+//! A lake written before the index existed has no `llm_labeled_events` table. Its next
 //! ingest builds the index from all labels; until then the judge joins labels to the events.
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,9 +23,9 @@ use foldhash::fast::RandomState;
 use futures::StreamExt;
 
 use super::dedupe;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{LABELED_EVENT_COLUMNS, day_of};
-use crate::lake::{self, Lake, Table, Transaction};
+use crate::lake::{Snapshot, Table, Transaction};
 
 type Ids = HashSet<String, RandomState>;
 
@@ -46,8 +46,8 @@ pub(super) struct LabelIndex {
 
 impl LabelIndex {
     /// Reads the ids of the lake's labels and of its index.
-    pub async fn load(lake: &Lake) -> Result<Self> {
-        let exists = lake.table_dir(Table::LabeledEvents).is_dir();
+    pub async fn load(lake: &Snapshot) -> Result<Self> {
+        let exists = lake.has(Table::LabeledEvents);
         let indexed = if exists {
             distinct(lake, Table::LabeledEvents, "event_id").await?
         } else {
@@ -122,7 +122,7 @@ impl LabelIndex {
 
     /// Looks up the remaining ids of this run's labels among the lake's events and this run's
     /// staged events, and stages the index rows found. Returns how many rows were added.
-    pub async fn finish(mut self, lake: &Lake, tx: &mut Transaction<'_>) -> Result<u64> {
+    pub async fn finish(mut self, lake: &Snapshot, tx: &mut Transaction<'_>) -> Result<u64> {
         if !self.lookup.is_empty() {
             let candidates =
                 dedupe::Candidates::new(self.lookup.iter().map(|s| Some(s.as_str())).collect());
@@ -146,9 +146,7 @@ impl LabelIndex {
         }
         if !self.exists && added == 0 {
             // Mark the index as built (and empty) so readers trust it from now on.
-            let staged = tx.staged_table_dir(Table::LabeledEvents);
-            std::fs::create_dir_all(&staged).map_err(|e| Error::io("cannot stage", &staged, e))?;
-            tx.add_move(&staged, Table::LabeledEvents.name().into());
+            tx.create_table(Table::LabeledEvents);
         }
         Ok(added)
     }
@@ -190,13 +188,13 @@ fn project(events: &RecordBatch) -> Result<RecordBatch> {
 }
 
 /// Distinct values of a string column of one of the lake's tables.
-async fn distinct(lake: &Lake, table: Table, column: &str) -> Result<Ids> {
+async fn distinct(lake: &Snapshot, table: Table, column: &str) -> Result<Ids> {
     let mut out = Ids::default();
-    if lake.data_files(table, None)?.is_empty() {
+    if lake.files(table, None)?.is_empty() {
         return Ok(out);
     }
     let ctx = SessionContext::new();
-    lake::register_dir(&ctx, &lake.table_dir(table), table.schema(), "t")?;
+    lake.register(&ctx, table, "t", false)?;
     let mut stream = ctx
         .table("t")
         .await?

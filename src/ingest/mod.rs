@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::lake::{Lake, Table, Transaction, ids};
+use crate::lake::{self, Lake, Snapshot, Table, Transaction, ids};
 use lines::{LineChunker, Piece};
 use quarantine::{Quarantine, SourceToken};
 use records::{ChunkSink, Parsed};
@@ -135,6 +135,24 @@ pub struct IngestReport {
     pub labeled_events_indexed: u64,
     /// False when `--strict` refused to commit because of rejects.
     pub committed: bool,
+    /// The lake version that holds this ingest (None when it added nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lake_version: Option<u64>,
+    /// Partitions whose small files were merged after the commit (see `lake::compact`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compacted: Vec<CompactedTable>,
+    /// Files older than the retention period that no version needs any more, deleted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub vacuumed_files: u64,
+}
+
+/// Compaction run by an ingest after its commit, per table.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CompactedTable {
+    pub table: &'static str,
+    pub partitions: usize,
+    pub files_before: usize,
+    pub files_after: usize,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -223,13 +241,14 @@ pub async fn ingest(
     sources: Vec<Source>,
     opts: &IngestOptions,
 ) -> Result<IngestReport> {
-    let lock = lake.lock()?;
+    let lock = lake.lock().await?;
+    let snapshot = lock.snapshot();
     let mut tx = lock.begin()?;
     let quarantine_dir = tx.dir().join("quarantine");
-    let index = label_index::LabelIndex::load(lake).await?;
+    let index = label_index::LabelIndex::load(snapshot).await?;
     let mut run = Run {
         opts,
-        lake,
+        snapshot,
         buffers: BTreeMap::new(),
         buffered_bytes: 0,
         chunks_seen: 0,
@@ -266,16 +285,52 @@ pub async fn ingest(
             std::fs::rename(&dir, &moved).map_err(|e| Error::io("cannot stage", &moved, e))?;
             qtx.add_move(&moved, final_rel);
             drop(tx);
-            qtx.commit()?;
+            qtx.commit("quarantine").await?;
             report.committed = false;
             return Ok(report);
         }
         tx.add_move(&dir, final_rel);
     }
-    report.labeled_events_indexed = run.index.finish(lake, &mut tx).await?;
-    tx.commit()?;
+    report.labeled_events_indexed = run.index.finish(snapshot, &mut tx).await?;
+    report.lake_version = tx.commit("ingest").await?.version;
     report.committed = true;
+    drop(lock);
+    if report.lake_version.is_some() {
+        maintain(lake, &mut report).await;
+    }
     Ok(report)
+}
+
+/// After an ingest's commit: merges partitions that now hold many small files and vacuums
+/// files past the retention period. The ingest is committed whatever happens here, so a
+/// failure is a warning (the next ingest, `compact` or `vacuum` tries again), not an error.
+async fn maintain(lake: &Lake, report: &mut IngestReport) {
+    match lake::compact_small_files(lake).await {
+        Ok(done) => {
+            report.compacted = done
+                .into_iter()
+                .map(|(t, r)| CompactedTable {
+                    table: t.name(),
+                    partitions: r.partitions,
+                    files_before: r.files_before,
+                    files_after: r.files_after,
+                })
+                .collect();
+        }
+        Err(e) => {
+            eprintln!("warning: the ingest is committed, but compacting its partitions failed: {e}")
+        }
+    }
+    let vacuumed = match lake::retention_hours(None) {
+        Ok(hours) => lake::vacuum(lake, hours, false).await,
+        Err(e) => Err(e),
+    };
+    match vacuumed {
+        Ok(v) => report.vacuumed_files = v.files as u64,
+        Err(e) => {
+            eprintln!("warning: the ingest is committed, but the vacuum after it failed: {e}")
+        }
+    }
 }
 
 fn progress_bar(enabled: bool, total: Option<u64>) -> ProgressBar {
@@ -308,7 +363,7 @@ fn in_source(name: &str) -> impl Fn(Error) -> Error + '_ {
 /// State of one ingest run.
 struct Run<'a> {
     opts: &'a IngestOptions,
-    lake: &'a Lake,
+    snapshot: &'a Snapshot,
     /// Per (table, day) batches waiting to be written.
     buffers: BTreeMap<(TableKey, i32), DayBuffer>,
     buffered_bytes: usize,
@@ -568,7 +623,13 @@ impl Run<'_> {
                 .collect();
             let run_ids = &mut self.run_ids[table_key as usize];
             let outcome = dedupe::unique_new_rows(
-                self.lake, &staged, &spilled, table, batches, &in_flight, run_ids,
+                self.snapshot,
+                &staged,
+                &spilled,
+                table,
+                batches,
+                &in_flight,
+                run_ids,
             )
             .await?;
             let is_primary = match self.opts.kind {
@@ -946,7 +1007,10 @@ mod tests {
         assert_eq!(r.accepted, 3000);
         assert_eq!(r.duplicates, 1000);
         // Many spills, yet one sorted file per day.
-        assert_eq!(lake.data_files(Table::Events, None).unwrap().len(), 3);
+        let snapshot = crate::lake::Snapshot::load(&lake, &crate::lake::AsOf::Latest)
+            .await
+            .unwrap();
+        assert_eq!(snapshot.files(Table::Events, None).unwrap().len(), 3);
         // And again: everything is a duplicate of the lake now.
         let src = Source::from_reader(
             "t",

@@ -1,19 +1,20 @@
-//! The Parquet lake on local disk: layout, atomic commits, compaction, and registration of its
-//! tables with DataFusion.
+//! The lake on local disk: every table a Delta table, one log of lake versions over them,
+//! the files' layout and encodings, compaction, vacuum, and registration with DataFusion.
 //!
 //! ```text
-//! <lake>/llm_events/date=YYYY-MM-DD/part-<uuid>.parquet
-//! <lake>/llm_labels/date=YYYY-MM-DD/part-<uuid>.parquet
-//! <lake>/quarantine/<ingest-id>/           rejected records, verbatim, with reasons
-//! <lake>/_staging/<txn-id>/                 work in progress; never read by queries
-//! <lake>/.promptgate.lock                   held by writers (ingest, compact)
+//! <lake>/llm_events/_delta_log/                 the table's Delta log
+//! <lake>/llm_events/date=YYYY-MM-DD/part-<uuid>.parquet   (+ a hidden id-hash file each)
+//! <lake>/llm_labels/…, <lake>/llm_labeled_events/…        the same
+//! <lake>/_promptgate/log/<version>.json         lake versions: each table's Delta version
+//! <lake>/quarantine/<ingest-id>/                rejected records, verbatim, with reasons
+//! <lake>/_staging/<txn-id>/                     work in progress; never read by queries
 //! ```
 //!
-//! Readers take no lock: they list `date=` directories and read complete files. Writers stage
-//! files under `_staging/`, fsync them, write a commit manifest, then rename each file into place
-//! and fsync the directories. A writer killed before the manifest leaves only staging debris
-//! (removed by the next writer); one killed after it is rolled forward by the next writer, so an
-//! ingest is either absent or fully present once the lake has been opened for writing again.
+//! Readers take no lock: they read one lake version ([`Snapshot`]), which names each table's
+//! Delta version and so exactly the files to read. Writers ([`WriteLock`], [`Transaction`])
+//! write new files where no version lists them, commit them to the tables, then write the
+//! lake's next version; a writer that dies before that last step is undone by the next one.
+//! Files a compaction replaces stay until a [`vacuum`] past the retention period.
 
 use std::fs::{self, File};
 use std::io;
@@ -31,23 +32,28 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 
 mod compact;
+pub mod delta;
 pub mod ids;
-pub use compact::{CompactReport, compact};
+pub mod log;
+mod snapshot;
+mod txn;
+mod vacuum;
+pub use compact::{CompactReport, compact, compact_small_files};
+pub use snapshot::{AsOf, Snapshot};
+pub use txn::{Committed, Transaction, WriteLock};
+pub use vacuum::{DEFAULT_RETENTION_HOURS, RETENTION_ENV, VacuumReport, retention_hours, vacuum};
 
 /// Rows per Parquet row group, at most.
 pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
 /// Encoded bytes a writer holds for its row group before closing it early (rows of large text).
 pub const MAX_ROW_GROUP_BYTES: usize = 128 << 20;
-const LOCK_FILE: &str = ".promptgate.lock";
 const STAGING: &str = "_staging";
 const QUARANTINE: &str = "quarantine";
-const MANIFEST: &str = "COMMIT.json";
 
 /// A table of the lake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,8 @@ pub enum Table {
 }
 
 impl Table {
+    pub const ALL: [Table; 3] = [Table::Events, Table::Labels, Table::LabeledEvents];
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Events => EVENTS_TABLE,
@@ -148,21 +156,11 @@ impl Lake {
         Ok(())
     }
 
-    /// Takes the lake's writer lock, waiting for another writer to finish if need be, and
-    /// finishes or cleans up whatever an interrupted writer left in staging.
-    pub fn lock(&self) -> Result<WriteLock> {
-        self.ensure_layout()?;
-        let file = lock_exclusive(&self.root.join(LOCK_FILE), &self.root)?;
-        let lock = WriteLock {
-            _file: file,
-            lake: self.clone(),
-        };
-        lock.recover()?;
-        Ok(lock)
-    }
-
-    /// Parquet files of `table`, optionally of one `date=` partition, sorted by path.
-    pub fn data_files(&self, table: Table, day: Option<&str>) -> Result<Vec<PathBuf>> {
+    /// Parquet files found in `table`'s partition directories (optionally of one `date=`
+    /// partition), sorted by path: the files of a lake of the old layout, which had no log.
+    /// Of a Delta table, read [`Snapshot::files`] instead: its directories also hold files no
+    /// version lists (not yet committed, or removed and not yet vacuumed).
+    pub fn legacy_data_files(&self, table: Table, day: Option<&str>) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for day_dir in self.partition_dirs(table)? {
             if let Some(d) = day
@@ -241,25 +239,6 @@ pub fn register_dir(ctx: &SessionContext, dir: &Path, schema: SchemaRef, name: &
     register_listing(ctx, dir, schema, options, name)
 }
 
-/// Registers one partition directory (no `date` column), declaring each file sorted by the
-/// table's sort columns so DataFusion can merge files instead of sorting them.
-pub(crate) fn register_sorted_partition(
-    ctx: &SessionContext,
-    dir: &Path,
-    table: Table,
-    name: &str,
-) -> Result<()> {
-    let order = table
-        .sort_columns()
-        .iter()
-        .map(|c| datafusion::prelude::col(*c).sort(true, false))
-        .collect();
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_file_sort_order(vec![order]);
-    register_listing(ctx, dir, table.schema(), options, name)
-}
-
 /// Registers just `files` (Parquet files of `table`, no `date` column) under `name`.
 pub fn register_files(
     ctx: &SessionContext,
@@ -269,13 +248,7 @@ pub fn register_files(
 ) -> Result<()> {
     let urls = files
         .iter()
-        .map(|f| {
-            let abs = std::path::absolute(f).map_err(|e| Error::io("cannot resolve", f, e))?;
-            let url = url::Url::from_file_path(&abs).map_err(|_| {
-                Error::runtime(format!("cannot use {} as a table path", abs.display()))
-            })?;
-            Ok(ListingTableUrl::try_new(url, None)?)
-        })
+        .map(|f| file_url(f))
         .collect::<Result<Vec<_>>>()?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
@@ -284,6 +257,14 @@ pub fn register_files(
         .with_schema(table.schema());
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
+}
+
+/// A file as a DataFusion table path.
+pub(crate) fn file_url(f: &Path) -> Result<ListingTableUrl> {
+    let abs = std::path::absolute(f).map_err(|e| Error::io("cannot resolve", f, e))?;
+    let url = url::Url::from_file_path(&abs)
+        .map_err(|_| Error::runtime(format!("cannot use {} as a table path", abs.display())))?;
+    Ok(ListingTableUrl::try_new(url, None)?)
 }
 
 pub(crate) fn register_listing(
@@ -415,6 +396,23 @@ pub async fn write_sorted_stream(
     Ok(rows)
 }
 
+/// Takes an exclusive `flock` on the directory `dir` itself, waiting for the holder to let go.
+pub fn lock_exclusive_dir(dir: &Path) -> Result<File> {
+    let file = File::open(dir).map_err(|e| Error::io("cannot open", dir, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting for another promptgate writer on {} to finish...",
+                dir.display()
+            );
+            file.lock().map_err(|e| Error::io("cannot lock", dir, e))?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", dir, e)),
+    }
+    Ok(file)
+}
+
 /// Takes an exclusive `flock` on `path` (created if missing), waiting for the holder to let go
 /// (saying so on stderr, naming `what`). The lock lasts as long as the returned file is open,
 /// and the kernel releases it if the process dies, so a crashed writer never leaves it stuck.
@@ -471,238 +469,4 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("cannot fsync directory", dir, e))
-}
-
-/// The lake's writer lock. While it is held no other promptgate process writes the lake.
-pub struct WriteLock {
-    _file: File,
-    lake: Lake,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Manifest {
-    /// (staged path, final path), relative to the lake root.
-    moves: Vec<(PathBuf, PathBuf)>,
-}
-
-impl WriteLock {
-    pub fn lake(&self) -> &Lake {
-        &self.lake
-    }
-
-    /// Starts a transaction: a fresh staging directory that is committed or removed.
-    pub fn begin(&self) -> Result<Transaction<'_>> {
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let dir = self.lake.root.join(STAGING).join(&id);
-        fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-        Ok(Transaction {
-            _lock: self,
-            id,
-            dir,
-            moves: Vec::new(),
-            committed: false,
-        })
-    }
-
-    /// Rolls forward transactions whose manifest was written, removes the rest.
-    fn recover(&self) -> Result<()> {
-        let staging = self.lake.root.join(STAGING);
-        for entry in read_dir(&staging)? {
-            let dir = entry.path();
-            let manifest = dir.join(MANIFEST);
-            if let Ok(text) = fs::read_to_string(&manifest)
-                && let Ok(m) = serde_json::from_str::<Manifest>(&text)
-            {
-                apply_moves(&self.lake.root, &m.moves)?;
-            }
-            remove_all(&dir);
-        }
-        Ok(())
-    }
-
-    /// Atomically replaces the contents of `live` (a directory) with `replacement` (a directory
-    /// on the same filesystem): readers see either the old files or the new ones, never both
-    /// and never neither. Uses `renameat2(RENAME_EXCHANGE)`; the old contents are then deleted.
-    pub fn exchange_dirs(&self, live: &Path, replacement: &Path) -> Result<()> {
-        exchange(live, replacement).map_err(|e| {
-            Error::io("cannot swap in compacted partition", live, e).with_hint(
-                "compaction needs a filesystem with renameat2(RENAME_EXCHANGE) (ext4, xfs, btrfs, tmpfs)",
-            )
-        })?;
-        if let Some(parent) = live.parent() {
-            sync_dir(parent)?;
-        }
-        remove_all(replacement);
-        Ok(())
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let ca = CString::new(a.as_os_str().as_bytes())?;
-    let cb = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves relative paths.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn exchange(_a: &Path, _b: &Path) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "atomic directory exchange is only implemented on Linux",
-    ))
-}
-
-fn apply_moves(root: &Path, moves: &[(PathBuf, PathBuf)]) -> Result<()> {
-    let mut parents: Vec<PathBuf> = Vec::new();
-    for (from, to) in moves {
-        let (from, to) = (root.join(from), root.join(to));
-        if !from.exists() {
-            continue; // already moved before an interruption
-        }
-        let parent = to.parent().expect("final path has a parent").to_path_buf();
-        if !parent.is_dir() {
-            fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
-            if let Some(gp) = parent.parent() {
-                sync_dir(gp)?;
-            }
-        }
-        fs::rename(&from, &to).map_err(|e| Error::io("cannot commit", &to, e))?;
-        if !parents.contains(&parent) {
-            parents.push(parent);
-        }
-    }
-    for p in parents {
-        sync_dir(&p)?;
-    }
-    Ok(())
-}
-
-fn remove_all(path: &Path) {
-    // Best effort: debris in staging is harmless (never read) and removed by the next writer.
-    let _ = fs::remove_dir_all(path);
-}
-
-/// Files written under staging, moved into the lake together by [`Transaction::commit`].
-pub struct Transaction<'l> {
-    _lock: &'l WriteLock,
-    id: String,
-    dir: PathBuf,
-    moves: Vec<(PathBuf, PathBuf)>,
-    committed: bool,
-}
-
-impl Transaction<'_> {
-    /// The transaction's id (also names its quarantine directory).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Staging directory of this transaction, for scratch files that are never committed.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Where this transaction stages files of `table` (Hive layout, so it can be queried).
-    pub fn staged_table_dir(&self, table: Table) -> PathBuf {
-        self.dir.join(table.name())
-    }
-
-    /// Reserves a new file of `table` for day `day`: returns its staged path, which the caller
-    /// must have written completely before [`Transaction::commit`].
-    pub fn new_file(&mut self, table: Table, day: i32) -> PathBuf {
-        let rel = PathBuf::from(table.name())
-            .join(format!("date={}", event::day_string(day)))
-            .join(format!("part-{}.parquet", uuid::Uuid::new_v4().simple()));
-        let staged = self.dir.join(&rel);
-        let staged_rel = staged
-            .strip_prefix(&self._lock.lake.root)
-            .expect("staging is inside the lake")
-            .to_path_buf();
-        self.moves.push((staged_rel, rel));
-        staged
-    }
-
-    /// Moves the id-hash file of `staged` (a file from [`Transaction::new_file`]) along with it.
-    pub fn add_id_hashes(&mut self, staged: &Path) {
-        let staged_rel = staged
-            .strip_prefix(&self._lock.lake.root)
-            .expect("staging is inside the lake");
-        let Some((from, to)) = self.moves.iter().find(|(from, _)| from == staged_rel) else {
-            return;
-        };
-        let pair = (ids::ids_path(from), ids::ids_path(to));
-        self.moves.push(pair);
-    }
-
-    /// Gives up a file reserved with [`Transaction::new_file`] (its rows were merged into
-    /// another): it is deleted, with its id-hash file, and not committed.
-    pub fn discard_file(&mut self, staged: &Path) -> Result<()> {
-        let staged_rel = staged
-            .strip_prefix(&self._lock.lake.root)
-            .expect("staging is inside the lake")
-            .to_path_buf();
-        let hashes_rel = ids::ids_path(&staged_rel);
-        self.moves
-            .retain(|(from, _)| from != &staged_rel && from != &hashes_rel);
-        for path in [staged.to_path_buf(), ids::ids_path(staged)] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("cannot remove", &path, e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds an already-written staged path (file or directory) to move to `final_rel`.
-    pub fn add_move(&mut self, staged: &Path, final_rel: PathBuf) {
-        let staged_rel = staged
-            .strip_prefix(&self._lock.lake.root)
-            .expect("staging is inside the lake")
-            .to_path_buf();
-        self.moves.push((staged_rel, final_rel));
-    }
-
-    /// Makes every staged file visible: manifest (fsynced), renames, directory fsyncs.
-    pub fn commit(mut self) -> Result<()> {
-        if !self.moves.is_empty() {
-            let manifest = self.dir.join(MANIFEST);
-            let text = serde_json::to_vec(&Manifest {
-                moves: self.moves.clone(),
-            })
-            .expect("manifest serializes");
-            write_file_atomic(&manifest, &text)?;
-            // From here on the transaction is durable: if a rename fails, the staging directory
-            // stays and the next writer rolls it forward.
-            self.committed = true;
-            apply_moves(&self._lock.lake.root, &self.moves)?;
-        }
-        self.committed = true;
-        remove_all(&self.dir);
-        Ok(())
-    }
-}
-
-impl Drop for Transaction<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            remove_all(&self.dir);
-        }
-    }
 }

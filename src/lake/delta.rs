@@ -1,0 +1,388 @@
+//! Each table of the lake is a Delta table: a `_delta_log/` of numbered JSON commits beside the
+//! `date=` partitions. This module is the one place that talks to `deltalake-core`: creating a
+//! table, committing actions at an expected version, loading a version, listing its files and
+//! tombstones, and handing a version to DataFusion.
+//!
+//! Files are written by the lake itself (its sort order, encodings, id-hash files) and added to
+//! the log with their Parquet footer's row count and the `route` range as statistics, so other
+//! Delta readers (Spark, DuckDB, the `deltalake` Python package) and file skipping see them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType as ArrowType;
+use datafusion::prelude::SessionContext;
+use deltalake_core::DeltaTable;
+use deltalake_core::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
+use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::{Action, Add, DataType, Remove, StructField};
+use deltalake_core::logstore::LogStoreRef;
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::statistics::Statistics;
+use url::Url;
+
+use super::Table;
+use crate::error::{Error, Result};
+
+/// The partition column every table has (a `YYYY-MM-DD` string, as in the `date=` paths).
+pub const PARTITION_COLUMN: &str = "date";
+/// The Delta log directory inside a table.
+pub const LOG_DIR: &str = "_delta_log";
+
+/// Whether `dir` holds a Delta table.
+pub fn is_table(dir: &Path) -> bool {
+    dir.join(LOG_DIR).is_dir()
+}
+
+pub fn table_url(dir: &Path) -> Result<Url> {
+    let abs = std::path::absolute(dir).map_err(|e| Error::io("cannot resolve", dir, e))?;
+    Url::from_directory_path(&abs)
+        .map_err(|_| Error::runtime(format!("cannot use {} as a table path", abs.display())))
+}
+
+fn log_store(dir: &Path) -> Result<LogStoreRef> {
+    Ok(deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?)
+        .map_err(delta_err(dir))?
+        .build_storage()
+        .map_err(delta_err(dir))?)
+}
+
+fn delta_err(dir: &Path) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
+    move |e| Error::runtime(format!("Delta table {}: {e}", dir.display()))
+}
+
+/// The table at `dir`, at `version` or its latest.
+pub async fn load(dir: &Path, version: Option<u64>) -> Result<DeltaTable> {
+    let mut b =
+        deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?).map_err(delta_err(dir))?;
+    if let Some(v) = version {
+        b = b.with_version(v);
+    }
+    b.load().await.map_err(|e| match version {
+        Some(v) => Error::runtime(format!(
+            "cannot read version {v} of the Delta table {}: {e}",
+            dir.display()
+        ))
+        .with_hint("a version whose files a vacuum removed can no longer be read"),
+        None => delta_err(dir)(e),
+    })
+}
+
+/// The latest committed version of the table at `dir` (it must exist).
+pub async fn latest_version(dir: &Path) -> Result<u64> {
+    let table = deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?)
+        .map_err(delta_err(dir))?
+        .build()
+        .map_err(delta_err(dir))?;
+    let v = table.get_latest_version().await.map_err(delta_err(dir))?;
+    u64::try_from(v)
+        .map_err(|_| Error::runtime(format!("{} has no committed version", dir.display())))
+}
+
+/// The Delta schema of a table: its file columns, then the `date` partition column.
+fn columns(table: Table) -> Result<Vec<StructField>> {
+    let mut out = Vec::new();
+    for f in table.schema().fields() {
+        let t = match f.data_type() {
+            ArrowType::Utf8 => DataType::STRING,
+            ArrowType::Int64 => DataType::LONG,
+            ArrowType::Float64 => DataType::DOUBLE,
+            ArrowType::Timestamp(_, Some(_)) => DataType::TIMESTAMP,
+            other => {
+                return Err(Error::runtime(format!(
+                    "column {} of {} has type {other}, which the lake does not map to Delta",
+                    f.name(),
+                    table.name()
+                )));
+            }
+        };
+        out.push(StructField::new(f.name().clone(), t, f.is_nullable()));
+    }
+    out.push(StructField::new(PARTITION_COLUMN, DataType::STRING, false));
+    Ok(out)
+}
+
+/// Creates the Delta table of `table` at `dir` (version 0), holding `adds` (files already in
+/// place, for a conversion) or nothing. Fails if a table is already there.
+pub async fn create(dir: &Path, table: Table, adds: Vec<Add>) -> Result<u64> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    let created = CreateBuilder::new()
+        .with_log_store(log_store(dir)?)
+        .with_table_name(table.name())
+        .with_columns(columns(table)?)
+        .with_partition_columns([PARTITION_COLUMN])
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_actions(adds.into_iter().map(Action::Add))
+        .await
+        .map_err(delta_err(dir))?;
+    Ok(created.version().unwrap_or(0) as u64)
+}
+
+/// What a commit does to a table, for its log entry.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation {
+    /// New rows (ingest, the labeled-events index).
+    Append,
+    /// The same rows in fewer files (compaction).
+    Compact,
+    /// Back to the files of an earlier version (undoing a writer that died before the lake
+    /// recorded its commit).
+    Restore(u64),
+}
+
+/// Commits `actions` to the table at `dir` as version `base + 1`. Fails, committing nothing,
+/// when another writer committed that version first: the caller decides what to do then.
+pub async fn commit(dir: &Path, base: u64, actions: Vec<Action>, op: Operation) -> Result<u64> {
+    let table = load(dir, Some(base)).await?;
+    let snapshot = table.snapshot().map_err(delta_err(dir))?;
+    let operation = match op {
+        Operation::Append => DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![PARTITION_COLUMN.into()]),
+            predicate: None,
+        },
+        Operation::Compact => DeltaOperation::Optimize {
+            predicate: None,
+            target_size: 0,
+        },
+        Operation::Restore(v) => DeltaOperation::Restore {
+            version: Some(v),
+            datetime: None,
+        },
+    };
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .with_max_retries(0)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(|e| {
+            Error::runtime(format!(
+                "cannot commit version {} of {}: {e}",
+                base + 1,
+                dir.display()
+            ))
+            .with_hint("another writer may have committed at the same time; nothing of this command was committed, run it again")
+        })?;
+    Ok(done.version as u64)
+}
+
+/// A data file of a table version, as its log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Path relative to the table directory (`date=YYYY-MM-DD/part-….parquet`).
+    pub path: String,
+    /// The `date` partition value.
+    pub day: String,
+    pub size: u64,
+    /// Rows, from the log's statistics (None when the writer recorded none).
+    pub rows: Option<u64>,
+}
+
+/// The files of a loaded table version, sorted by path.
+pub fn files(table: &DeltaTable, dir: &Path) -> Result<Vec<DataFile>> {
+    let snapshot = table.snapshot().map_err(delta_err(dir))?;
+    let mut out: Vec<DataFile> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let day = f
+                .partition_values_map()
+                .get(PARTITION_COLUMN)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            DataFile {
+                path: f.path().into_owned(),
+                day,
+                size: f.size().max(0) as u64,
+                rows: f.num_records().map(|n| n as u64),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Files removed from the table (by compaction or a restore) and when, in milliseconds.
+pub async fn tombstones(table: &DeltaTable, dir: &Path) -> Result<HashMap<String, i64>> {
+    use futures::TryStreamExt;
+    let snapshot = table.snapshot().map_err(delta_err(dir))?;
+    let log_store = table.log_store();
+    let views: Vec<_> = snapshot
+        .all_tombstones(log_store.as_ref())
+        .try_collect()
+        .await
+        .map_err(delta_err(dir))?;
+    Ok(views
+        .into_iter()
+        .map(|t| (t.path().into_owned(), t.deletion_timestamp().unwrap_or(0)))
+        .collect())
+}
+
+/// The add action of a file already in place at `dir/rel` (a partition `day`): its size, and
+/// its row count and `route` range from the Parquet footer as statistics.
+pub fn add_action(dir: &Path, rel: &str, day: &str, data_change: bool) -> Result<Add> {
+    let path = dir.join(rel);
+    let file = std::fs::File::open(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read", &path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| {
+        Error::runtime(format!(
+            "{} is not a readable Parquet file: {e}",
+            path.display()
+        ))
+    })?;
+    let md = reader.metadata();
+    let rows = md.file_metadata().num_rows();
+    let mut stats = serde_json::json!({ "numRecords": rows });
+    if let Some(idx) = md
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "route")
+    {
+        let mut lo: Option<Vec<u8>> = None;
+        let mut hi: Option<Vec<u8>> = None;
+        let mut complete = md.num_row_groups() > 0;
+        for rg in md.row_groups() {
+            match rg.column(idx).statistics() {
+                Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(a), Some(b)) => {
+                        let (a, b) = (a.data().to_vec(), b.data().to_vec());
+                        if lo.as_ref().is_none_or(|l| a < *l) {
+                            lo = Some(a);
+                        }
+                        if hi.as_ref().is_none_or(|h| b > *h) {
+                            hi = Some(b);
+                        }
+                    }
+                    _ => complete = false,
+                },
+                _ => complete = false,
+            }
+        }
+        // Only exact bounds go in the log (Parquet may truncate long values; then none).
+        if let (true, Some(lo), Some(hi)) = (complete, lo, hi)
+            && let (Ok(lo), Ok(hi)) = (String::from_utf8(lo), String::from_utf8(hi))
+            && lo.len() < 64
+            && hi.len() < 64
+        {
+            stats["minValues"] = serde_json::json!({ "route": lo });
+            stats["maxValues"] = serde_json::json!({ "route": hi });
+            stats["nullCount"] = serde_json::json!({ "route": 0 });
+        }
+    }
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(Add {
+        path: rel.to_string(),
+        partition_values: HashMap::from([(PARTITION_COLUMN.to_string(), Some(day.to_string()))]),
+        size: meta.len() as i64,
+        modification_time: modified,
+        data_change,
+        stats: Some(stats.to_string()),
+        ..Default::default()
+    })
+}
+
+/// The remove action of a file of the table (compaction, restore).
+pub fn remove_action(file: &DataFile, data_change: bool, now_ms: i64) -> Remove {
+    Remove {
+        path: file.path.clone(),
+        data_change,
+        deletion_timestamp: Some(now_ms),
+        extended_file_metadata: Some(true),
+        partition_values: Some(HashMap::from([(
+            PARTITION_COLUMN.to_string(),
+            Some(file.day.clone()),
+        )])),
+        size: Some(file.size as i64),
+        ..Default::default()
+    }
+}
+
+/// Registers a loaded table version with `ctx` under `name`. `string_views` reads strings as
+/// `Utf8View` (the judge's scans); otherwise strings stay `Utf8`, as user SQL has always seen.
+pub fn register(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    dir: &Path,
+    name: &str,
+    string_views: bool,
+) -> Result<()> {
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(delta_err(dir))?;
+    let snapshot = table.snapshot().map_err(delta_err(dir))?.snapshot().clone();
+    let config = DeltaScanConfig {
+        file_column_name: None,
+        wrap_partition_values: false,
+        enable_parquet_pushdown: ctx
+            .state()
+            .config()
+            .options()
+            .execution
+            .parquet
+            .pushdown_filters,
+        schema_force_view_types: string_views,
+        schema: None,
+    };
+    let scan = DeltaScanNext::new(Arc::new(snapshot), config)?;
+    ctx.register_table(name, Arc::new(scan))?;
+    Ok(())
+}
+
+/// Commits the table at `dir` back to the files of version `to` (or to no files), on top of
+/// its latest version; returns the new version (the latest, when nothing differs).
+pub async fn restore(dir: &Path, to: Option<u64>) -> Result<u64> {
+    let head = load(dir, None).await?;
+    let head_version = head.version().unwrap_or(0) as u64;
+    let head_snapshot = head.snapshot().map_err(delta_err(dir))?;
+    let mut target: HashMap<String, Add> = HashMap::new();
+    if let Some(v) = to {
+        let old = load(dir, Some(v)).await?;
+        for f in old.snapshot().map_err(delta_err(dir))?.log_data().iter() {
+            let add = Add {
+                path: f.path().into_owned(),
+                partition_values: f.partition_values_map(),
+                size: f.size(),
+                modification_time: f.modification_time(),
+                data_change: true,
+                stats: f.stats(),
+                ..Default::default()
+            };
+            target.insert(add.path.clone(), add);
+        }
+    }
+    let now = crate::lake::log::now_ms();
+    let mut actions = Vec::new();
+    let mut current = std::collections::HashSet::new();
+    for f in head_snapshot.log_data().iter() {
+        let path = f.path().into_owned();
+        if target.remove(&path).is_none() {
+            let mut rm = f.remove_action(true);
+            rm.deletion_timestamp = Some(now);
+            actions.push(Action::Remove(rm));
+        }
+        current.insert(path);
+    }
+    actions.extend(target.into_values().map(Action::Add));
+    if actions.is_empty() {
+        return Ok(head_version);
+    }
+    commit(
+        dir,
+        head_version,
+        actions,
+        Operation::Restore(to.unwrap_or(0)),
+    )
+    .await
+}

@@ -1,0 +1,268 @@
+//! A snapshot: one committed version of the whole lake, the only way readers see it.
+//!
+//! A snapshot names each table's Delta version (from one entry of the lake's log) and holds
+//! that version's file list, so a query planned on it reads exactly those files: files a
+//! compaction or an ingest adds later are not in the list, and files a compaction removes stay
+//! on disk until a vacuum past the retention period. A lake still in the layout of before
+//! Delta (no log yet) is read by listing its directories, as then; its first write converts it.
+
+use std::path::PathBuf;
+
+use datafusion::prelude::SessionContext;
+use deltalake_core::DeltaTable;
+
+use super::delta::{self, DataFile};
+use super::log::{self, Entry};
+use super::{Lake, Table};
+use crate::error::{Error, Result};
+
+/// Which version of the lake to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOf {
+    Latest,
+    /// A lake version (as `promptgate lake history` lists them).
+    Version(u64),
+    /// The newest version committed at or before this time (milliseconds since the epoch).
+    Time(i64),
+}
+
+impl AsOf {
+    /// Parses `--as-of`: a version number, or a time as `--since` takes it (RFC 3339, or a
+    /// `YYYY-MM-DD` date: its midnight, UTC).
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if let Ok(v) = s.parse::<u64>() {
+            return Ok(AsOf::Version(v));
+        }
+        if let Ok(us) = crate::event::parse_time_arg(s) {
+            return Ok(AsOf::Time(us.div_euclid(1000)));
+        }
+        Err(Error::usage(format!("--as-of {s:?} is neither a lake version nor a time"))
+            .with_hint("give a version number (`promptgate lake history` lists them), an RFC 3339 time such as 2026-11-26T12:00:00Z, or a date"))
+    }
+}
+
+/// One table at the snapshot's version.
+pub(crate) struct TableVersion {
+    pub table: Table,
+    pub version: u64,
+    pub delta: DeltaTable,
+    pub files: Vec<DataFile>,
+}
+
+/// A committed version of the lake.
+pub struct Snapshot {
+    lake: Lake,
+    entry: Option<Entry>,
+    tables: Vec<TableVersion>,
+}
+
+impl Snapshot {
+    /// The snapshot of `lake` at `as_of`.
+    pub async fn load(lake: &Lake, as_of: &AsOf) -> Result<Self> {
+        let root = lake.root();
+        let entry = match as_of {
+            AsOf::Latest => log::latest(root)?,
+            AsOf::Version(v) => {
+                if !log::versions(root)?.contains(v) {
+                    let last = log::versions(root)?.last().copied();
+                    return Err(Error::usage(format!(
+                        "the lake has no version {v}{}",
+                        last.map(|l| format!(" (its latest is {l})"))
+                            .unwrap_or_default()
+                    ))
+                    .with_hint("`promptgate lake history` lists the lake's versions"));
+                }
+                Some(log::read(root, *v)?)
+            }
+            AsOf::Time(ms) => {
+                let found = log::at_time(root, *ms)?;
+                if found.is_none() {
+                    let when = chrono::DateTime::from_timestamp_millis(*ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| ms.to_string());
+                    return Err(Error::usage(format!(
+                        "the lake has no version committed at or before {when}"
+                    ))
+                    .with_hint(
+                        "`promptgate lake history` lists the lake's versions and their times",
+                    ));
+                }
+                found
+            }
+        };
+        let Some(entry) = entry else {
+            if *as_of != AsOf::Latest {
+                return Err(Error::usage(
+                    "this lake has no versions yet: it is in the layout of before Delta Lake",
+                )
+                .with_hint("its next ingest or `promptgate compact` converts it"));
+            }
+            return Ok(Self {
+                lake: lake.clone(),
+                entry: None,
+                tables: Vec::new(),
+            });
+        };
+        let mut tables = Vec::new();
+        for table in Table::ALL {
+            let Some(version) = entry.table(table) else {
+                continue;
+            };
+            let dir = lake.table_dir(table);
+            let delta = delta::load(&dir, Some(version)).await?;
+            let files = delta::files(&delta, &dir)?;
+            tables.push(TableVersion {
+                table,
+                version,
+                delta,
+                files,
+            });
+        }
+        Ok(Self {
+            lake: lake.clone(),
+            entry: Some(entry),
+            tables,
+        })
+    }
+
+    /// The lake version, or None for a lake not yet converted to Delta.
+    pub fn version(&self) -> Option<u64> {
+        self.entry.as_ref().map(|e| e.version)
+    }
+
+    pub fn entry(&self) -> Option<&Entry> {
+        self.entry.as_ref()
+    }
+
+    pub(crate) fn table(&self, table: Table) -> Option<&TableVersion> {
+        self.tables.iter().find(|t| t.table == table)
+    }
+
+    /// Whether `table` exists in this version.
+    pub fn has(&self, table: Table) -> bool {
+        match &self.entry {
+            Some(_) => self.table(table).is_some(),
+            None => self.lake.table_dir(table).is_dir(),
+        }
+    }
+
+    /// The Delta version of `table`, if it exists.
+    pub fn table_version(&self, table: Table) -> Option<u64> {
+        self.table(table).map(|t| t.version)
+    }
+
+    /// The data files of `table` (optionally of one day), as paths, sorted.
+    pub fn files(&self, table: Table, day: Option<&str>) -> Result<Vec<PathBuf>> {
+        if self.entry.is_none() {
+            return self.lake.legacy_data_files(table, day);
+        }
+        let dir = self.lake.table_dir(table);
+        Ok(self
+            .data_files(table)
+            .iter()
+            .filter(|f| day.is_none_or(|d| f.day == d))
+            .map(|f| dir.join(&f.path))
+            .collect())
+    }
+
+    /// The files of `table` with their day, size and rows, paths relative to the lake (a
+    /// lake of the old layout: from its directories and footers).
+    pub fn file_records(&self, table: Table) -> Result<Vec<DataFile>> {
+        let prefix = table.name();
+        if self.entry.is_some() {
+            return Ok(self
+                .data_files(table)
+                .iter()
+                .map(|f| DataFile {
+                    path: format!("{prefix}/{}", f.path),
+                    ..f.clone()
+                })
+                .collect());
+        }
+        let dir = self.lake.table_dir(table);
+        let mut out = Vec::new();
+        for p in self.lake.legacy_data_files(table, None)? {
+            let rel = p
+                .strip_prefix(&dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            let day = rel
+                .split('/')
+                .next()
+                .and_then(|d| d.strip_prefix("date="))
+                .unwrap_or_default()
+                .to_string();
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            out.push(DataFile {
+                path: format!("{prefix}/{rel}"),
+                day,
+                size,
+                rows: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The log's records of the files of `table`.
+    pub(crate) fn data_files(&self, table: Table) -> &[DataFile] {
+        self.table(table).map_or(&[], |t| t.files.as_slice())
+    }
+
+    /// The `date` partitions of `table` that hold files, sorted.
+    pub fn days(&self, table: Table) -> Result<Vec<String>> {
+        let mut days: Vec<String> = if self.entry.is_none() {
+            self.lake
+                .partition_dirs(table)?
+                .iter()
+                .filter_map(|p| {
+                    p.file_name()?
+                        .to_str()?
+                        .strip_prefix("date=")
+                        .map(str::to_string)
+                })
+                .collect()
+        } else {
+            self.data_files(table)
+                .iter()
+                .map(|f| f.day.clone())
+                .collect()
+        };
+        days.sort();
+        days.dedup();
+        Ok(days)
+    }
+
+    /// Registers `table` as of this snapshot under `name`. `string_views`: see
+    /// [`Lake::register_string_views`].
+    pub fn register(
+        &self,
+        ctx: &SessionContext,
+        table: Table,
+        name: &str,
+        string_views: bool,
+    ) -> Result<()> {
+        if self.entry.is_none() {
+            return if string_views {
+                self.lake.register_string_views(ctx, table, name)
+            } else {
+                self.lake.register(ctx, table, name)
+            };
+        }
+        let Some(t) = self.table(table) else {
+            return Err(Error::runtime(format!(
+                "{} does not exist in version {} of the lake",
+                table.name(),
+                self.version().unwrap_or(0)
+            )));
+        };
+        delta::register(
+            ctx,
+            &t.delta,
+            &self.lake.table_dir(table),
+            name,
+            string_views,
+        )
+    }
+}

@@ -1,0 +1,610 @@
+//! Writing the lake: the writer lock, recovery, conversion of a lake of the old layout, and
+//! transactions that commit files to the Delta tables and then the lake's next version.
+//!
+//! A transaction stages its files under `_staging/<id>/`, moves them to their partition
+//! directories (where no reader looks: readers read the files a table version lists), commits
+//! each table it changes as one Delta commit at the version it read (never retried blindly: a
+//! version taken by another writer fails the commit), and finally writes the lake's next log
+//! entry with create-if-absent. A failure before that entry undoes the table commits it made;
+//! a writer killed before it leaves table versions no entry names, which the next writer undoes
+//! (see [`WriteLock`]). Files of undone commits are removed by the next vacuum.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use datafusion::prelude::SessionContext;
+use deltalake_core::kernel::Action;
+use serde::{Deserialize, Serialize};
+
+use super::delta::{self, DataFile, Operation};
+use super::log::{self, Entry};
+use super::snapshot::{AsOf, Snapshot};
+use super::{Lake, QUARANTINE, STAGING, Table, ids, sync_dir};
+use crate::error::{Error, Result};
+use crate::event;
+
+/// Tables in the order a transaction commits them: the events last, so that a reader of the
+/// tables' latest Delta versions (another tool, not through the lake's log) never sees an
+/// indexed label whose event it cannot see.
+const COMMIT_ORDER: [Table; 3] = [Table::Labels, Table::LabeledEvents, Table::Events];
+
+/// The lake's writer lock. While it is held no other promptgate process on this machine writes
+/// the lake; the Delta commits at an expected version and the create-if-absent log entry keep
+/// two writers that do get past it (another machine on a shared disk) from both committing.
+pub struct WriteLock {
+    _file: File,
+    lake: Lake,
+    base: Snapshot,
+}
+
+impl Lake {
+    /// Takes the lake's writer lock (waiting for another writer to finish if need be), creates
+    /// or converts the lake's tables, undoes what an interrupted writer left, and reads the
+    /// version this writer builds on.
+    pub async fn lock(&self) -> Result<WriteLock> {
+        self.ensure_layout()?;
+        // The lock is on the lake's directory itself: a lock file can be deleted under a
+        // running writer, the directory cannot without removing the lake.
+        let file = super::lock_exclusive_dir(self.root())?;
+        self.clean_staging()?;
+        if log::latest(self.root())?.is_none() {
+            convert(self).await?;
+        }
+        recover(self).await?;
+        let base = Snapshot::load(self, &AsOf::Latest).await?;
+        Ok(WriteLock {
+            _file: file,
+            lake: self.clone(),
+            base,
+        })
+    }
+
+    /// Removes what interrupted writers left in staging. A lake of the old layout may hold a
+    /// transaction whose manifest was written: it is rolled forward first, as that layout's
+    /// writers promised, before the lake is converted.
+    fn clean_staging(&self) -> Result<()> {
+        let staging = self.root().join(STAGING);
+        let legacy = log::latest(self.root())?.is_none();
+        for entry in super::read_dir(&staging)? {
+            let dir = entry.path();
+            if legacy
+                && let Ok(text) = fs::read_to_string(dir.join(LEGACY_MANIFEST))
+                && let Ok(m) = serde_json::from_str::<LegacyManifest>(&text)
+            {
+                apply_legacy_moves(self.root(), &dir, &m.moves)?;
+            }
+            let _ = fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+}
+
+const LEGACY_MANIFEST: &str = "COMMIT.json";
+
+#[derive(Serialize, Deserialize)]
+struct LegacyManifest {
+    /// (staged path, final path), relative to the lake root.
+    moves: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Rolls forward a transaction of the old layout. Only moves from inside that transaction's
+/// own staging directory to a table's partition or the quarantine are followed: a manifest
+/// naming anything else (a path outside the lake, `..`) is ignored whole.
+fn apply_legacy_moves(root: &Path, tx_dir: &Path, moves: &[(PathBuf, PathBuf)]) -> Result<()> {
+    let staging_rel = tx_dir.strip_prefix(root).unwrap_or(tx_dir);
+    let safe = |p: &Path| {
+        p.is_relative()
+            && p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+    };
+    let allowed_dest = |p: &Path| {
+        let first = p.components().next().and_then(|c| c.as_os_str().to_str());
+        first.is_some_and(|f| f == QUARANTINE || Table::ALL.iter().any(|t| t.name() == f))
+    };
+    if !moves.iter().all(|(from, to)| {
+        safe(from) && safe(to) && from.starts_with(staging_rel) && allowed_dest(to)
+    }) {
+        eprintln!(
+            "warning: ignored the unfinished commit in {}: its manifest names paths outside the lake",
+            tx_dir.display()
+        );
+        return Ok(());
+    }
+    for (from, to) in moves {
+        let (from, to) = (root.join(from), root.join(to));
+        if fs::symlink_metadata(&from).is_err() {
+            continue; // already moved before an interruption
+        }
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        fs::rename(&from, &to).map_err(|e| Error::io("cannot commit", &to, e))?;
+        if let Some(parent) = to.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives a lake without a log its Delta tables and version 0: a new lake gets three empty
+/// tables; a lake of the old layout gets its files added in place (nothing is rewritten), and
+/// each table's row count is checked against the files' before the version is written.
+async fn convert(lake: &Lake) -> Result<()> {
+    let mut tables = BTreeMap::new();
+    let mut converted = 0u64;
+    let new_lake = Table::ALL.iter().all(|t| {
+        !delta::is_table(&lake.table_dir(*t))
+            && lake
+                .legacy_data_files(*t, None)
+                .map_or(true, |f| f.is_empty())
+    });
+    for table in Table::ALL {
+        let dir = lake.table_dir(table);
+        if delta::is_table(&dir) {
+            // Converted by a run that died before writing the lake's first version.
+            tables.insert(table.name().to_string(), delta::latest_version(&dir).await?);
+            continue;
+        }
+        // A lake of the old layout without the labeled-events index gets it at its next ingest.
+        if table == Table::LabeledEvents && !new_lake && !dir.is_dir() {
+            continue;
+        }
+        let files = lake.legacy_data_files(table, None)?;
+        let mut adds = Vec::with_capacity(files.len());
+        let mut expected = 0u64;
+        for f in &files {
+            let rel = f
+                .strip_prefix(&dir)
+                .expect("file of the table")
+                .to_string_lossy()
+                .into_owned();
+            let day = rel
+                .split('/')
+                .next()
+                .and_then(|p| p.strip_prefix("date="))
+                .unwrap_or_default()
+                .to_string();
+            let add = delta::add_action(&dir, &rel, &day, true).map_err(|e| {
+                Error::runtime(format!("cannot convert the lake to Delta Lake: {e}")).with_hint(
+                    format!(
+                        "move the unreadable file out of {} and run again",
+                        dir.display()
+                    ),
+                )
+            })?;
+            expected += add
+                .stats
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|v| v["numRecords"].as_u64())
+                .unwrap_or(0);
+            adds.push(add);
+        }
+        let version = delta::create(&dir, table, adds).await?;
+        if !files.is_empty() {
+            let counted = count_rows(&dir, version).await?;
+            if counted != expected {
+                let _ = fs::remove_dir_all(dir.join(delta::LOG_DIR));
+                return Err(Error::runtime(format!(
+                    "converting {} to Delta Lake: the table reads {counted} rows but its files hold {expected}; nothing was changed",
+                    dir.display()
+                )));
+            }
+            converted += expected;
+        }
+        tables.insert(table.name().to_string(), version);
+    }
+    let entry = Entry {
+        version: 0,
+        timestamp_ms: log::now_ms(),
+        operation: if new_lake { "create" } else { "convert" }.into(),
+        tables,
+    };
+    if !log::write(lake.root(), &entry)? {
+        return Err(
+            Error::runtime("another writer converted the lake at the same time")
+                .with_hint("run the command again"),
+        );
+    }
+    if !new_lake {
+        eprintln!(
+            "converted the lake at {} to Delta Lake tables ({converted} rows, files kept in place)",
+            lake.root().display()
+        );
+    }
+    Ok(())
+}
+
+/// Rows of a table version, counted through a Delta scan.
+async fn count_rows(dir: &Path, version: u64) -> Result<u64> {
+    let t = delta::load(dir, Some(version)).await?;
+    let ctx = SessionContext::new();
+    delta::register(&ctx, &t, dir, "t", false)?;
+    Ok(ctx.table("t").await?.count().await? as u64)
+}
+
+/// Undoes table versions that no lake version names: a writer died after some of its Delta
+/// commits and before the lake's log entry that would have made them visible. Each such table
+/// gets a commit back to the files of its named version, and the lake a version naming those.
+async fn recover(lake: &Lake) -> Result<()> {
+    let Some(latest) = log::latest(lake.root())? else {
+        return Ok(());
+    };
+    let mut tables = latest.tables.clone();
+    let mut undone = Vec::new();
+    for table in Table::ALL {
+        let dir = lake.table_dir(table);
+        if !delta::is_table(&dir) {
+            continue;
+        }
+        let head = delta::latest_version(&dir).await?;
+        match latest.table(table) {
+            Some(v) if head > v => {
+                tables.insert(table.name().into(), delta::restore(&dir, Some(v)).await?);
+                undone.push(table.name());
+            }
+            Some(_) => {}
+            None => {
+                // Created by a transaction that never committed: emptied, and named from now on.
+                tables.insert(table.name().into(), delta::restore(&dir, None).await?);
+                undone.push(table.name());
+            }
+        }
+    }
+    if undone.is_empty() {
+        return Ok(());
+    }
+    let entry = Entry {
+        version: latest.version + 1,
+        timestamp_ms: log::now_ms(),
+        operation: "recover".into(),
+        tables,
+    };
+    if !log::write(lake.root(), &entry)? {
+        return Err(
+            Error::runtime("another writer changed the lake during recovery")
+                .with_hint("run the command again"),
+        );
+    }
+    eprintln!(
+        "undid an interrupted write to {} (it was never visible to readers)",
+        undone.join(", ")
+    );
+    Ok(())
+}
+
+impl WriteLock {
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The lake version this writer builds on.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.base
+    }
+
+    /// Starts a transaction: a fresh staging directory that is committed or removed.
+    pub fn begin(&self) -> Result<Transaction<'_>> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let dir = self.lake.root().join(STAGING).join(&id);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        Ok(Transaction {
+            lock: self,
+            id,
+            dir,
+            moves: Vec::new(),
+            removes: Vec::new(),
+            create: Vec::new(),
+            committed: false,
+        })
+    }
+}
+
+/// Files written under staging, committed together by [`Transaction::commit`].
+pub struct Transaction<'l> {
+    lock: &'l WriteLock,
+    id: String,
+    dir: PathBuf,
+    moves: Vec<(PathBuf, PathBuf)>,
+    removes: Vec<(Table, DataFile)>,
+    create: Vec<Table>,
+    committed: bool,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// The lake version written, or None when the transaction changed no table.
+    pub version: Option<u64>,
+}
+
+impl Transaction<'_> {
+    /// The transaction's id (also names its quarantine directory).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Staging directory of this transaction, for scratch files that are never committed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where this transaction stages files of `table` (Hive layout, so it can be queried).
+    pub fn staged_table_dir(&self, table: Table) -> PathBuf {
+        self.dir.join(table.name())
+    }
+
+    fn staged_rel(&self, staged: &Path) -> PathBuf {
+        staged
+            .strip_prefix(self.lock.lake.root())
+            .expect("staging is inside the lake")
+            .to_path_buf()
+    }
+
+    /// Reserves a new file of `table` for day `day`: returns its staged path, which the caller
+    /// must have written completely before [`Transaction::commit`].
+    pub fn new_file(&mut self, table: Table, day: i32) -> PathBuf {
+        let rel = PathBuf::from(table.name())
+            .join(format!("date={}", event::day_string(day)))
+            .join(format!("part-{}.parquet", uuid::Uuid::new_v4().simple()));
+        let staged = self.dir.join(&rel);
+        let staged_rel = self.staged_rel(&staged);
+        self.moves.push((staged_rel, rel));
+        staged
+    }
+
+    /// Moves the id-hash file of `staged` (a file from [`Transaction::new_file`]) along with it.
+    pub fn add_id_hashes(&mut self, staged: &Path) {
+        let staged_rel = self.staged_rel(staged);
+        let Some((from, to)) = self.moves.iter().find(|(from, _)| *from == staged_rel) else {
+            return;
+        };
+        let pair = (ids::ids_path(from), ids::ids_path(to));
+        self.moves.push(pair);
+    }
+
+    /// Gives up a file reserved with [`Transaction::new_file`] (its rows were merged into
+    /// another): it is deleted, with its id-hash file, and not committed.
+    pub fn discard_file(&mut self, staged: &Path) -> Result<()> {
+        let staged_rel = self.staged_rel(staged);
+        let hashes_rel = ids::ids_path(&staged_rel);
+        self.moves
+            .retain(|(from, _)| *from != staged_rel && *from != hashes_rel);
+        for path in [staged.to_path_buf(), ids::ids_path(staged)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("cannot remove", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an already-written staged directory to move to `final_rel` (the quarantine).
+    pub fn add_move(&mut self, staged: &Path, final_rel: PathBuf) {
+        let staged_rel = self.staged_rel(staged);
+        self.moves.push((staged_rel, final_rel));
+    }
+
+    /// Removes a file of the base version from `table` in this commit (its rows were
+    /// rewritten into a file of this transaction). It stays on disk for readers of older
+    /// versions until a vacuum.
+    pub fn remove_file(&mut self, table: Table, file: &DataFile) {
+        self.removes.push((table, file.clone()));
+    }
+
+    /// Creates `table` (empty unless this transaction adds files to it) in this commit.
+    pub fn create_table(&mut self, table: Table) {
+        if !self.create.contains(&table) {
+            self.create.push(table);
+        }
+    }
+
+    /// Makes the transaction's files part of the lake's next version (see the module docs).
+    /// `operation` names it in the lake's log.
+    pub async fn commit(mut self, operation: &str) -> Result<Committed> {
+        let root = self.lock.lake.root().to_path_buf();
+        // 1. Files to their places. Readers do not see them yet: no table version lists them.
+        let mut parents = HashSet::new();
+        let mut adds: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        for (from, to) in &self.moves {
+            let (src, dst) = (root.join(from), root.join(to));
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+                parents.insert(parent.to_path_buf());
+            }
+            fs::rename(&src, &dst).map_err(|e| Error::io("cannot commit", &dst, e))?;
+            if let Some((table, rel, day)) = table_file(to) {
+                adds.entry(table_index(table)).or_default().push((rel, day));
+            }
+        }
+        for p in &parents {
+            sync_dir(p)?;
+        }
+        // 2. One Delta commit per table changed, at the version this writer read.
+        let base = self
+            .lock
+            .base
+            .entry()
+            .cloned()
+            .expect("a writer's lake has a log");
+        let mut tables = base.tables.clone();
+        let mut done: Vec<(Table, Option<u64>)> = Vec::new();
+        let now = log::now_ms();
+        let mut result = Ok(());
+        for table in COMMIT_ORDER {
+            let files = adds.remove(&table_index(table)).unwrap_or_default();
+            let removes: Vec<&DataFile> = self
+                .removes
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, f)| f)
+                .collect();
+            let creating = base.table(table).is_none();
+            if files.is_empty() && removes.is_empty() && !(creating && self.create.contains(&table))
+            {
+                continue;
+            }
+            let dir = self.lock.lake.table_dir(table);
+            let step = async {
+                let data_change = removes.is_empty();
+                let mut actions = Vec::with_capacity(files.len() + removes.len());
+                for (rel, day) in &files {
+                    actions.push(Action::Add(delta::add_action(&dir, rel, day, data_change)?));
+                }
+                for f in &removes {
+                    actions.push(Action::Remove(delta::remove_action(f, false, now)));
+                }
+                if creating && !delta::is_table(&dir) {
+                    let adds = actions
+                        .into_iter()
+                        .filter_map(|a| match a {
+                            Action::Add(a) => Some(a),
+                            _ => None,
+                        })
+                        .collect();
+                    return delta::create(&dir, table, adds).await;
+                }
+                let at = match base.table(table) {
+                    Some(v) => v,
+                    None => delta::latest_version(&dir).await?,
+                };
+                let op = if removes.is_empty() {
+                    Operation::Append
+                } else {
+                    Operation::Compact
+                };
+                delta::commit(&dir, at, actions, op).await
+            };
+            match step.await {
+                Ok(v) => {
+                    done.push((table, base.table(table)));
+                    tables.insert(table.name().to_string(), v);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() && !done.is_empty() {
+            // 3. The lake's next version: from here on readers see the whole transaction.
+            let entry = Entry {
+                version: base.version + 1,
+                timestamp_ms: log::now_ms(),
+                operation: operation.to_string(),
+                tables,
+            };
+            match log::write(&root, &entry) {
+                Ok(true) => {
+                    self.committed = true;
+                    let _ = fs::remove_dir_all(&self.dir);
+                    return Ok(Committed {
+                        version: Some(entry.version),
+                    });
+                }
+                Ok(false) => {
+                    result = Err(Error::runtime(format!(
+                        "another writer committed version {} of the lake first",
+                        entry.version
+                    ))
+                    .with_hint("nothing of this command was committed; run it again"));
+                }
+                Err(e) => result = Err(e),
+            }
+        }
+        if let Err(e) = result {
+            // Undo the table commits made so far; if that fails too, the next writer does.
+            for (table, before) in done.into_iter().rev() {
+                let _ = delta::restore(&self.lock.lake.table_dir(table), before).await;
+            }
+            return Err(e);
+        }
+        // Nothing to commit to any table: only the quarantine moved.
+        self.committed = true;
+        let _ = fs::remove_dir_all(&self.dir);
+        Ok(Committed::default())
+    }
+}
+
+fn table_index(table: Table) -> usize {
+    Table::ALL
+        .iter()
+        .position(|t| *t == table)
+        .expect("a table")
+}
+
+/// `(table, path in the table, day)` when `rel` (relative to the lake) is a table's data file.
+fn table_file(rel: &Path) -> Option<(Table, String, String)> {
+    let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+    let first = parts.next()??;
+    let table = *Table::ALL.iter().find(|t| t.name() == first)?;
+    let part = parts.next()??;
+    let name = parts.next()??;
+    if parts.next().is_some() || !name.ends_with(".parquet") {
+        return None;
+    }
+    let day = part.strip_prefix("date=")?.to_string();
+    Some((table, format!("{part}/{name}"), day))
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Files already moved to partitions but never committed are removed by a vacuum.
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Files (with their id-hash files) in `table`'s partitions that no version since `cutoff_ms`
+/// needs: removed from the table before the cutoff, or never committed and older than it.
+pub(crate) async fn vacuum_candidates(
+    lake: &Lake,
+    snapshot: &Snapshot,
+    table: Table,
+    cutoff_ms: i64,
+) -> Result<Vec<PathBuf>> {
+    let Some(t) = snapshot.table(table) else {
+        return Ok(Vec::new());
+    };
+    let dir = lake.table_dir(table);
+    let live: HashSet<&str> = t.files.iter().map(|f| f.path.as_str()).collect();
+    let tombstones: HashMap<String, i64> = delta::tombstones(&t.delta, &dir).await?;
+    let mut out = Vec::new();
+    for day_dir in lake.partition_dirs(table)? {
+        let day = day_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        for entry in super::read_dir(&day_dir)? {
+            let p = entry.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.ends_with(".parquet") || name.starts_with('.') {
+                continue;
+            }
+            let rel = format!("{day}/{name}");
+            if live.contains(rel.as_str()) {
+                continue;
+            }
+            let removed_at = match tombstones.get(&rel) {
+                Some(ms) => *ms,
+                None => entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(i64::MAX, |d| d.as_millis() as i64),
+            };
+            if removed_at < cutoff_ms {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
