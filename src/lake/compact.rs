@@ -19,7 +19,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;
 
 use super::delta::DataFile;
-use super::{Lake, Table, WriteLock, ids};
+use super::{Lake, Table, Transaction, WriteLock, ids};
 use crate::error::{Error, Result};
 use crate::event;
 
@@ -58,23 +58,29 @@ pub async fn compact(
         return Err(Error::usage(format!("no partition date={d} in {}", lake.table_dir(table).display()))
             .with_hint("list partitions with `promptgate sql \"SELECT date, COUNT(*) FROM llm_events GROUP BY date ORDER BY date\"`"));
     }
-    compact_files(&lock, table, |d, files| {
+    let mut tx = lock.begin()?;
+    let mut report = compact_into(&lock, &mut tx, table, |d, files| {
         if day.is_some_and(|x| x != d) || files.len() < min_files.max(2) {
             Vec::new()
         } else {
             files.to_vec()
         }
     })
-    .await
+    .await?;
+    if report.partitions > 0 {
+        report.version = tx.commit("compact").await?.version;
+    }
+    Ok(report)
 }
 
 /// Compacts, in each table, the small files of every partition that holds
 /// [`AUTO_COMPACT_FILES`] or more of them (what ingest runs after its commit).
 pub async fn compact_small_files(lake: &Lake) -> Result<Vec<(Table, CompactReport)>> {
     let lock = lake.lock().await?;
+    let mut tx = lock.begin()?;
     let mut out = Vec::new();
     for table in Table::ALL {
-        let r = compact_files(&lock, table, |_, files| {
+        let r = compact_into(&lock, &mut tx, table, |_, files| {
             let small: Vec<DataFile> = files
                 .iter()
                 .filter(|f| f.size < SMALL_FILE_BYTES)
@@ -91,13 +97,21 @@ pub async fn compact_small_files(lake: &Lake) -> Result<Vec<(Table, CompactRepor
             out.push((table, r));
         }
     }
+    // All tables in one commit: one new version of the lake.
+    if !out.is_empty() {
+        let version = tx.commit("compact").await?.version;
+        for (_, r) in &mut out {
+            r.version = version;
+        }
+    }
     Ok(out)
 }
 
-/// Merges, per day of `table`, the files `pick` chooses (none, or two or more) into one file,
-/// and commits all days at once.
-async fn compact_files(
+/// Merges, per day of `table`, the files `pick` chooses (none, or two or more) into one file
+/// of `tx`, which removes the files it replaces when it commits.
+async fn compact_into(
     lock: &WriteLock,
+    tx: &mut Transaction<'_>,
     table: Table,
     pick: impl Fn(&str, &[DataFile]) -> Vec<DataFile>,
 ) -> Result<CompactReport> {
@@ -108,7 +122,6 @@ async fn compact_files(
     }
     let dir = lake.table_dir(table);
     let mut report = CompactReport::default();
-    let mut tx = lock.begin()?;
     for day in snapshot.days(table)? {
         let files: Vec<DataFile> = snapshot
             .data_files(table)
@@ -159,9 +172,6 @@ async fn compact_files(
         report.files_before += chosen.len();
         report.files_after += 1;
         report.rows += rows;
-    }
-    if report.partitions > 0 {
-        report.version = tx.commit("compact").await?.version;
     }
     Ok(report)
 }

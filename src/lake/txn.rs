@@ -423,6 +423,7 @@ impl Transaction<'_> {
         for p in &parents {
             sync_dir(p)?;
         }
+        crash_point("files");
         // 2. One Delta commit per table changed, at the version this writer read.
         let base = self
             .lock
@@ -482,6 +483,7 @@ impl Transaction<'_> {
                 Ok(v) => {
                     done.push((table, base.table(table)));
                     tables.insert(table.name().to_string(), v);
+                    crash_point(table.name());
                 }
                 Err(e) => {
                     result = Err(e);
@@ -499,6 +501,7 @@ impl Transaction<'_> {
             };
             match log::write(&root, &entry) {
                 Ok(true) => {
+                    crash_point("log");
                     self.committed = true;
                     let _ = fs::remove_dir_all(&self.dir);
                     return Ok(Committed {
@@ -526,6 +529,21 @@ impl Transaction<'_> {
         self.committed = true;
         let _ = fs::remove_dir_all(&self.dir);
         Ok(Committed::default())
+    }
+}
+
+/// The environment variable that kills the process at a step of every commit, for the tests
+/// that prove a crash anywhere leaves the lake whole: `files` (files moved into partitions),
+/// a table's name (that table's Delta commit done), `log` (the lake's version written).
+pub const CRASH_ENV: &str = "PROMPTGATE_CRASH_AT";
+
+fn crash_point(step: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == step) {
+        // SIGKILL, as `kill -9` or a power cut would: no destructors, no flushing.
+        // SAFETY: getpid and kill have no preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
     }
 }
 

@@ -1,0 +1,437 @@
+//! Lake v2 (Delta Lake): readers see one committed version during any write, compaction or
+//! crash; writers never lose or duplicate events; old lakes convert in place; time travel;
+//! vacuum after retention; files planted beside the log change nothing; an independent Delta
+//! reader (the `deltalake` Python package) agrees on every table.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Lake, bin};
+use serde_json::Value;
+
+/// Generated events (with inline labels) in a file beside the lake.
+fn events(lake: &Lake, name: &str, n: u32, seed: u32) -> String {
+    let out = bin()
+        .args([
+            "gen",
+            "--events",
+            &n.to_string(),
+            "--days",
+            "3",
+            "--seed",
+            &seed.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let p = lake.path(name);
+    std::fs::write(&p, &out.stdout).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn ingest(lake: &Lake, files: &[&str]) -> Value {
+    let mut args = vec!["ingest", "--json", "--no-progress"];
+    args.extend_from_slice(files);
+    serde_json::from_str(&lake.ok(&args)).unwrap()
+}
+
+/// `SELECT COUNT(*)` of a table, and of its distinct ids.
+fn counts(lake: &Lake, table: &str, id: &str) -> (u64, u64) {
+    let q = format!("SELECT COUNT(*) AS n, COUNT(DISTINCT {id}) AS d FROM {table}");
+    let out = lake.ok(&["sql", &q, "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (v[0]["n"].as_u64().unwrap(), v[0]["d"].as_u64().unwrap())
+}
+
+fn all_counts(lake: &Lake) -> [(u64, u64); 3] {
+    [
+        counts(lake, "llm_events", "event_id"),
+        counts(lake, "llm_labels", "label_id"),
+        counts(lake, "llm_labeled_events", "event_id"),
+    ]
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+/// A writer killed (SIGKILL) at each step of its commit leaves the lake as it was for every
+/// reader (or whole, once the lake's version is written); the next writer undoes what it left
+/// and commits its own events exactly once.
+#[test]
+fn a_writer_killed_at_any_step_of_its_commit_leaves_old_or_new() {
+    for step in [
+        "files",
+        "llm_labels",
+        "llm_labeled_events",
+        "llm_events",
+        "log",
+    ] {
+        let lake = Lake::new();
+        let a = events(&lake, "a.ndjson", 3000, 1);
+        let b = events(&lake, "b.ndjson", 3000, 2);
+        ingest(&lake, &[&a]);
+        let old = all_counts(&lake);
+        let killed = lake.dir.path().join("killed");
+        let status = bin()
+            .arg("--lake")
+            .arg(&lake.lake)
+            .args(["ingest", "--no-progress", &b])
+            .env("PROMPTGATE_CRASH_AT", step)
+            .stderr(std::fs::File::create(&killed).unwrap())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), None, "{step}: the writer was to be killed");
+        let seen = all_counts(&lake);
+        if step == "log" {
+            assert_eq!(seen[0], (6000, 6000), "{step}: committed before the kill");
+        } else {
+            assert_eq!(seen, old, "{step}: readers see the lake as it was");
+        }
+        // The next writer (the same ingest again) finishes: every event once, labels and index
+        // consistent with them.
+        ingest(&lake, &[&b]);
+        let now = all_counts(&lake);
+        assert_eq!(now[0], (6000, 6000), "{step}");
+        assert_eq!(now[1].0, now[1].1, "{step}: no label twice");
+        assert_eq!(now[2].0, now[2].1, "{step}: no index row twice");
+        let joined = lake.ok(&[
+            "sql",
+            "SELECT COUNT(DISTINCT l.event_id) AS n FROM llm_labels l JOIN llm_events e USING (event_id)",
+            "--format",
+            "csv",
+        ]);
+        assert_eq!(
+            joined.lines().nth(1).unwrap().parse::<u64>().unwrap(),
+            now[2].0,
+            "{step}"
+        );
+    }
+}
+
+/// A reader in a loop never fails and only ever counts a committed version, while ingests
+/// append (and compact automatically) and an explicit compaction rewrites every partition.
+#[test]
+fn readers_in_a_loop_see_only_committed_versions_during_ingest_and_compaction() {
+    let lake = Lake::new();
+    let inputs: Vec<String> = (0..5)
+        .map(|i| events(&lake, &format!("{i}.ndjson"), 2000, 10 + i))
+        .collect();
+    ingest(&lake, &[&inputs[0]]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (path, stop) = (lake.lake.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let out = bin()
+                    .arg("--lake")
+                    .arg(&path)
+                    .args([
+                        "sql",
+                        "SELECT COUNT(*) AS n FROM llm_events",
+                        "--format",
+                        "csv",
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "a reader failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let text = String::from_utf8(out.stdout).unwrap();
+                seen.push(text.lines().nth(1).unwrap().parse::<u64>().unwrap());
+            }
+            seen
+        })
+    };
+    let mut compacted = false;
+    for input in &inputs[1..] {
+        let r = ingest(&lake, &[input]);
+        compacted |= r["compacted"].as_array().is_some_and(|c| !c.is_empty());
+    }
+    assert!(
+        compacted,
+        "the fourth small file of a day is merged by the ingest"
+    );
+    lake.ok(&["compact"]);
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    let allowed: BTreeSet<u64> = (1..=5).map(|i| i * 2000).collect();
+    assert!(!seen.is_empty());
+    for n in &seen {
+        assert!(
+            allowed.contains(n),
+            "a reader counted {n}, not a committed version ({allowed:?})"
+        );
+    }
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (10_000, 10_000));
+}
+
+/// Two ingests at once of overlapping inputs: every event exactly once.
+#[test]
+fn two_writers_at_once_never_lose_or_duplicate_events() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 4000, 21);
+    let b = events(&lake, "b.ndjson", 4000, 22);
+    let c = events(&lake, "c.ndjson", 4000, 23);
+    let spawn = |files: [&str; 2]| {
+        bin()
+            .arg("--lake")
+            .arg(&lake.lake)
+            .args(["ingest", "--json", "--no-progress", files[0], files[1]])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (w1, w2) = (spawn([&a, &b]), spawn([&c, &b]));
+    for w in [w1, w2] {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (12_000, 12_000));
+    let [_, labels, index] = all_counts(&lake);
+    assert_eq!(labels.0, labels.1);
+    assert_eq!(index.0, index.1);
+}
+
+/// A lake of the layout before Delta Lake (directories of Parquet files, no logs) is read as
+/// it is, and converted in place (no file rewritten) with the same rows.
+#[test]
+fn an_old_layout_lake_is_converted_in_place_with_its_rows() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 3000, 31);
+    let b = events(&lake, "b.ndjson", 3000, 32);
+    ingest(&lake, &[&a]);
+    ingest(&lake, &[&b]);
+    let before = all_counts(&lake);
+    for d in [
+        "_promptgate",
+        "llm_events/_delta_log",
+        "llm_labels/_delta_log",
+        "llm_labeled_events/_delta_log",
+    ] {
+        std::fs::remove_dir_all(lake.lake.join(d)).unwrap();
+    }
+    let mut files_before = Vec::new();
+    walk(&lake.lake.join("llm_events"), &mut files_before);
+    // An unfinished commit of the old layout whose manifest points outside the lake is ignored.
+    let tx = lake.lake.join("_staging/0001");
+    std::fs::create_dir_all(&tx).unwrap();
+    std::fs::write(tx.join("f"), "not parquet").unwrap();
+    std::fs::write(
+        tx.join("COMMIT.json"),
+        r#"{"moves":[["_staging/0001/f","../outside.parquet"]]}"#,
+    )
+    .unwrap();
+    assert_eq!(all_counts(&lake), before, "read from its directories");
+    let err = lake.stderr(&["lake", "history"], 2);
+    assert!(err.contains("lake convert"), "{err}");
+    let out = lake.ok(&["lake", "convert"]);
+    assert!(out.contains("converted"), "{out}");
+    assert!(!lake.dir.path().join("outside.parquet").exists());
+    assert_eq!(all_counts(&lake), before);
+    let history = lake.ok(&["lake", "history", "--json"]);
+    let first: Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(first["operation"], "convert");
+    let mut files_after = Vec::new();
+    walk(&lake.lake.join("llm_events"), &mut files_after);
+    files_after.retain(|p| !p.to_string_lossy().contains("_delta_log"));
+    files_before.sort();
+    files_after.sort();
+    assert_eq!(files_before, files_after, "converted in place");
+    // And it takes appends like any lake.
+    let c = events(&lake, "c.ndjson", 3000, 33);
+    ingest(&lake, &[&c]);
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (9000, 9000));
+}
+
+/// `--as-of` reads an earlier version by number or time; a vacuum deletes replaced files only
+/// after the retention period, after which their versions can no longer be read.
+#[test]
+fn time_travel_and_vacuum_after_retention() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 3000, 41);
+    let b = events(&lake, "b.ndjson", 3000, 42);
+    assert_eq!(ingest(&lake, &[&a])["lake_version"], 1);
+    let between = chrono::Utc::now().to_rfc3339();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(ingest(&lake, &[&b])["lake_version"], 2);
+    let count_as_of = |as_of: &str| {
+        let out = lake.ok(&[
+            "sql",
+            "--as-of",
+            as_of,
+            "SELECT COUNT(*) AS n FROM llm_events",
+            "--format",
+            "csv",
+        ]);
+        out.lines().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(count_as_of("0"), 0);
+    assert_eq!(count_as_of("1"), 3000);
+    assert_eq!(count_as_of("2"), 6000);
+    assert_eq!(count_as_of(&between), 3000);
+    let err = lake.stderr(&["sql", "--as-of", "9", "SELECT 1"], 2);
+    assert!(
+        err.contains("no version 9") && err.contains("latest is 2"),
+        "{err}"
+    );
+    let err = lake.stderr(&["sql", "--as-of", "2001-01-01", "SELECT 1"], 2);
+    assert!(err.contains("no version committed at or before"), "{err}");
+    // The judge as of version 1 sees only the first file's events.
+    let judged = |as_of: &str| -> Value {
+        let out = lake.run(&[
+            "judge",
+            "--route",
+            "support",
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--as-of",
+            as_of,
+            "--format",
+            "json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_ne!(judged("1"), judged("2"));
+
+    lake.ok(&["compact"]);
+    let files_v2 = lake.ok(&[
+        "lake",
+        "files",
+        "--as-of",
+        "2",
+        "--table",
+        "llm_events",
+        "--json",
+    ]);
+    // Within the retention period nothing a version reads is deleted.
+    let out = lake.ok(&["lake", "vacuum"]);
+    assert!(out.contains("deleted 0 file(s)"), "{out}");
+    assert_eq!(count_as_of("2"), 6000);
+    let dry = lake.ok(&["lake", "vacuum", "--retention-hours", "0", "--dry-run"]);
+    assert_eq!(count_as_of("2"), 6000, "a dry run deletes nothing");
+    for line in files_v2.lines() {
+        let f: Value = serde_json::from_str(line).unwrap();
+        assert!(dry.contains(f["path"].as_str().unwrap()), "{dry}");
+    }
+    lake.ok(&["lake", "vacuum", "--retention-hours", "0"]);
+    for line in files_v2.lines() {
+        let f: Value = serde_json::from_str(line).unwrap();
+        let p = lake.lake.join(f["path"].as_str().unwrap());
+        assert!(!p.exists(), "{} was replaced and vacuumed", p.display());
+    }
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (6000, 6000));
+    // (A sum, not a count: a count is answered from the log's statistics without a file.)
+    let err = lake.stderr(
+        &[
+            "sql",
+            "--as-of",
+            "2",
+            "SELECT SUM(duration_ms) FROM llm_events",
+        ],
+        1,
+    );
+    assert!(err.contains("vacuum") || err.contains("not found"), "{err}");
+}
+
+/// Files put beside the log by hand (a copy of a data file, an empty one, a truncated one) are
+/// not part of any version: queries and ingest ignore them, and a vacuum removes them.
+#[test]
+fn files_beside_the_log_change_nothing() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 3000, 51);
+    ingest(&lake, &[&a]);
+    let before = all_counts(&lake);
+    let files = lake.ok(&["lake", "files", "--table", "llm_events", "--json"]);
+    let first: Value = serde_json::from_str(files.lines().next().unwrap()).unwrap();
+    let live = lake.lake.join(first["path"].as_str().unwrap());
+    let day = live.parent().unwrap();
+    std::fs::copy(&live, day.join("part-copy.parquet")).unwrap();
+    std::fs::write(day.join("part-empty.parquet"), b"").unwrap();
+    let bytes = std::fs::read(&live).unwrap();
+    std::fs::write(day.join("part-cut.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_eq!(all_counts(&lake), before);
+    let b = events(&lake, "b.ndjson", 3000, 52);
+    ingest(&lake, &[&b]);
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (6000, 6000));
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let out = lake.ok(&["lake", "vacuum", "--retention-hours", "0"]);
+    for planted in [
+        "part-copy.parquet",
+        "part-empty.parquet",
+        "part-cut.parquet",
+    ] {
+        assert!(out.contains(planted), "{out}");
+        assert!(!day.join(planted).exists());
+    }
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (6000, 6000));
+}
+
+/// The `deltalake` Python package (delta-rs, its own reader) counts the same rows in every
+/// table as promptgate, after appends, a compaction and a vacuum.
+#[test]
+fn the_deltalake_python_package_agrees_on_every_table() {
+    let probe = Command::new("python3")
+        .args(["-c", "import deltalake"])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "the deltalake Python package is missing: python3 -m pip install deltalake (.ci/run does)"
+    );
+    let lake = Lake::new();
+    for i in 0..4 {
+        let f = events(&lake, &format!("{i}.ndjson"), 2000, 60 + i);
+        ingest(&lake, &[&f]);
+    }
+    lake.ok(&["compact"]);
+    lake.ok(&["lake", "vacuum", "--retention-hours", "0"]);
+    let ours = all_counts(&lake);
+    let script = r#"
+import sys
+from deltalake import DeltaTable, QueryBuilder
+for t in ["llm_events", "llm_labels", "llm_labeled_events"]:
+    dt = DeltaTable(sys.argv[1] + "/" + t)
+    r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
+    print(t, r.column("n")[0].as_py())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, lake.lake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let theirs: Vec<u64> = text
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(theirs, vec![ours[0].0, ours[1].0, ours[2].0], "{text}");
+    assert_eq!(ours[0].0, 8000);
+}
