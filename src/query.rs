@@ -77,6 +77,22 @@ async fn session(lake: &Lake, as_of: &AsOf, string_views: bool) -> Result<Sessio
     Ok(ctx)
 }
 
+/// Says why a file a version lists can be missing: a vacuum removed it (an old version), or
+/// the lake was damaged (the latest).
+pub fn missing_file_hint(e: Error, as_of: &AsOf) -> Error {
+    if !e.message.contains("not found") || e.hint.is_some() {
+        return e;
+    }
+    match as_of {
+        AsOf::Latest => e.with_hint(
+            "a file the lake's latest version lists is gone: it was deleted by hand; restore it from a backup",
+        ),
+        _ => e.with_hint(
+            "this version's files were deleted by a vacuum after the retention period (`promptgate lake vacuum`); read a newer version",
+        ),
+    }
+}
+
 /// The environment variable that sets the query memory pool, in MiB.
 pub const MEMORY_ENV: &str = "PROMPTGATE_MEMORY_MIB";
 

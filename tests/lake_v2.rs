@@ -355,7 +355,10 @@ fn time_travel_and_vacuum_after_retention() {
         ],
         1,
     );
-    assert!(err.contains("vacuum") || err.contains("not found"), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("deleted by a vacuum"),
+        "{err}"
+    );
 }
 
 /// Files put beside the log by hand (a copy of a data file, an empty one, a truncated one) are

@@ -87,7 +87,9 @@ async fn judge(lake: &Lake, a: &JudgeArgs) -> Result<i32> {
         None => crate::lake::AsOf::Latest,
     };
     let ctx = query::judge_session_at(lake, &as_of).await?;
-    let verdict = evaluate(&ctx, a, &policy).await?;
+    let verdict = evaluate(&ctx, a, &policy)
+        .await
+        .map_err(|e| query::missing_file_hint(e, &as_of))?;
     let mut out = super::stdout();
     let subject = Subject {
         route: &a.route,

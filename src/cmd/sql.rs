@@ -32,7 +32,8 @@ pub async fn run(
     let mut out = super::stdout();
     report::write_dataframe(df, format, &mut out)
         .await
-        .map_err(memory_hint)?;
+        .map_err(memory_hint)
+        .map_err(|e| query::missing_file_hint(e, as_of))?;
     super::flush(&mut out)?;
     Ok(0)
 }

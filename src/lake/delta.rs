@@ -44,10 +44,10 @@ pub fn table_url(dir: &Path) -> Result<Url> {
 }
 
 fn log_store(dir: &Path) -> Result<LogStoreRef> {
-    Ok(deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?)
+    deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?)
         .map_err(delta_err(dir))?
         .build_storage()
-        .map_err(delta_err(dir))?)
+        .map_err(delta_err(dir))
 }
 
 fn delta_err(dir: &Path) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
@@ -77,9 +77,7 @@ pub async fn latest_version(dir: &Path) -> Result<u64> {
         .map_err(delta_err(dir))?
         .build()
         .map_err(delta_err(dir))?;
-    let v = table.get_latest_version().await.map_err(delta_err(dir))?;
-    u64::try_from(v)
-        .map_err(|_| Error::runtime(format!("{} has no committed version", dir.display())))
+    table.get_latest_version().await.map_err(delta_err(dir))
 }
 
 /// The Delta schema of a table: its file columns, then the `date` partition column.
