@@ -36,6 +36,9 @@ struct Browser {
     session: String,
     /// Events received while waiting for replies.
     events: Vec<Value>,
+    /// An empty page of the same (file://) origin, opened in a second tab to read what the
+    /// browser process holds of the origin's localStorage.
+    blank: PathBuf,
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -132,7 +135,9 @@ impl Browser {
             next_id: 0,
             session: String::new(),
             events: Vec::new(),
+            blank: profile.with_file_name("blank.html"),
         };
+        std::fs::write(&b.blank, "<!doctype html><title>blank</title>").unwrap();
         b.call_browser(
             "Browser.setDownloadBehavior",
             json!({"behavior": "allow", "downloadPath": downloads, "eventsEnabled": true}),
@@ -237,36 +242,33 @@ impl Browser {
     /// reads) holds what the page wrote: the page's writes reach it asynchronously, and a
     /// reload that outruns them starts from older progress (seen once in five runs).
     fn wait_for_storage(&mut self) {
-        self.call("DOMStorage.enable", json!({}));
-        let tree = self.call("Page.getFrameTree", json!({}));
-        let frame = tree["frameTree"]["frame"]["id"].clone();
-        let key =
-            self.call("Storage.getStorageKey", json!({"frameId": frame}))["storageKey"].clone();
-        let page: BTreeMap<String, String> =
-            serde_json::from_value(self.eval("Object.fromEntries(Object.entries(localStorage))"))
-                .unwrap();
+        const ENTRIES: &str = "JSON.stringify(Object.entries(localStorage).sort())";
+        let page = self.eval(ENTRIES);
+        // What a reloaded page reads is the browser process's copy, which the page's writes
+        // reach asynchronously. Another renderer of the same origin reads that copy: a second
+        // tab on an empty page (which writes nothing), polled until it sees the page's entries.
+        let url = format!("file://{}", self.blank.display());
+        let target =
+            self.call_browser("Target.createTarget", json!({"url": url}))["targetId"].clone();
+        let other = self.call_browser(
+            "Target.attachToTarget",
+            json!({"targetId": target, "flatten": true}),
+        )["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let page_session = std::mem::replace(&mut self.session, other);
+        self.wait_for("document.readyState === 'complete'");
         let deadline = Instant::now() + WAIT;
-        loop {
-            let entries = self.call(
-                "DOMStorage.getDOMStorageItems",
-                json!({"storageId": {"storageKey": key, "isLocalStorage": true}}),
-            )["entries"]
-                .clone();
-            let browser: BTreeMap<String, String> = entries
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (e[0].as_str().unwrap().into(), e[1].as_str().unwrap().into()))
-                .collect();
-            if browser == page {
-                return;
-            }
+        while self.eval(ENTRIES) != page {
             assert!(
                 Instant::now() < deadline,
-                "the browser's localStorage never caught up with the page's"
+                "the browser never held the page's localStorage"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.session = page_session;
+        self.call_browser("Target.closeTarget", json!({"targetId": target}));
     }
 
     fn reload(&mut self) {
