@@ -56,6 +56,33 @@ fn all_counts(lake: &Lake) -> [(u64, u64); 3] {
     ]
 }
 
+/// Rows of each table's latest Delta version (events, labels, index) as the `deltalake` Python
+/// package (delta-rs, its own reader) counts them.
+fn delta_rs_counts(lake: &Lake) -> Vec<u64> {
+    let script = r#"
+import sys
+from deltalake import DeltaTable, QueryBuilder
+for t in ["llm_events", "llm_labels", "llm_labeled_events"]:
+    dt = DeltaTable(sys.argv[1] + "/" + t)
+    r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
+    print(t, r.column("n")[0].as_py())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, lake.lake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -118,6 +145,44 @@ fn a_writer_killed_at_any_step_of_its_commit_leaves_old_or_new() {
         assert_eq!(
             joined.lines().nth(1).unwrap().parse::<u64>().unwrap(),
             now[2].0,
+            "{step}"
+        );
+    }
+}
+
+/// A commit that fails after some of its table commits undoes them and exits 1: nothing of
+/// it is visible, and the same ingest run again commits every event once.
+#[test]
+fn a_failed_commit_exits_1_and_leaves_nothing_behind() {
+    for step in ["llm_labels", "llm_labeled_events", "llm_events"] {
+        let lake = Lake::new();
+        let a = events(&lake, "a.ndjson", 3000, 71);
+        let b = events(&lake, "b.ndjson", 3000, 72);
+        ingest(&lake, &[&a]);
+        let old = all_counts(&lake);
+        let out = bin()
+            .arg("--lake")
+            .arg(&lake.lake)
+            .args(["ingest", "--no-progress", &b])
+            .env("PROMPTGATE_CRASH_AT", format!("fail:{step}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{step}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure"));
+        assert_eq!(all_counts(&lake), old, "{step}: nothing committed");
+        let history = lake.ok(&["lake", "history", "--json"]);
+        let latest: Value = serde_json::from_str(history.lines().next().unwrap()).unwrap();
+        assert_eq!(latest["version"], 1, "{step}: no new lake version");
+        // Nor to another Delta reader: each table's latest Delta version holds the old rows.
+        assert_eq!(
+            delta_rs_counts(&lake),
+            vec![old[0].0, old[1].0, old[2].0],
+            "{step}"
+        );
+        ingest(&lake, &[&b]);
+        assert_eq!(
+            counts(&lake, "llm_events", "event_id"),
+            (6000, 6000),
             "{step}"
         );
     }
@@ -413,28 +478,7 @@ fn the_deltalake_python_package_agrees_on_every_table() {
     lake.ok(&["compact"]);
     lake.ok(&["lake", "vacuum", "--retention-hours", "0"]);
     let ours = all_counts(&lake);
-    let script = r#"
-import sys
-from deltalake import DeltaTable, QueryBuilder
-for t in ["llm_events", "llm_labels", "llm_labeled_events"]:
-    dt = DeltaTable(sys.argv[1] + "/" + t)
-    r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
-    print(t, r.column("n")[0].as_py())
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script, lake.lake.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let theirs: Vec<u64> = text
-        .lines()
-        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(theirs, vec![ours[0].0, ours[1].0, ours[2].0], "{text}");
+    let theirs = delta_rs_counts(&lake);
+    assert_eq!(theirs, vec![ours[0].0, ours[1].0, ours[2].0]);
     assert_eq!(ours[0].0, 8000);
 }

@@ -384,3 +384,39 @@ pub async fn restore(dir: &Path, to: Option<u64>) -> Result<u64> {
     )
     .await
 }
+
+/// Commits the inverse of `actions` (committed as `version` of the table at `dir`) on top of
+/// its latest version: what they added is removed, what they removed is added back.
+pub async fn revert(dir: &Path, version: u64, actions: &[Action], now_ms: i64) -> Result<u64> {
+    let inverse = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Add(add) => Some(Action::Remove(Remove {
+                path: add.path.clone(),
+                data_change: true,
+                deletion_timestamp: Some(now_ms),
+                extended_file_metadata: Some(true),
+                partition_values: Some(add.partition_values.clone()),
+                size: Some(add.size),
+                ..Default::default()
+            })),
+            Action::Remove(rm) => Some(Action::Add(Add {
+                path: rm.path.clone(),
+                partition_values: rm.partition_values.clone().unwrap_or_default(),
+                size: rm.size.unwrap_or(0),
+                modification_time: now_ms,
+                data_change: true,
+                ..Default::default()
+            })),
+            _ => None,
+        })
+        .collect();
+    let head = latest_version(dir).await?;
+    commit(
+        dir,
+        head,
+        inverse,
+        Operation::Restore(version.saturating_sub(1)),
+    )
+    .await
+}

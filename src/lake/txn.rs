@@ -247,9 +247,11 @@ async fn recover(lake: &Lake) -> Result<()> {
             }
             Some(_) => {}
             None => {
-                // Created by a transaction that never committed: emptied, and named from now on.
-                tables.insert(table.name().into(), delta::restore(&dir, None).await?);
-                undone.push(table.name());
+                // Created by a transaction that never committed: emptied, and still not part
+                // of the lake (the labeled-events index is built whole by the next ingest).
+                if delta::restore(&dir, None).await? != head {
+                    undone.push(table.name());
+                }
             }
         }
     }
@@ -432,7 +434,8 @@ impl Transaction<'_> {
             .cloned()
             .expect("a writer's lake has a log");
         let mut tables = base.tables.clone();
-        let mut done: Vec<(Table, Option<u64>)> = Vec::new();
+        // Per table committed: its new version and the actions, to undo them if a later step fails.
+        let mut done: Vec<(Table, u64, Vec<Action>)> = Vec::new();
         let now = log::now_ms();
         let mut result = Ok(());
         for table in COMMIT_ORDER {
@@ -466,7 +469,8 @@ impl Transaction<'_> {
                             _ => None,
                         })
                         .collect();
-                    return delta::create(&dir, table, adds).await;
+                    let v = delta::create(&dir, table, adds).await?;
+                    return Ok((v, Vec::new()));
                 }
                 let at = match base.table(table) {
                     Some(v) => v,
@@ -477,13 +481,18 @@ impl Transaction<'_> {
                 } else {
                     Operation::Compact
                 };
-                delta::commit(&dir, at, actions, op).await
+                let v = delta::commit(&dir, at, actions.clone(), op).await?;
+                Ok((v, actions))
             };
             match step.await {
-                Ok(v) => {
-                    done.push((table, base.table(table)));
+                Ok((v, actions)) => {
+                    done.push((table, v, actions));
                     tables.insert(table.name().to_string(), v);
                     crash_point(table.name());
+                    if let Err(e) = injected_failure(table.name()) {
+                        result = Err(e);
+                        break;
+                    }
                 }
                 Err(e) => {
                     result = Err(e);
@@ -519,9 +528,15 @@ impl Transaction<'_> {
             }
         }
         if let Err(e) = result {
-            // Undo the table commits made so far; if that fails too, the next writer does.
-            for (table, before) in done.into_iter().rev() {
-                let _ = delta::restore(&self.lock.lake.table_dir(table), before).await;
+            // Undo the table commits made so far (each with the inverse of its own actions,
+            // so nothing another writer committed is touched); if that fails too, the next
+            // writer undoes them.
+            for (table, version, actions) in done.into_iter().rev() {
+                let dir = self.lock.lake.table_dir(table);
+                let _ = match actions.is_empty() {
+                    true => delta::restore(&dir, None).await, // a table this commit created
+                    false => delta::revert(&dir, version, &actions, log::now_ms()).await,
+                };
             }
             return Err(e);
         }
@@ -536,6 +551,17 @@ impl Transaction<'_> {
 /// that prove a crash anywhere leaves the lake whole: `files` (files moved into partitions),
 /// a table's name (that table's Delta commit done), `log` (the lake's version written).
 pub const CRASH_ENV: &str = "PROMPTGATE_CRASH_AT";
+
+/// `PROMPTGATE_CRASH_AT=fail:<step>` makes that step fail with an error instead (the commit
+/// must then undo what it did and report that nothing was committed).
+fn injected_failure(step: &str) -> Result<()> {
+    match std::env::var(CRASH_ENV) {
+        Ok(v) if v.strip_prefix("fail:") == Some(step) => Err(Error::runtime(format!(
+            "injected failure after the {step} commit"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 fn crash_point(step: &str) {
     if std::env::var(CRASH_ENV).is_ok_and(|v| v == step) {
