@@ -59,6 +59,13 @@ fn all_counts(lake: &Lake) -> [(u64, u64); 3] {
 /// Rows of each table's latest Delta version (events, labels, index) as the `deltalake` Python
 /// package (delta-rs, its own reader) counts them.
 fn delta_rs_counts(lake: &Lake) -> Vec<u64> {
+    let probe = Command::new("python3")
+        .args(["-c", "import deltalake"])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "the deltalake Python package is missing: python3 -m pip install deltalake (.ci/run does)"
+    );
     let script = r#"
 import sys
 from deltalake import DeltaTable, QueryBuilder
@@ -463,13 +470,6 @@ fn files_beside_the_log_change_nothing() {
 /// table as promptgate, after appends, a compaction and a vacuum.
 #[test]
 fn the_deltalake_python_package_agrees_on_every_table() {
-    let probe = Command::new("python3")
-        .args(["-c", "import deltalake"])
-        .output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "the deltalake Python package is missing: python3 -m pip install deltalake (.ci/run does)"
-    );
     let lake = Lake::new();
     for i in 0..4 {
         let f = events(&lake, &format!("{i}.ndjson"), 2000, 60 + i);
