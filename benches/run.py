@@ -193,6 +193,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed after)")
     ap.add_argument("--bin", default=None, help="a release binary to measure (default: build one)")
+    ap.add_argument("--before-bin", default=None,
+                    help="an earlier release binary, measured on the same input in the same rounds (before/after)")
     ap.add_argument("--shuffled", default="1000000:7,5000000:7,1000000:365",
                     help="events:days of input written by DuckDB in random order ('' for none)")
     a = ap.parse_args()
@@ -219,12 +221,21 @@ def main():
         mb = os.path.getsize(nd) / 1e6
         lake = os.path.join(work, f"lake-{n}")
         shutil.rmtree(lake, ignore_errors=True)
-        t, rss, _ = measured([BIN, "--lake", lake, "ingest", "--no-progress", nd])
-        (rt, rmed, rrss), (jt, jmed, jrss) = interleaved(
-            a.repeat,
-            [BIN, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"],
-            [BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
-        print(f"| {n:,} | {mb:,.0f} | promptgate | {t:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} / {rmed:.3f} | {rrss:,.0f} | {jt:.3f} / {jmed:.3f} | {jrss:,.0f} | {jt / rt:.2f} / {jmed / rmed:.2f} |")
+        bins = [("promptgate", BIN, lake)]
+        if a.before_bin:
+            before_lake = os.path.join(work, f"lake-before-{n}")
+            shutil.rmtree(before_lake, ignore_errors=True)
+            bins.insert(0, ("promptgate (before)", os.path.abspath(a.before_bin), before_lake))
+        ingests = [measured([b, "--lake", l, "ingest", "--no-progress", nd]) for _, b, l in bins]
+        queries = []
+        for _, b, l in bins:
+            queries.append([b, "--lake", l, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])
+            queries.append([b, "--lake", l, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
+        timed = interleaved(a.repeat, *queries)
+        for i, (name, _, _) in enumerate(bins):
+            t, rss, _ = ingests[i]
+            (rt, rmed, rrss), (jt, jmed, jrss) = timed[2 * i], timed[2 * i + 1]
+            print(f"| {n:,} | {mb:,.0f} | {name} | {t:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} / {rmed:.3f} | {rrss:,.0f} | {jt:.3f} / {jmed:.3f} | {jrss:,.0f} | {jt / rt:.2f} / {jmed / rmed:.2f} |")
         pq = os.path.join(work, f"duck-{n}.parquet")
         os.sync()
         dt, drss, _ = measured([sys.executable, "-c", DUCK_CONVERT, nd, pq])

@@ -862,7 +862,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 labels,
                 accept_tradeoff,
                 format,
-            } => cmd::review::score(&lake, &id, &labels, accept_tradeoff.as_deref(), format),
+            } => cmd::review::score(&lake, &id, &labels, accept_tradeoff.as_deref(), format).await,
             ReviewCmd::ExampleRunner => cmd::review::example_runner(),
         },
     }

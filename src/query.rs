@@ -17,6 +17,7 @@ use datafusion::scalar::ScalarValue;
 use crate::error::{Error, Result};
 use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, day_string};
 use crate::lake::{AsOf, Lake, Snapshot, Table};
+use crate::review::table::REVIEWS_TABLE;
 
 /// The view of each labeled event's latest label.
 pub const LATEST_LABELS_SQL: &str = include_str!("../queries/llm_latest_labels.sql");
@@ -71,7 +72,11 @@ async fn session(lake: &Lake, as_of: &AsOf, string_views: bool) -> Result<Sessio
     for (table, name) in tables {
         snapshot.register(&ctx, table, name, string_views)?;
     }
-    crate::review::table::register(lake, &ctx)?;
+    if snapshot.version().is_none() {
+        crate::review::table::register_legacy(lake, &ctx)?;
+    } else if snapshot.has(Table::Reviews) {
+        snapshot.register(&ctx, Table::Reviews, REVIEWS_TABLE, string_views)?;
+    }
     ctx.sql(LATEST_LABELS_SQL).await?.collect().await?;
     ctx.sql(LABELED_VIEW_SQL).await?.collect().await?;
     Ok(ctx)

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -57,36 +56,11 @@ fn all_counts(lake: &Lake) -> [(u64, u64); 3] {
 }
 
 /// Rows of each table's latest Delta version (events, labels, index) as the `deltalake` Python
-/// package (delta-rs, its own reader) counts them.
+/// package counts them.
 fn delta_rs_counts(lake: &Lake) -> Vec<u64> {
-    let probe = Command::new("python3")
-        .args(["-c", "import deltalake"])
-        .output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "the deltalake Python package is missing: python3 -m pip install deltalake (.ci/run does)"
-    );
-    let script = r#"
-import sys
-from deltalake import DeltaTable, QueryBuilder
-for t in ["llm_events", "llm_labels", "llm_labeled_events"]:
-    dt = DeltaTable(sys.argv[1] + "/" + t)
-    r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
-    print(t, r.column("n")[0].as_py())
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script, lake.lake.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+    ["llm_events", "llm_labels", "llm_labeled_events"]
+        .iter()
+        .map(|t| common::delta_rs_count(&lake.lake, t))
         .collect()
 }
 

@@ -562,6 +562,20 @@ fn score_decides_with_sign_test_and_kappa_and_records_rows() {
         "{}",
         s["kappa"]
     );
+    // Scored five times: the table holds the last scoring's rows only (45 items, 2 labelers),
+    // replaced in one commit each time.
+    let sql = f.ok(&[
+        "sql",
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT labeler) AS who FROM llm_reviews WHERE review_id = $id",
+        "--param",
+        &format!("id={id}"),
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(sql.trim(), "n,who\n90,2");
+    let files = f.ok(&["lake", "files", "--table", "llm_reviews", "--json"]);
+    assert_eq!(files.lines().count(), 1, "{files}");
+    assert_eq!(common::delta_rs_count(&f.lake, "llm_reviews"), 90);
 }
 
 #[test]

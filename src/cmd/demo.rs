@@ -574,7 +574,8 @@ async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) ->
         std::slice::from_ref(&labels),
         None,
         ScoreFormat::Table,
-    )?;
+    )
+    .await?;
     writeln!(out, "(exit code {code})").map_err(w)?;
 
     writeln!(

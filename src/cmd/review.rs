@@ -508,7 +508,7 @@ pub enum ScoreFormat {
 ///
 /// Exit codes: 0 ship, 1 do not ship, 3 fewer than 20 labeled pairs; errors 1 (bad labels
 /// file: nothing recorded) or 2 (usage).
-pub fn score(
+pub async fn score(
     lake: &Lake,
     id: &str,
     labels: &[std::path::PathBuf],
@@ -542,7 +542,7 @@ pub fn score(
         .map(|i| (i.item, i.event_id))
         .collect();
     if !rows.is_empty() {
-        table::write_review_rows(lake, &manifest, &event_ids, &rows, &s)?;
+        table::write_review_rows(lake, &manifest, &event_ids, &rows, &s).await?;
         review.write_score(&s)?;
     }
     let mut out = super::stdout();

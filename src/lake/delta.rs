@@ -99,7 +99,9 @@ fn columns(table: Table) -> Result<Vec<StructField>> {
         };
         out.push(StructField::new(f.name().clone(), t, f.is_nullable()));
     }
-    out.push(StructField::new(PARTITION_COLUMN, DataType::STRING, false));
+    if table.partitioned() {
+        out.push(StructField::new(PARTITION_COLUMN, DataType::STRING, false));
+    }
     Ok(out)
 }
 
@@ -111,7 +113,11 @@ pub async fn create(dir: &Path, table: Table, adds: Vec<Add>) -> Result<u64> {
         .with_log_store(log_store(dir)?)
         .with_table_name(table.name())
         .with_columns(columns(table)?)
-        .with_partition_columns([PARTITION_COLUMN])
+        .with_partition_columns(if table.partitioned() {
+            vec![PARTITION_COLUMN]
+        } else {
+            Vec::new()
+        })
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_actions(adds.into_iter().map(Action::Add))
         .await
@@ -126,6 +132,8 @@ pub enum Operation {
     Append,
     /// The same rows in fewer files (compaction).
     Compact,
+    /// Rows replaced by others (a review scored again).
+    Replace,
     /// Back to the files of an earlier version (undoing a writer that died before the lake
     /// recorded its commit).
     Restore(u64),
@@ -145,6 +153,11 @@ pub async fn commit(dir: &Path, base: u64, actions: Vec<Action>, op: Operation) 
         Operation::Compact => DeltaOperation::Optimize {
             predicate: None,
             target_size: 0,
+        },
+        Operation::Replace => DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
         },
         Operation::Restore(v) => DeltaOperation::Restore {
             version: Some(v),
@@ -220,9 +233,10 @@ pub async fn tombstones(table: &DeltaTable, dir: &Path) -> Result<HashMap<String
         .collect())
 }
 
-/// The add action of a file already in place at `dir/rel` (a partition `day`): its size, and
-/// its row count and `route` range from the Parquet footer as statistics.
-pub fn add_action(dir: &Path, rel: &str, day: &str, data_change: bool) -> Result<Add> {
+/// The add action of a file already in place at `dir/rel` (in partition `day`, if the table is
+/// partitioned): its size, and its row count and `route` range from the Parquet footer as
+/// statistics.
+pub fn add_action(dir: &Path, rel: &str, day: Option<&str>, data_change: bool) -> Result<Add> {
     let path = dir.join(rel);
     let file = std::fs::File::open(&path).map_err(|e| Error::io("cannot read", &path, e))?;
     let meta = file
@@ -282,7 +296,9 @@ pub fn add_action(dir: &Path, rel: &str, day: &str, data_change: bool) -> Result
         .map_or(0, |d| d.as_millis() as i64);
     Ok(Add {
         path: rel.to_string(),
-        partition_values: HashMap::from([(PARTITION_COLUMN.to_string(), Some(day.to_string()))]),
+        partition_values: day
+            .map(|d| HashMap::from([(PARTITION_COLUMN.to_string(), Some(d.to_string()))]))
+            .unwrap_or_default(),
         size: meta.len() as i64,
         modification_time: modified,
         data_change,
@@ -298,10 +314,11 @@ pub fn remove_action(file: &DataFile, data_change: bool, now_ms: i64) -> Remove 
         data_change,
         deletion_timestamp: Some(now_ms),
         extended_file_metadata: Some(true),
-        partition_values: Some(HashMap::from([(
-            PARTITION_COLUMN.to_string(),
-            Some(file.day.clone()),
-        )])),
+        partition_values: Some(if file.day.is_empty() {
+            HashMap::new()
+        } else {
+            HashMap::from([(PARTITION_COLUMN.to_string(), Some(file.day.clone()))])
+        }),
         size: Some(file.size as i64),
         ..Default::default()
     }

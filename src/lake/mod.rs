@@ -62,23 +62,36 @@ pub enum Table {
     Labels,
     /// Index of labeled events, maintained by ingest (see `ingest::label_index`).
     LabeledEvents,
+    /// Scored blind reviews, one file per review (see `review::table`); not partitioned.
+    Reviews,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Events, Table::Labels, Table::LabeledEvents];
+    pub const ALL: [Table; 4] = [
+        Table::Events,
+        Table::Labels,
+        Table::LabeledEvents,
+        Table::Reviews,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::Events => EVENTS_TABLE,
             Table::Labels => LABELS_TABLE,
             Table::LabeledEvents => LABELED_EVENTS_TABLE,
+            Table::Reviews => crate::review::table::REVIEWS_TABLE,
         }
+    }
+    /// Whether the table's files lie in `date=` partitions (all but the reviews).
+    pub fn partitioned(self) -> bool {
+        self != Table::Reviews
     }
     pub fn schema(self) -> SchemaRef {
         match self {
             Table::Events => event::event_schema(),
             Table::Labels => event::label_schema(),
             Table::LabeledEvents => event::labeled_event_schema(),
+            Table::Reviews => crate::review::table::reviews_schema(),
         }
     }
     /// The column that identifies a row; re-ingesting a row with a known id adds nothing.
@@ -86,6 +99,7 @@ impl Table {
         match self {
             Table::Events | Table::LabeledEvents => "event_id",
             Table::Labels => "label_id",
+            Table::Reviews => "review_id",
         }
     }
     /// Sort order of rows within a file (recorded as Parquet `sorting_columns`). Events are
@@ -94,6 +108,7 @@ impl Table {
         match self {
             Table::Events | Table::LabeledEvents => ["route", "ts"],
             Table::Labels => ["event_id", "ts"],
+            Table::Reviews => ["review_id", "item"],
         }
     }
     /// Columns whose values are (nearly) unique: dictionary encoding only costs time there.
@@ -102,6 +117,7 @@ impl Table {
             Table::Events => &["event_id", "input", "output", "attributes"],
             Table::Labels => &["label_id", "event_id", "note"],
             Table::LabeledEvents => &["event_id"],
+            Table::Reviews => &["event_id", "note"],
         }
     }
 }
@@ -179,11 +195,15 @@ impl Lake {
         Ok(files)
     }
 
-    /// The `date=` partition directories of `table`, sorted.
+    /// The directories that hold `table`'s data files, sorted: its `date=` partitions (a table
+    /// that is not partitioned: its own directory).
     pub fn partition_dirs(&self, table: Table) -> Result<Vec<PathBuf>> {
         let dir = self.table_dir(table);
         if !dir.is_dir() {
             return Ok(Vec::new());
+        }
+        if !table.partitioned() {
+            return Ok(vec![dir]);
         }
         let mut dirs: Vec<PathBuf> = read_dir(&dir)?
             .into_iter()

@@ -28,7 +28,12 @@ use crate::event;
 /// Tables in the order a transaction commits them: the events last, so that a reader of the
 /// tables' latest Delta versions (another tool, not through the lake's log) never sees an
 /// indexed label whose event it cannot see.
-const COMMIT_ORDER: [Table; 3] = [Table::Labels, Table::LabeledEvents, Table::Events];
+const COMMIT_ORDER: [Table; 4] = [
+    Table::Reviews,
+    Table::Labels,
+    Table::LabeledEvents,
+    Table::Events,
+];
 
 /// The lake's writer lock. While it is held no other promptgate process on this machine writes
 /// the lake; the Delta commits at an expected version and the create-if-absent log entry keep
@@ -147,8 +152,11 @@ async fn convert(lake: &Lake) -> Result<()> {
             tables.insert(table.name().to_string(), delta::latest_version(&dir).await?);
             continue;
         }
-        // A lake of the old layout without the labeled-events index gets it at its next ingest.
-        if table == Table::LabeledEvents && !new_lake && !dir.is_dir() {
+        // A lake of the old layout without the labeled-events index gets it at its next ingest;
+        // the reviews table comes with the first scored review.
+        if (table == Table::LabeledEvents && !new_lake && !dir.is_dir())
+            || (table == Table::Reviews && !dir.is_dir())
+        {
             continue;
         }
         let files = lake.legacy_data_files(table, None)?;
@@ -166,7 +174,8 @@ async fn convert(lake: &Lake) -> Result<()> {
                 .and_then(|p| p.strip_prefix("date="))
                 .unwrap_or_default()
                 .to_string();
-            let add = delta::add_action(&dir, &rel, &day, true).map_err(|e| {
+            let day = table.partitioned().then_some(day.as_str());
+            let add = delta::add_action(&dir, &rel, day, true).map_err(|e| {
                 Error::runtime(format!("cannot convert the lake to Delta Lake: {e}")).with_hint(
                     format!(
                         "move the unreadable file out of {} and run again",
@@ -367,6 +376,16 @@ impl Transaction<'_> {
         self.moves.push(pair);
     }
 
+    /// Reserves a new file `name` of a table that is not partitioned (see
+    /// [`Transaction::new_file`]).
+    pub fn new_table_file(&mut self, table: Table, name: &str) -> PathBuf {
+        let rel = PathBuf::from(table.name()).join(name);
+        let staged = self.dir.join(&rel);
+        let staged_rel = self.staged_rel(&staged);
+        self.moves.push((staged_rel, rel));
+        staged
+    }
+
     /// Gives up a file reserved with [`Transaction::new_file`] (its rows were merged into
     /// another): it is deleted, with its id-hash file, and not committed.
     pub fn discard_file(&mut self, staged: &Path) -> Result<()> {
@@ -437,6 +456,9 @@ impl Transaction<'_> {
         // Per table committed: its new version and the actions, to undo them if a later step fails.
         let mut done: Vec<(Table, u64, Vec<Action>)> = Vec::new();
         let now = log::now_ms();
+        // Compaction rewrites rows (no data change for other readers); anything else that
+        // removes files replaces rows (a review scored again).
+        let compacting = operation == "compact";
         let mut result = Ok(());
         for table in COMMIT_ORDER {
             let files = adds.remove(&table_index(table)).unwrap_or_default();
@@ -453,13 +475,14 @@ impl Transaction<'_> {
             }
             let dir = self.lock.lake.table_dir(table);
             let step = async {
-                let data_change = removes.is_empty();
+                let data_change = !compacting;
                 let mut actions = Vec::with_capacity(files.len() + removes.len());
                 for (rel, day) in &files {
+                    let day = table.partitioned().then_some(day.as_str());
                     actions.push(Action::Add(delta::add_action(&dir, rel, day, data_change)?));
                 }
                 for f in &removes {
-                    actions.push(Action::Remove(delta::remove_action(f, false, now)));
+                    actions.push(Action::Remove(delta::remove_action(f, data_change, now)));
                 }
                 if creating && !delta::is_table(&dir) {
                     let adds = actions
@@ -476,10 +499,10 @@ impl Transaction<'_> {
                     Some(v) => v,
                     None => delta::latest_version(&dir).await?,
                 };
-                let op = if removes.is_empty() {
-                    Operation::Append
-                } else {
-                    Operation::Compact
+                let op = match (removes.is_empty(), compacting) {
+                    (true, _) => Operation::Append,
+                    (false, true) => Operation::Compact,
+                    (false, false) => Operation::Replace,
                 };
                 let v = delta::commit(&dir, at, actions.clone(), op).await?;
                 Ok((v, actions))
@@ -585,6 +608,13 @@ fn table_file(rel: &Path) -> Option<(Table, String, String)> {
     let mut parts = rel.components().map(|c| c.as_os_str().to_str());
     let first = parts.next()??;
     let table = *Table::ALL.iter().find(|t| t.name() == first)?;
+    if !table.partitioned() {
+        let name = parts.next()??;
+        if parts.next().is_some() || !name.ends_with(".parquet") {
+            return None;
+        }
+        return Some((table, name.to_string(), String::new()));
+    }
     let part = parts.next()??;
     let name = parts.next()??;
     if parts.next().is_some() || !name.ends_with(".parquet") {
@@ -619,11 +649,15 @@ pub(crate) async fn vacuum_candidates(
     let tombstones: HashMap<String, i64> = delta::tombstones(&t.delta, &dir).await?;
     let mut out = Vec::new();
     for day_dir in lake.partition_dirs(table)? {
-        let day = day_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let prefix = if table.partitioned() {
+            let day = day_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            format!("{day}/")
+        } else {
+            String::new()
+        };
         for entry in super::read_dir(&day_dir)? {
             let p = entry.path();
             let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
@@ -632,7 +666,7 @@ pub(crate) async fn vacuum_candidates(
             if !name.ends_with(".parquet") || name.starts_with('.') {
                 continue;
             }
-            let rel = format!("{day}/{name}");
+            let rel = format!("{prefix}{name}");
             if live.contains(rel.as_str()) {
                 continue;
             }

@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 
 use crate::error::{Error, Result};
 use crate::event::ts_type;
-use crate::lake::{Lake, write_file_atomic};
+use crate::lake::{Lake, Table};
 
 use super::score::{LabelRow, Preference, ReviewScore};
 use super::store::ReviewManifest;
@@ -52,8 +52,9 @@ fn table_dir(lake: &Lake) -> PathBuf {
     lake.root().join(REVIEWS_TABLE)
 }
 
-/// Registers `llm_reviews` when the lake has reviews.
-pub fn register(lake: &Lake, ctx: &SessionContext) -> Result<()> {
+/// Registers `llm_reviews` of a lake of the old layout (no log) when it has reviews; a Delta
+/// lake's is registered with its other tables, from the same snapshot.
+pub fn register_legacy(lake: &Lake, ctx: &SessionContext) -> Result<()> {
     let dir = table_dir(lake);
     if !dir.is_dir() {
         return Ok(());
@@ -63,8 +64,9 @@ pub fn register(lake: &Lake, ctx: &SessionContext) -> Result<()> {
     crate::lake::register_listing(ctx, &dir, reviews_schema(), options, REVIEWS_TABLE)
 }
 
-/// Writes (or replaces) the review's rows, atomically.
-pub fn write_review_rows(
+/// Writes (or replaces) the review's rows: one commit that adds the new file and removes the
+/// review's earlier one, so readers see one or the other, never both.
+pub async fn write_review_rows(
     lake: &Lake,
     manifest: &ReviewManifest,
     event_ids: &std::collections::HashMap<u32, String>,
@@ -111,13 +113,34 @@ pub fn write_review_rows(
         Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
     ];
     let batch = RecordBatch::try_new(reviews_schema(), columns)?;
-    let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, reviews_schema(), None)?;
+    let lock = lake.lock().await?;
+    let snapshot = lock.snapshot();
+    let mut tx = lock.begin()?;
+    let name = format!("{}-{}.parquet", manifest.id, uuid::Uuid::new_v4().simple());
+    let staged = tx.new_table_file(Table::Reviews, &name);
+    if let Some(parent) = staged.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+    }
+    let file =
+        std::fs::File::create(&staged).map_err(|e| Error::io("cannot create", &staged, e))?;
+    let mut w = ArrowWriter::try_new(file, reviews_schema(), None)?;
     w.write(&batch)?;
-    w.close()?;
-    let dir = table_dir(lake);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-    let path = dir.join(format!("{}.parquet", manifest.id));
-    write_file_atomic(&path, &buf)?;
-    Ok(path)
+    w.into_inner()?
+        .sync_all()
+        .map_err(|e| Error::io("cannot fsync", &staged, e))?;
+    // The review's earlier rows (`<id>-<uuid>.parquet`; `<id>.parquet` before Delta Lake).
+    let earlier = format!("{}-", manifest.id);
+    let legacy = format!("{}.parquet", manifest.id);
+    for f in snapshot.data_files(Table::Reviews) {
+        if f.path == legacy
+            || (f.path.starts_with(&earlier) && f.path.len() == earlier.len() + 32 + 8)
+        {
+            tx.remove_file(Table::Reviews, f);
+        }
+    }
+    if !snapshot.has(Table::Reviews) {
+        tx.create_table(Table::Reviews);
+    }
+    tx.commit("review").await?;
+    Ok(table_dir(lake).join(name))
 }

@@ -179,3 +179,36 @@ pub struct Traffic<'a> {
     /// Added to the generator's seed (batches of one lake differ by their number).
     pub seed: u64,
 }
+
+/// Rows of the latest Delta version of `table` in the lake at `lake`, as the `deltalake` Python
+/// package (delta-rs, a reader independent of promptgate's) counts them.
+pub fn delta_rs_count(lake: &std::path::Path, table: &str) -> u64 {
+    let probe = Command::new("python3")
+        .args(["-c", "import deltalake"])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "the deltalake Python package is missing: python3 -m pip install deltalake (.ci/run does)"
+    );
+    let script = r#"
+import sys
+from deltalake import DeltaTable, QueryBuilder
+dt = DeltaTable(sys.argv[1])
+r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
+print(r.column("n")[0].as_py())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, lake.join(table).to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
