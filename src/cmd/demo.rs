@@ -180,7 +180,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
     review_tour(&lake, &dir, &mut out).await?;
     writeln!(
         out,
-        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} checklist --route onboarding --baseline v1 --canary v2 --env prod --format json\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
+        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} lake history   # every version; sql and judge take --as-of VERSION\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} checklist --route onboarding --baseline v1 --canary v2 --env prod --format json\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
         lake.root().display()
     )
     .map_err(w)?;
