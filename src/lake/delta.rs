@@ -15,7 +15,7 @@ use arrow::datatypes::DataType as ArrowType;
 use datafusion::prelude::SessionContext;
 use deltalake_core::DeltaTable;
 use deltalake_core::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
-use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, DataType, Remove, StructField};
 use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::operations::create::CreateBuilder;
@@ -164,9 +164,11 @@ pub async fn commit(dir: &Path, base: u64, actions: Vec<Action>, op: Operation) 
             datetime: None,
         },
     };
-    let done = CommitBuilder::default()
+    // Checkpoints every 100 commits (the table's `checkpointInterval`) keep a reader's log
+    // replay short however many ingests the table has seen; `CommitBuilder::default()` alone
+    // would never write one.
+    let done = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
         .with_actions(actions)
-        .with_max_retries(0)
         .build(Some(snapshot), table.log_store(), operation)
         .await
         .map_err(|e| {
@@ -436,4 +438,58 @@ pub async fn revert(dir: &Path, version: u64, actions: &[Action], now_ms: i64) -
         Operation::Restore(version.saturating_sub(1)),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::LakeFileWriter;
+
+    /// A table that has seen many commits is read from a checkpoint, not from every commit.
+    #[tokio::test]
+    async fn commits_write_checkpoints_and_every_version_stays_readable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("llm_labels");
+        create(&dir, Table::Labels, Vec::new()).await.unwrap();
+        let part = dir.join("date=2026-11-01");
+        for i in 0..100u64 {
+            let name = format!("part-{i}.parquet");
+            let w = LakeFileWriter::create(&part.join(&name), Table::Labels).unwrap();
+            w.finish().unwrap();
+            let add = add_action(
+                &dir,
+                &format!("date=2026-11-01/{name}"),
+                Some("2026-11-01"),
+                true,
+            )
+            .unwrap();
+            let v = commit(&dir, i, vec![Action::Add(add)], Operation::Append)
+                .await
+                .unwrap();
+            assert_eq!(v, i + 1);
+        }
+        assert!(
+            dir.join(LOG_DIR)
+                .join(format!("{:020}.checkpoint.parquet", 99))
+                .exists()
+        );
+        let t = load(&dir, None).await.unwrap();
+        assert_eq!(files(&t, &dir).unwrap().len(), 100);
+        let old = load(&dir, Some(42)).await.unwrap();
+        assert_eq!(files(&old, &dir).unwrap().len(), 42);
+        // A commit at a version already taken commits nothing.
+        let add = add_action(
+            &dir,
+            "date=2026-11-01/part-0.parquet",
+            Some("2026-11-01"),
+            true,
+        )
+        .unwrap();
+        assert!(
+            commit(&dir, 5, vec![Action::Add(add)], Operation::Append)
+                .await
+                .is_err()
+        );
+        assert_eq!(latest_version(&dir).await.unwrap(), 100);
+    }
 }
