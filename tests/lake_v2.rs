@@ -139,6 +139,10 @@ fn a_failed_commit_exits_1_and_leaves_nothing_behind() {
         let lake = Lake::new();
         let a = events(&lake, "a.ndjson", 3000, 71);
         let b = events(&lake, "b.ndjson", 3000, 72);
+        // One record that is rejected, so the ingest has a quarantine to commit.
+        let mut text = std::fs::read_to_string(&b).unwrap();
+        text.push_str("{\"event_id\": \"broken\"}\n");
+        std::fs::write(&b, text).unwrap();
         ingest(&lake, &[&a]);
         let old = all_counts(&lake);
         let out = bin()
@@ -151,6 +155,15 @@ fn a_failed_commit_exits_1_and_leaves_nothing_behind() {
         assert_eq!(out.status.code(), Some(1), "{step}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure"));
         assert_eq!(all_counts(&lake), old, "{step}: nothing committed");
+        assert!(
+            !lake
+                .lake
+                .join("quarantine")
+                .read_dir()
+                .unwrap()
+                .any(|_| true),
+            "{step}: no quarantine for an ingest that was not committed"
+        );
         let history = lake.ok(&["lake", "history", "--json"]);
         let latest: Value = serde_json::from_str(history.lines().next().unwrap()).unwrap();
         assert_eq!(latest["version"], 1, "{step}: no new lake version");
@@ -160,7 +173,9 @@ fn a_failed_commit_exits_1_and_leaves_nothing_behind() {
             vec![old[0].0, old[1].0, old[2].0],
             "{step}"
         );
-        ingest(&lake, &[&b]);
+        let r = ingest(&lake, &[&b]);
+        assert_eq!(r["rejected"], 1);
+        assert_eq!(lake.lake.join("quarantine").read_dir().unwrap().count(), 1);
         assert_eq!(
             counts(&lake, "llm_events", "event_id"),
             (6000, 6000),

@@ -430,6 +430,8 @@ impl Transaction<'_> {
         // 1. Files to their places. Readers do not see them yet: no table version lists them.
         let mut parents = HashSet::new();
         let mut adds: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        // Moved outside the tables (the quarantine): taken back if the commit fails.
+        let mut moved_out = Vec::new();
         for (from, to) in &self.moves {
             let (src, dst) = (root.join(from), root.join(to));
             if let Some(parent) = dst.parent() {
@@ -439,6 +441,8 @@ impl Transaction<'_> {
             fs::rename(&src, &dst).map_err(|e| Error::io("cannot commit", &dst, e))?;
             if let Some((table, rel, day)) = table_file(to) {
                 adds.entry(table_index(table)).or_default().push((rel, day));
+            } else if !in_a_table(to) {
+                moved_out.push(dst);
             }
         }
         for p in &parents {
@@ -551,6 +555,11 @@ impl Transaction<'_> {
             }
         }
         if let Err(e) = result {
+            // An ingest that is not committed leaves no quarantine either: run again, its
+            // rejects are quarantined again.
+            for p in &moved_out {
+                let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+            }
             // Undo the table commits made so far (each with the inverse of its own actions,
             // so nothing another writer committed is touched); if that fails too, the next
             // writer undoes them.
@@ -594,6 +603,12 @@ fn crash_point(step: &str) {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
+}
+
+/// Whether `rel` (relative to the lake) lies inside one of the tables' directories.
+fn in_a_table(rel: &Path) -> bool {
+    let first = rel.components().next().and_then(|c| c.as_os_str().to_str());
+    first.is_some_and(|f| Table::ALL.iter().any(|t| t.name() == f))
 }
 
 fn table_index(table: Table) -> usize {
