@@ -816,8 +816,9 @@ fn judge_markdown_and_default_policy() {
     assert!(!md.contains("2683.8999"), "numbers are rounded for people");
 }
 
-/// An independent reader (DuckDB, from PyPI; `.ci/run` installs it) reads the lake as a
-/// Hive-partitioned dataset with the same row count, and computes the same rollup.
+/// An independent reader (DuckDB, from PyPI; `.ci/run` installs it) reads the files the lake's
+/// latest version lists (`lake files`; replaced files still lie beside them after a compaction)
+/// as a Hive-partitioned dataset, with the same row count, and computes the same rollup.
 #[test]
 fn duckdb_reads_the_lake_and_agrees_on_the_rollup() {
     let lake = Lake::new();
@@ -826,10 +827,31 @@ fn duckdb_reads_the_lake_and_agrees_on_the_rollup() {
         .output()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("e.ndjson");
-    std::fs::write(&p, &out.stdout).unwrap();
-    lake.ingest_json(&[p.to_str().unwrap()]);
+    // In two halves, then compacted: the halves' files stay on disk beside the merged ones.
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, half) in lines.chunks(lines.len() / 2).enumerate() {
+        let p = dir.path().join(format!("e{i}.ndjson"));
+        std::fs::write(&p, half.join("\n") + "\n").unwrap();
+        lake.ingest_json(&[p.to_str().unwrap()]);
+    }
     lake.ingest_json(&["--labels", &testdata("labels.ndjson")]);
+    assert!(lake.run(&["compact"]).status.success());
+    let files: Vec<String> = String::from_utf8(
+        lake.run(&["lake", "files", "--table", "llm_events", "--json"])
+            .stdout,
+    )
+    .unwrap()
+    .lines()
+    .map(|l| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        lake.path
+            .join(v["path"].as_str().unwrap())
+            .display()
+            .to_string()
+    })
+    .collect();
+    assert_eq!(files.len(), 3, "one file a day after compaction");
     let ours = lake.sql_json(
         "SELECT prompt_version, COUNT(*) AS n, AVG(duration_ms) AS avg_d, \
          percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_d, \
@@ -839,7 +861,7 @@ fn duckdb_reads_the_lake_and_agrees_on_the_rollup() {
     let script = r#"
 import duckdb, json, sys
 c = duckdb.connect()
-src = f"read_parquet('{sys.argv[1]}/llm_events/*/*.parquet', hive_partitioning=true)"
+src = f"read_parquet({json.loads(sys.argv[1])}, hive_partitioning=true)"
 total = c.execute(f"SELECT COUNT(*), COUNT(DISTINCT date) FROM {src}").fetchone()
 rows = c.execute(f"""SELECT prompt_version, COUNT(*), AVG(duration_ms), quantile_cont(duration_ms, 0.95),
     AVG(CASE WHEN status = 'flagged' THEN 1 ELSE 0 END)
@@ -849,7 +871,7 @@ print(json.dumps({"total": total[0], "days": total[1], "rows": rows}))
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(&lake.path)
+        .arg(serde_json::to_string(&files).unwrap())
         .output()
         .unwrap();
     assert!(
