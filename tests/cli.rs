@@ -1,8 +1,11 @@
 //! Integration tests: the real `promptgate` binary against fixtures in `testdata/`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::walk;
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -105,19 +108,6 @@ fn gen_file(dir: &Path, args: &[&str]) -> String {
     let p = dir.join(format!("gen-{}.ndjson", args.join("_")));
     std::fs::write(&p, out.stdout).unwrap();
     p.to_str().unwrap().to_string()
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
 }
 
 fn assert_invariant(r: &Value) {

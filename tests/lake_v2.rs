@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Lake, bin};
+use common::{Lake, bin, walk};
 use serde_json::Value;
 
 /// Generated events (with inline labels) in a file beside the lake.
@@ -62,19 +61,6 @@ fn delta_rs_counts(lake: &Lake) -> Vec<u64> {
         .iter()
         .map(|t| common::delta_rs_count(&lake.lake, t))
         .collect()
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
 }
 
 /// A writer killed (SIGKILL) at each step of its commit leaves the lake as it was for every

@@ -82,15 +82,11 @@ pub async fn files(
     lake.require_existing()?;
     let tables: Vec<lake::Table> = match table {
         None => lake::Table::ALL.to_vec(),
-        Some(name) => vec![
-            *lake::Table::ALL
-                .iter()
-                .find(|t| t.name() == name)
-                .ok_or_else(|| {
-                    Error::usage(format!("no table {name:?} in the lake"))
-                        .with_hint("the tables are llm_events, llm_labels and llm_labeled_events")
-                })?,
-        ],
+        Some(name) => vec![lake::Table::from_name(name).ok_or_else(|| {
+            Error::usage(format!("no table {name:?} in the lake")).with_hint(
+                "the tables are llm_events, llm_labels, llm_labeled_events and llm_reviews",
+            )
+        })?],
     };
     let snapshot = lake::Snapshot::load(lake, as_of).await?;
     let mut out = super::stdout();

@@ -410,15 +410,20 @@ pub async fn revert(dir: &Path, version: u64, actions: &[Action], now_ms: i64) -
     let inverse = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Add(add) => Some(Action::Remove(Remove {
-                path: add.path.clone(),
-                data_change: true,
-                deletion_timestamp: Some(now_ms),
-                extended_file_metadata: Some(true),
-                partition_values: Some(add.partition_values.clone()),
-                size: Some(add.size),
-                ..Default::default()
-            })),
+            Action::Add(add) => {
+                let file = DataFile {
+                    path: add.path.clone(),
+                    day: add
+                        .partition_values
+                        .get(PARTITION_COLUMN)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default(),
+                    size: add.size.max(0) as u64,
+                    rows: None,
+                };
+                Some(Action::Remove(remove_action(&file, true, now_ms)))
+            }
             Action::Remove(rm) => Some(Action::Add(Add {
                 path: rm.path.clone(),
                 partition_values: rm.partition_values.clone().unwrap_or_default(),

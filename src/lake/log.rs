@@ -16,12 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Table, sync_dir};
+use super::{Table, sync_dir, write_synced_temp};
 use crate::error::{Error, Result};
 
 pub const LOG_DIR: &str = "_promptgate/log";
@@ -95,7 +95,7 @@ pub fn read(root: &Path, version: u64) -> Result<Entry> {
         .with_hint("the lake's log was changed by hand; restore the file from a backup"));
     }
     for name in entry.tables.keys() {
-        if !Table::ALL.iter().any(|t| t.name() == name) {
+        if Table::from_name(name).is_none() {
             return Err(Error::runtime(format!(
                 "{} names an unknown table {name:?}",
                 path.display()
@@ -134,17 +134,8 @@ pub fn write(root: &Path, entry: &Entry) -> Result<bool> {
     let d = dir(root);
     fs::create_dir_all(&d).map_err(|e| Error::io("cannot create", &d, e))?;
     let path = entry_path(root, entry.version);
-    let tmp = d.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
     let bytes = serde_json::to_vec(entry).expect("entry serializes");
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("cannot write", &tmp, e));
-    }
+    let tmp = write_synced_temp(&path, &bytes)?;
     let linked = fs::hard_link(&tmp, &path);
     let _ = fs::remove_file(&tmp);
     match linked {

@@ -74,6 +74,11 @@ impl Table {
         Table::Reviews,
     ];
 
+    /// The table named `name` in SQL and on disk.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Events => EVENTS_TABLE,
@@ -419,18 +424,7 @@ pub async fn write_sorted_stream(
 /// Takes an exclusive `flock` on the directory `dir` itself, waiting for the holder to let go.
 pub fn lock_exclusive_dir(dir: &Path) -> Result<File> {
     let file = File::open(dir).map_err(|e| Error::io("cannot open", dir, e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            eprintln!(
-                "waiting for another promptgate writer on {} to finish...",
-                dir.display()
-            );
-            file.lock().map_err(|e| Error::io("cannot lock", dir, e))?;
-        }
-        Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", dir, e)),
-    }
-    Ok(file)
+    lock_file(file, dir, dir)
 }
 
 /// Takes an exclusive `flock` on `path` (created if missing), waiting for the holder to let go
@@ -443,6 +437,12 @@ pub fn lock_exclusive(path: &Path, what: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .map_err(|e| Error::io("cannot open lock file", path, e))?;
+    lock_file(file, path, what)
+}
+
+/// Locks `file` (at `path`) exclusively, saying on stderr that it waits when another writer of
+/// `what` holds it.
+fn lock_file(file: File, path: &Path, what: &Path) -> Result<File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -466,6 +466,21 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let tmp = write_synced_temp(path, bytes)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", path, e));
+    }
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to a hidden temp file beside `path` (`.<name>.<uuid>.tmp`) and fsyncs it; the
+/// caller moves it into place (rename, link) and removes it if that fails.
+pub(crate) fn write_synced_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let written = (|| {
@@ -477,11 +492,15 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("cannot write", &tmp, e));
     }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("cannot write", path, e));
-    }
-    sync_dir(dir)
+    Ok(tmp)
+}
+
+/// The `date=` partition value a table-relative path starts with (`""` if none).
+pub(crate) fn partition_day(rel: &str) -> &str {
+    rel.split('/')
+        .next()
+        .and_then(|p| p.strip_prefix("date="))
+        .unwrap_or_default()
 }
 
 /// fsync a directory so that renames into it survive a crash.

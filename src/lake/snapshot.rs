@@ -188,12 +188,7 @@ impl Snapshot {
                 .unwrap_or(&p)
                 .to_string_lossy()
                 .into_owned();
-            let day = rel
-                .split('/')
-                .next()
-                .and_then(|d| d.strip_prefix("date="))
-                .unwrap_or_default()
-                .to_string();
+            let day = super::partition_day(&rel).to_string();
             let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             out.push(DataFile {
                 path: format!("{prefix}/{rel}"),

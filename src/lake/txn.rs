@@ -106,7 +106,7 @@ fn apply_legacy_moves(root: &Path, tx_dir: &Path, moves: &[(PathBuf, PathBuf)]) 
     };
     let allowed_dest = |p: &Path| {
         let first = p.components().next().and_then(|c| c.as_os_str().to_str());
-        first.is_some_and(|f| f == QUARANTINE || Table::ALL.iter().any(|t| t.name() == f))
+        first.is_some_and(|f| f == QUARANTINE || Table::from_name(f).is_some())
     };
     if !moves.iter().all(|(from, to)| {
         safe(from) && safe(to) && from.starts_with(staging_rel) && allowed_dest(to)
@@ -168,13 +168,7 @@ async fn convert(lake: &Lake) -> Result<()> {
                 .expect("file of the table")
                 .to_string_lossy()
                 .into_owned();
-            let day = rel
-                .split('/')
-                .next()
-                .and_then(|p| p.strip_prefix("date="))
-                .unwrap_or_default()
-                .to_string();
-            let day = table.partitioned().then_some(day.as_str());
+            let day = table.partitioned().then(|| super::partition_day(&rel));
             let add = delta::add_action(&dir, &rel, day, true).map_err(|e| {
                 Error::runtime(format!("cannot convert the lake to Delta Lake: {e}")).with_hint(
                     format!(
@@ -620,7 +614,7 @@ fn crash_point(step: &str) {
 /// Whether `rel` (relative to the lake) lies inside one of the tables' directories.
 fn in_a_table(rel: &Path) -> bool {
     let first = rel.components().next().and_then(|c| c.as_os_str().to_str());
-    first.is_some_and(|f| Table::ALL.iter().any(|t| t.name() == f))
+    first.and_then(Table::from_name).is_some()
 }
 
 fn table_index(table: Table) -> usize {
@@ -634,7 +628,7 @@ fn table_index(table: Table) -> usize {
 fn table_file(rel: &Path) -> Option<(Table, String, String)> {
     let mut parts = rel.components().map(|c| c.as_os_str().to_str());
     let first = parts.next()??;
-    let table = *Table::ALL.iter().find(|t| t.name() == first)?;
+    let table = Table::from_name(first)?;
     if !table.partitioned() {
         let name = parts.next()??;
         if parts.next().is_some() || !name.ends_with(".parquet") {

@@ -212,3 +212,17 @@ print(r.column("n")[0].as_py())
         .parse()
         .unwrap()
 }
+
+/// Every file under `dir`, recursively (appended to `out`, in no particular order).
+pub fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
