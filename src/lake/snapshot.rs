@@ -64,8 +64,9 @@ impl Snapshot {
         let entry = match as_of {
             AsOf::Latest => log::latest(root)?,
             AsOf::Version(v) => {
-                if !log::versions(root)?.contains(v) {
-                    let last = log::versions(root)?.last().copied();
+                let versions = log::versions(root)?;
+                if !versions.contains(v) {
+                    let last = versions.last().copied();
                     return Err(Error::usage(format!(
                         "the lake has no version {v}{}",
                         last.map(|l| format!(" (its latest is {l})"))
