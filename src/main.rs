@@ -603,8 +603,31 @@ fn gen_config(a: &GenArgs) -> Result<GenConfig> {
     })
 }
 
+/// The name of a command that writes to the lake or keeps its registry beside it, which a lake
+/// on object storage does not support; None for the readers.
+fn needs_local_lake(c: &Command) -> Option<&'static str> {
+    Some(match c {
+        Command::Sql(_) | Command::Rollup(_) | Command::Judge(_) => return None,
+        Command::Gen(_) | Command::Demo { .. } => return None,
+        Command::Lake(LakeCmd::History { .. } | LakeCmd::Files { .. }) => return None,
+        Command::Lake(LakeCmd::Vacuum { .. }) => "lake vacuum",
+        Command::Lake(LakeCmd::Convert) => "lake convert",
+        Command::Ingest(_) => "ingest",
+        Command::Compact { .. } => "compact",
+        Command::Registry(_) => "registry",
+        Command::Resolve { .. } => "resolve",
+        Command::Rollout(_) => "rollout",
+        Command::Serve { .. } => "serve",
+        Command::Review(_) => "review",
+        Command::Checklist { .. } => "checklist",
+    })
+}
+
 async fn dispatch(cli: Cli) -> Result<i32> {
-    let lake = Lake::new(cli.lake);
+    let lake = Lake::open(&cli.lake)?;
+    if let Some(command) = needs_local_lake(&cli.command) {
+        lake.require_local(command)?;
+    }
     let registry = Registry::locate(cli.registry, &lake);
     match cli.command {
         Command::Ingest(a) => {
@@ -665,7 +688,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Gen(a) => cmd::generate::run(&gen_config(&a)?),
         Command::Demo { dir } => cmd::demo::run(dir).await,
         Command::Lake(c) => match c {
-            LakeCmd::History { json, limit } => cmd::lake::history(&lake, json, limit),
+            LakeCmd::History { json, limit } => cmd::lake::history(&lake, json, limit).await,
             LakeCmd::Vacuum {
                 retention_hours,
                 dry_run,

@@ -7,9 +7,14 @@ use crate::error::{Error, Result};
 use crate::lake::{self, Lake, log};
 
 /// `lake history`: every version, newest first: time, what wrote it, each table's Delta version.
-pub fn history(lake: &Lake, json: bool, limit: Option<usize>) -> Result<i32> {
+pub async fn history(lake: &Lake, json: bool, limit: Option<usize>) -> Result<i32> {
     lake.require_existing()?;
-    let versions = log::versions(lake.root())?;
+    let log = log::LakeLog(lake);
+    let versions = log.versions().await?;
+    if versions.is_empty() && lake.remote().is_some() {
+        // Says why: nothing there, or a copy of a lake of the old layout.
+        lake::Snapshot::load(lake, &lake::AsOf::Latest).await?;
+    }
     if versions.is_empty() {
         return Err(Error::usage(format!(
             "the lake at {} has no versions yet: it is in the layout of before Delta Lake",
@@ -21,7 +26,7 @@ pub fn history(lake: &Lake, json: bool, limit: Option<usize>) -> Result<i32> {
     let take = limit.unwrap_or(usize::MAX);
     let io = |e| Error::io("cannot write", std::path::Path::new("stdout"), e);
     for v in versions.iter().rev().take(take) {
-        let e = log::read(lake.root(), *v)?;
+        let e = log.read(*v).await?;
         if json {
             serde_json::to_writer(&mut out, &e).map_err(|e| Error::runtime(e.to_string()))?;
             writeln!(out).map_err(io)?;

@@ -54,21 +54,38 @@ fn delta_err(dir: &Path) -> impl Fn(deltalake_core::DeltaTableError) -> Error + 
     move |e| Error::runtime(format!("Delta table {}: {e}", dir.display()))
 }
 
+fn delta_err_at(url: &Url) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
+    move |e| Error::runtime(format!("Delta table {url}: {e}"))
+}
+
 /// The table at `dir`, at `version` or its latest.
 pub async fn load(dir: &Path, version: Option<u64>) -> Result<DeltaTable> {
+    load_url(&table_url(dir)?, version).await
+}
+
+/// The table at `url` (a local directory's or an object store's), at `version` or its latest.
+pub async fn load_url(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
     let mut b =
-        deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?).map_err(delta_err(dir))?;
+        deltalake_core::DeltaTableBuilder::from_url(url.clone()).map_err(delta_err_at(url))?;
     if let Some(v) = version {
         b = b.with_version(v);
     }
     b.load().await.map_err(|e| match version {
         Some(v) => Error::runtime(format!(
             "cannot read version {v} of the Delta table {}: {e}",
-            dir.display()
+            shown(url)
         ))
         .with_hint("a version whose files a vacuum removed can no longer be read"),
-        None => delta_err(dir)(e),
+        None => delta_err_at(url)(e),
     })
+}
+
+/// A table's location for messages: a local table's path, or the URL.
+fn shown(url: &Url) -> String {
+    match url.to_file_path() {
+        Ok(p) if url.scheme() == "file" => p.display().to_string(),
+        _ => url.to_string(),
+    }
 }
 
 /// The latest committed version of the table at `dir` (it must exist).
@@ -195,8 +212,8 @@ pub struct DataFile {
 }
 
 /// The files of a loaded table version, sorted by path.
-pub fn files(table: &DeltaTable, dir: &Path) -> Result<Vec<DataFile>> {
-    let snapshot = table.snapshot().map_err(delta_err(dir))?;
+pub fn files(table: &DeltaTable) -> Result<Vec<DataFile>> {
+    let snapshot = table.snapshot().map_err(delta_err_at(table.table_url()))?;
     let mut out: Vec<DataFile> = snapshot
         .log_data()
         .iter()
@@ -331,14 +348,15 @@ pub fn remove_action(file: &DataFile, data_change: bool, now_ms: i64) -> Remove 
 pub fn register(
     ctx: &SessionContext,
     table: &DeltaTable,
-    dir: &Path,
     name: &str,
     string_views: bool,
 ) -> Result<()> {
+    let err = delta_err_at(table.table_url());
+    // Registers the table's object store (local disk or S3) with the session.
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(delta_err(dir))?;
-    let snapshot = table.snapshot().map_err(delta_err(dir))?.snapshot().clone();
+        .map_err(&err)?;
+    let snapshot = table.snapshot().map_err(&err)?.snapshot().clone();
     let config = DeltaScanConfig {
         file_column_name: None,
         wrap_partition_values: false,
@@ -479,9 +497,9 @@ mod tests {
                 .exists()
         );
         let t = load(&dir, None).await.unwrap();
-        assert_eq!(files(&t, &dir).unwrap().len(), 100);
+        assert_eq!(files(&t).unwrap().len(), 100);
         let old = load(&dir, Some(42)).await.unwrap();
-        assert_eq!(files(&old, &dir).unwrap().len(), 42);
+        assert_eq!(files(&old).unwrap().len(), 42);
         // A commit at a version already taken commits nothing.
         let add = add_action(
             &dir,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Table, sync_dir, write_synced_temp};
+use super::{Lake, Table, sync_dir, write_synced_temp};
 use crate::error::{Error, Result};
 
 pub const LOG_DIR: &str = "_promptgate/log";
@@ -61,44 +61,51 @@ pub fn versions(root: &Path) -> Result<Vec<u64>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("cannot list", &d, e)),
     };
-    let mut out = Vec::new();
+    let mut names = Vec::new();
     for e in entries {
         let e = e.map_err(|e| Error::io("cannot list", &d, e))?;
-        let name = e.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-            continue; // temp files and anything else beside the log are not entries
-        };
-        if stem.len() == 20
-            && let Ok(v) = stem.parse::<u64>()
-        {
-            out.push(v);
-        }
+        names.push(e.file_name().to_string_lossy().into_owned());
     }
+    Ok(versions_named(names))
+}
+
+/// The versions among the names of files in the log directory, ascending: temp files and
+/// anything else beside the log are not entries.
+fn versions_named(names: impl IntoIterator<Item = String>) -> Vec<u64> {
+    let mut out: Vec<u64> = names
+        .into_iter()
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".json")?;
+            (stem.len() == 20).then(|| stem.parse::<u64>().ok())?
+        })
+        .collect();
     out.sort_unstable();
-    Ok(out)
+    out
 }
 
 /// The entry of lake version `version`.
 pub fn read(root: &Path, version: u64) -> Result<Entry> {
     let path = entry_path(root, version);
     let text = fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-    let entry: Entry = serde_json::from_slice(&text).map_err(|e| {
-        Error::runtime(format!("{} is not a lake log entry: {e}", path.display()))
+    parse(&text, &path.display().to_string(), version)
+}
+
+/// Checks that `text`, read from `name`, is the entry of `version` and names known tables.
+fn parse(text: &[u8], name: &str, version: u64) -> Result<Entry> {
+    let entry: Entry = serde_json::from_slice(text).map_err(|e| {
+        Error::runtime(format!("{name} is not a lake log entry: {e}"))
             .with_hint("the lake's log was changed by hand; restore the file from a backup")
     })?;
     if entry.version != version {
-        return Err(Error::runtime(format!(
-            "{} says it is version {}",
-            path.display(),
-            entry.version
-        ))
-        .with_hint("the lake's log was changed by hand; restore the file from a backup"));
+        return Err(
+            Error::runtime(format!("{name} says it is version {}", entry.version))
+                .with_hint("the lake's log was changed by hand; restore the file from a backup"),
+        );
     }
-    for name in entry.tables.keys() {
-        if Table::from_name(name).is_none() {
+    for table in entry.tables.keys() {
+        if Table::from_name(table).is_none() {
             return Err(Error::runtime(format!(
-                "{} names an unknown table {name:?}",
-                path.display()
+                "{name} names an unknown table {table:?}"
             )));
         }
     }
@@ -113,18 +120,54 @@ pub fn latest(root: &Path) -> Result<Option<Entry>> {
     }
 }
 
-/// The newest entry committed at or before `ms`.
-pub fn at_time(root: &Path, ms: i64) -> Result<Option<Entry>> {
-    let mut found = None;
-    for v in versions(root)? {
-        let e = read(root, v)?;
-        if e.timestamp_ms <= ms {
-            found = Some(e);
-        } else {
-            break;
+/// The log of a lake wherever it is: on local disk (the functions above) or on object storage.
+/// Readers go through this; writers, which only run on local lakes, use the functions above.
+pub struct LakeLog<'a>(pub &'a Lake);
+
+impl LakeLog<'_> {
+    /// The lake's versions, ascending.
+    pub async fn versions(&self) -> Result<Vec<u64>> {
+        match self.0.remote() {
+            None => versions(self.0.root()),
+            Some(r) => Ok(versions_named(r.list(LOG_DIR).await?)),
         }
     }
-    Ok(found)
+
+    /// The entry of `version`.
+    pub async fn read(&self, version: u64) -> Result<Entry> {
+        match self.0.remote() {
+            None => read(self.0.root(), version),
+            Some(r) => {
+                let rel = format!("{LOG_DIR}/{version:020}.json");
+                let text = r.get(&rel).await?;
+                parse(&text, &format!("{}{rel}", r.url()), version)
+            }
+        }
+    }
+
+    /// The newest entry, if the lake has a log.
+    pub async fn latest(&self) -> Result<Option<Entry>> {
+        match self.versions().await?.last() {
+            Some(v) => Ok(Some(self.read(*v).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest entry committed at or before `ms` (entries are read in order until one is
+    /// later).
+    pub async fn at_time(&self, ms: i64) -> Result<Option<Entry>> {
+        let versions = self.versions().await?;
+        let mut found = None;
+        for v in versions {
+            let e = self.read(v).await?;
+            if e.timestamp_ms <= ms {
+                found = Some(e);
+            } else {
+                break;
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Writes `entry` if no entry of its version exists: a temp file, fsynced, then linked into
@@ -178,8 +221,14 @@ mod tests {
         assert!(!write(root, &other).unwrap());
         assert_eq!(read(root, 1).unwrap(), entry(1, 200));
         assert_eq!(latest(root).unwrap(), Some(entry(1, 200)));
-        assert_eq!(at_time(root, 150).unwrap(), Some(entry(0, 100)));
-        assert_eq!(at_time(root, 99).unwrap(), None);
+        let lake = Lake::new(root);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let at = |ms| rt.block_on(LakeLog(&lake).at_time(ms)).unwrap();
+        assert_eq!(at(150), Some(entry(0, 100)));
+        assert_eq!(at(99), None);
+        assert_eq!(at(i64::MAX), Some(entry(1, 200)));
         // Files beside the log that are not entries are ignored.
         fs::write(dir.path().join(LOG_DIR).join("notes.txt"), "x").unwrap();
         assert_eq!(versions(root).unwrap(), vec![0, 1]);

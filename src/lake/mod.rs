@@ -1,5 +1,6 @@
-//! The lake on local disk: every table a Delta table, one log of lake versions over them,
-//! the files' layout and encodings, compaction, vacuum, and registration with DataFusion.
+//! The lake: every table a Delta table, one log of lake versions over them, the files' layout
+//! and encodings, compaction, vacuum, and registration with DataFusion. On local disk, or read
+//! from object storage ([`Remote`]: `s3://bucket/prefix`, same layout).
 //!
 //! ```text
 //! <lake>/llm_events/_delta_log/                 the table's Delta log
@@ -40,10 +41,12 @@ mod compact;
 pub mod delta;
 pub mod ids;
 pub mod log;
+mod remote;
 mod snapshot;
 mod txn;
 mod vacuum;
 pub use compact::{CompactReport, compact, compact_small_files};
+pub use remote::Remote;
 pub use snapshot::{AsOf, Snapshot};
 pub use txn::{Committed, Transaction, WriteLock};
 pub use vacuum::{DEFAULT_RETENTION_HOURS, RETENTION_ENV, VacuumReport, retention_hours, vacuum};
@@ -127,20 +130,70 @@ impl Table {
     }
 }
 
-/// A lake directory.
+/// A lake: a local directory, or a prefix on object storage ([`Remote`], read-only).
 #[derive(Debug, Clone)]
 pub struct Lake {
+    /// The directory; of a remote lake, its URL (for messages only: never opened).
     root: PathBuf,
+    remote: Option<Arc<Remote>>,
 }
 
 impl Lake {
-    /// A lake at `root`; nothing is read or created until a method needs it.
+    /// A lake in the local directory `root`; nothing is read or created until a method needs it.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            remote: None,
+        }
     }
 
+    /// The lake `--lake` names: a local directory, or an `s3://bucket/prefix` URL.
+    pub fn open(arg: &Path) -> Result<Self> {
+        let remote = match arg.to_str() {
+            Some(s) => Remote::parse(s)?,
+            None => None,
+        };
+        Ok(match remote {
+            Some(r) => Self {
+                root: PathBuf::from(r.url().as_str()),
+                remote: Some(Arc::new(r)),
+            },
+            None => Self::new(match arg.to_str().and_then(|s| s.strip_prefix("file://")) {
+                Some(path) => PathBuf::from(path),
+                None => arg.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The directory of a local lake (of a remote one, its URL as a path: never open it;
+    /// commands that write check [`Lake::require_local`] first).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The object store of a lake on object storage.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_deref()
+    }
+
+    /// Fails with a hint when the lake is on object storage, which only readers support.
+    pub fn require_local(&self, command: &str) -> Result<()> {
+        match &self.remote {
+            None => Ok(()),
+            Some(r) => Err(Error::usage(format!(
+                "`promptgate {command}` needs a lake on local disk; {} is on object storage, which promptgate only reads (sql, rollup, judge, lake history, lake files)",
+                r.url()
+            ))
+            .with_hint("write to a local lake and copy it to the store (README: \"A lake on S3\")")),
+        }
+    }
+
+    /// The URL of `table`'s Delta table.
+    pub fn table_url(&self, table: Table) -> Result<url::Url> {
+        match &self.remote {
+            Some(r) => r.table_url(table),
+            None => delta::table_url(&self.table_dir(table)),
+        }
     }
 
     pub fn table_dir(&self, table: Table) -> PathBuf {
@@ -151,9 +204,10 @@ impl Lake {
         self.root.join(QUARANTINE)
     }
 
-    /// Fails with a hint when there is no lake at `root` (for read-only commands).
+    /// Fails with a hint when there is no lake at `root` (for read-only commands). A lake on
+    /// object storage is checked when its snapshot is read.
     pub fn require_existing(&self) -> Result<()> {
-        if self.table_dir(Table::Events).is_dir() {
+        if self.remote.is_some() || self.table_dir(Table::Events).is_dir() {
             return Ok(());
         }
         Err(Error::input(format!("no lake at {}", self.root.display())).with_hint(

@@ -12,7 +12,8 @@ use datafusion::prelude::SessionContext;
 use deltalake_core::DeltaTable;
 
 use super::delta::{self, DataFile};
-use super::log::{self, Entry};
+use super::log::{Entry, LakeLog};
+use super::remote::Remote;
 use super::{Lake, Table};
 use crate::error::{Error, Result};
 
@@ -60,11 +61,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot of `lake` at `as_of`.
     pub async fn load(lake: &Lake, as_of: &AsOf) -> Result<Self> {
-        let root = lake.root();
+        let log = LakeLog(lake);
         let entry = match as_of {
-            AsOf::Latest => log::latest(root)?,
+            AsOf::Latest => log.latest().await?,
             AsOf::Version(v) => {
-                let versions = log::versions(root)?;
+                let versions = log.versions().await?;
                 if !versions.contains(v) {
                     let last = versions.last().copied();
                     return Err(Error::usage(format!(
@@ -74,10 +75,10 @@ impl Snapshot {
                     ))
                     .with_hint("`promptgate lake history` lists the lake's versions"));
                 }
-                Some(log::read(root, *v)?)
+                Some(log.read(*v).await?)
             }
             AsOf::Time(ms) => {
-                let found = log::at_time(root, *ms)?;
+                let found = log.at_time(*ms).await?;
                 if found.is_none() {
                     let when = chrono::DateTime::from_timestamp_millis(*ms)
                         .map(|t| t.to_rfc3339())
@@ -92,6 +93,11 @@ impl Snapshot {
                 found
             }
         };
+        if entry.is_none()
+            && let Some(r) = lake.remote()
+        {
+            return Err(no_remote_lake(r).await);
+        }
         let Some(entry) = entry else {
             if *as_of != AsOf::Latest {
                 return Err(Error::usage(
@@ -110,9 +116,8 @@ impl Snapshot {
             let Some(version) = entry.table(table) else {
                 continue;
             };
-            let dir = lake.table_dir(table);
-            let delta = delta::load(&dir, Some(version)).await?;
-            let files = delta::files(&delta, &dir)?;
+            let delta = delta::load_url(&lake.table_url(table)?, Some(version)).await?;
+            let files = delta::files(&delta)?;
             tables.push(TableVersion {
                 table,
                 version,
@@ -253,12 +258,22 @@ impl Snapshot {
                 self.version().unwrap_or(0)
             )));
         };
-        delta::register(
-            ctx,
-            &t.delta,
-            &self.lake.table_dir(table),
-            name,
-            string_views,
-        )
+        delta::register(ctx, &t.delta, name, string_views)
+    }
+}
+
+/// Why a remote lake has no log: nothing under its prefix, or files with no lake log (a copy
+/// of a lake of the old layout, which only a local writer converts).
+async fn no_remote_lake(r: &Remote) -> Error {
+    let tables = r.has_dir(crate::event::EVENTS_TABLE).await.unwrap_or(false);
+    match tables {
+        false => Error::input(format!("no lake at {}", r.url())).with_hint(
+            "copy a local lake there (README: \"A lake on S3\"), or check the bucket, the prefix and AWS_ENDPOINT_URL",
+        ),
+        true => Error::input(format!(
+            "{} holds tables but no lake log: a lake of the layout of before Delta Lake",
+            r.url()
+        ))
+        .with_hint("convert the local lake (`promptgate lake convert`) and copy it again"),
     }
 }

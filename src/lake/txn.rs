@@ -226,7 +226,7 @@ async fn count_rows(dir: &Path, table: Table, version: u64) -> Result<u64> {
     use futures::StreamExt;
     let t = delta::load(dir, Some(version)).await?;
     let ctx = SessionContext::new();
-    delta::register(&ctx, &t, dir, "t", false)?;
+    delta::register(&ctx, &t, "t", false)?;
     let mut stream = ctx
         .table("t")
         .await?

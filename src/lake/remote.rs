@@ -1,0 +1,194 @@
+//! A lake on object storage: `--lake s3://bucket/prefix` (AWS S3 or any S3-compatible store).
+//!
+//! The layout under the prefix is the local one (see the module above): one Delta table per
+//! directory, the lake's log under `_promptgate/log/`. Readers need nothing a store lacks: a
+//! version is a list of files named by logs, so `sql`, `rollup`, `judge` and `lake
+//! history|files` read a remote lake through the same snapshot code as a local one.
+//!
+//! Credentials and endpoint come from the usual `AWS_*` environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for a store
+//! that is not AWS, `AWS_ALLOW_HTTP=true` for one without TLS), read by the `object_store`
+//! crate and by delta-rs alike.
+
+use std::sync::{Arc, Once};
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use super::Table;
+use crate::error::{Error, Result};
+
+/// A lake under a prefix of an object store.
+#[derive(Debug)]
+pub struct Remote {
+    /// `s3://bucket/prefix/`, always with the trailing slash.
+    url: Url,
+    store: Arc<dyn ObjectStore>,
+    /// The prefix within the bucket (empty for a lake at the bucket's root).
+    prefix: ObjectPath,
+}
+
+const CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL, with AWS_ALLOW_HTTP=true for plain http, for a store that is not AWS)";
+
+impl Remote {
+    /// The remote lake `arg` names, or None when `arg` is a local path (no `scheme://`, or
+    /// `file://`). Schemes other than S3's are refused with a hint.
+    pub fn parse(arg: &str) -> Result<Option<Remote>> {
+        let Some((scheme, _)) = arg.split_once("://") else {
+            return Ok(None);
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => return Ok(None),
+            "s3" | "s3a" => {}
+            other => {
+                return Err(Error::usage(format!(
+                    "--lake {arg}: {other}:// is not a store promptgate reads"
+                ))
+                .with_hint(
+                    "give a local directory or an s3://bucket/prefix URL (S3 and S3-compatible stores)",
+                ));
+            }
+        }
+        let mut url = Url::parse(arg).map_err(|e| {
+            Error::usage(format!("--lake {arg} is not a valid URL: {e}"))
+                .with_hint("write it as s3://bucket/prefix")
+        })?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(Error::usage(format!("--lake {arg} names no bucket"))
+                .with_hint("write it as s3://bucket/prefix"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::usage(format!(
+                "--lake {arg}: a lake URL takes no query or fragment"
+            ))
+            .with_hint("write it as s3://bucket/prefix"));
+        }
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let prefix = ObjectPath::parse(url.path().trim_matches('/')).map_err(|e| {
+            Error::usage(format!("--lake {arg}: {e}"))
+                .with_hint("a prefix is made of non-empty segments without `.` or `..`")
+        })?;
+        static HANDLERS: Once = Once::new();
+        // delta-rs opens s3:// tables through the handlers this registers (once per process).
+        HANDLERS.call_once(|| deltalake_aws::register_handlers(None));
+        let store = AmazonS3Builder::from_env()
+            .with_url(url.as_str())
+            .build()
+            .map_err(|e| {
+                Error::usage(format!("cannot use the store of {arg}: {e}"))
+                    .with_hint(CREDENTIALS_HINT)
+            })?;
+        Ok(Some(Remote {
+            url,
+            store: Arc::new(store),
+            prefix,
+        }))
+    }
+
+    /// `s3://bucket/prefix/`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL of `table`'s Delta table.
+    pub fn table_url(&self, table: Table) -> Result<Url> {
+        self.url
+            .join(&format!("{}/", table.name()))
+            .map_err(|e| Error::runtime(format!("{}: {e}", self.url)))
+    }
+
+    /// The object at `rel` (a `/`-separated path under the lake), relative to the lake's prefix.
+    fn path(&self, rel: &str) -> ObjectPath {
+        rel.split('/')
+            .filter(|s| !s.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.join(part))
+    }
+
+    fn err(&self, doing: &str, rel: &str, e: object_store::Error) -> Error {
+        Error::runtime(format!("cannot {doing} {}{rel}: {e}", self.url)).with_hint(CREDENTIALS_HINT)
+    }
+
+    /// The names of the objects directly under the directory `rel` (not of deeper ones).
+    pub async fn list(&self, rel: &str) -> Result<Vec<String>> {
+        let dir = self.path(rel);
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| self.err("list", rel, e))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// Whether anything lies under the directory `rel`.
+    pub async fn has_dir(&self, rel: &str) -> Result<bool> {
+        let dir = self.path(rel);
+        let first = self
+            .store
+            .list(Some(&dir))
+            .try_next()
+            .await
+            .map_err(|e| self.err("list", rel, e))?;
+        Ok(first.is_some())
+    }
+
+    /// The bytes of the object at `rel`.
+    pub async fn get(&self, rel: &str) -> Result<Vec<u8>> {
+        let got = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| self.err("read", rel, e))?;
+        let bytes = got.bytes().await.map_err(|e| self.err("read", rel, e))?;
+        Ok(bytes.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_file_urls_are_not_remote() {
+        assert!(Remote::parse("./lake").unwrap().is_none());
+        assert!(Remote::parse("/var/lib/lake").unwrap().is_none());
+        assert!(Remote::parse("file:///var/lib/lake").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_s3_url_names_its_prefix_and_tables() {
+        let r = Remote::parse("s3://bucket/teams/llm").unwrap().unwrap();
+        assert_eq!(r.url().as_str(), "s3://bucket/teams/llm/");
+        assert_eq!(
+            r.path("_promptgate/log").as_ref(),
+            "teams/llm/_promptgate/log"
+        );
+        assert_eq!(
+            r.table_url(Table::Events).unwrap().as_str(),
+            "s3://bucket/teams/llm/llm_events/"
+        );
+        let root = Remote::parse("s3://bucket").unwrap().unwrap();
+        assert_eq!(root.path("llm_events").as_ref(), "llm_events");
+    }
+
+    #[test]
+    fn other_schemes_and_malformed_urls_are_refused_with_a_hint() {
+        for bad in [
+            "gs://bucket/x",
+            "https://example.com/lake",
+            "s3:///x",
+            "s3://b/x?y=1",
+        ] {
+            let e = Remote::parse(bad).unwrap_err();
+            assert!(e.hint.is_some(), "{bad}: {e}");
+        }
+    }
+}

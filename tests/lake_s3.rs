@@ -1,0 +1,417 @@
+//! A lake on S3: `--lake s3://bucket/prefix` against a local S3 server (moto, started here).
+//! Readers (`sql`, `rollup`, `judge`, `lake history|files`, `--as-of`) print exactly what they
+//! print on the local lake the store was copied from; a copy stopped before its logs leaves
+//! readers on the previous version; writers refuse a remote lake and write nothing to it.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Lake, bin};
+use serde_json::Value;
+
+/// moto's S3 server on a free local port, stopped when dropped.
+struct S3 {
+    child: Child,
+    endpoint: String,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with moto's server (.ci/run installs it: pip install 'moto[server]')");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3 {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// `cmd` with this server's endpoint and test credentials, and nothing from the machine's
+    /// own AWS configuration.
+    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        for var in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_DEFAULT_REGION",
+            "PROMPTGATE_LAKE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("USER", "tester")
+    }
+
+    /// Runs the S3 client script below (boto3): `mkbucket B`, `copy DIR B PREFIX STEP`, `keys B`.
+    fn client(&self, args: &[&str]) -> String {
+        let out = self
+            .env(&mut Command::new("python3"))
+            .arg("-c")
+            .arg(CLIENT)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// promptgate with `--lake` at `lake` (a URL or a path).
+    fn run(&self, lake: &str, args: &[&str]) -> Output {
+        self.env(&mut bin())
+            .arg("--lake")
+            .arg(lake)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The copy the README gives (`aws s3 sync` in three steps), with boto3: `data` (every file but
+/// the logs, the staging, the quarantine and the registry), then `delta` (the tables' Delta
+/// logs), then `lake` (the lake's log).
+const CLIENT: &str = r#"
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+cmd = sys.argv[1]
+if cmd == "mkbucket":
+    s3.create_bucket(Bucket=sys.argv[2])
+elif cmd == "keys":
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2]):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    print("\n".join(sorted(keys)))
+elif cmd == "copy":
+    root, bucket, prefix, step = sys.argv[2:6]
+    for d, _, files in os.walk(root):
+        for f in files:
+            rel = os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+            if rel.split("/")[0] in ("_staging", "quarantine", "registry"):
+                continue
+            kind = "delta" if "/_delta_log/" in rel else "lake" if rel.startswith("_promptgate/log/") else "data"
+            if kind == step:
+                s3.upload_file(os.path.join(d, f), bucket, prefix + "/" + rel)
+"#;
+
+fn copy(s3: &S3, lake: &Path, bucket: &str, prefix: &str, steps: &[&str]) {
+    for step in steps {
+        s3.client(&["copy", lake.to_str().unwrap(), bucket, prefix, step]);
+    }
+}
+
+/// Generated events of route `support` with a canary (v2) beside the baseline (v1).
+fn ingest(lake: &Lake, s3: &S3, n: u32, seed: u32) {
+    let out = bin()
+        .args([
+            "gen",
+            "--events",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args([
+            "--routes",
+            "support",
+            "--canary-share",
+            "0.3",
+            "--days",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let file = lake.path(&format!("events-{seed}.ndjson"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    let lake_dir = lake.lake.to_str().unwrap();
+    let ingested = s3.run(
+        lake_dir,
+        &["ingest", "--no-progress", file.to_str().unwrap()],
+    );
+    assert!(ingested.status.success(), "{ingested:?}");
+}
+
+/// Exit code and stdout.
+fn result(out: &Output) -> (i32, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Equal JSON, floats within a relative 1e-12: sums over partitions read in another order
+/// (the same files fetched over HTTP) round differently in the last bit.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn count(s3: &S3, lake: &str) -> u64 {
+    let out = s3.run(
+        lake,
+        &[
+            "sql",
+            "SELECT COUNT(*) AS n FROM llm_events",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["n"].as_u64().unwrap()
+}
+
+#[test]
+fn readers_on_s3_print_what_they_print_on_the_local_lake() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    ingest(&lake, &s3, 20_000, 1);
+    ingest(&lake, &s3, 20_000, 2);
+    s3.client(&["mkbucket", "team"]);
+    copy(
+        &s3,
+        &lake.lake,
+        "team",
+        "lakes/llm",
+        &["data", "delta", "lake"],
+    );
+    let local = lake.lake.to_str().unwrap().to_string();
+    let remote = "s3://team/lakes/llm";
+
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "sql",
+            "SELECT prompt_version, COUNT(*) AS n, SUM(tokens_in) AS t, COUNT(DISTINCT event_id) AS d \
+             FROM llm_events GROUP BY prompt_version ORDER BY prompt_version",
+            "--format",
+            "json",
+        ],
+        vec![
+            "sql",
+            "SELECT (SELECT COUNT(*) FROM llm_labels) AS labels, \
+             (SELECT COUNT(*) FROM llm_labeled_events) AS labeled, \
+             (SELECT COUNT(*) FROM llm_events_labeled WHERE label = 'bad') AS bad",
+            "--format",
+            "json",
+        ],
+        vec![
+            "sql",
+            "SELECT COUNT(*) AS n FROM llm_events",
+            "--as-of",
+            "1",
+        ],
+        vec![
+            "rollup", "--route", "support", "--by", "model", "--format", "json",
+        ],
+        vec![
+            "judge",
+            "--route",
+            "support",
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--format",
+            "json",
+        ],
+        vec![
+            "judge",
+            "--route",
+            "support",
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--as-of",
+            "1",
+        ],
+        vec!["lake", "history", "--json"],
+        vec!["lake", "files", "--json"],
+        vec!["lake", "files", "--as-of", "1"],
+    ];
+    for args in &commands {
+        let here = result(&s3.run(&local, args));
+        let there = s3.run(remote, args);
+        let stderr = String::from_utf8_lossy(&there.stderr);
+        let there = result(&there);
+        assert_eq!(here.0, there.0, "{args:?}\nstderr on S3: {stderr}");
+        assert!(!here.1.is_empty(), "{args:?} printed nothing");
+        if args.contains(&"json") && !args.contains(&"--json") {
+            let (a, b): (Value, Value) = (
+                serde_json::from_str(&here.1).unwrap(),
+                serde_json::from_str(&there.1).unwrap(),
+            );
+            assert!(same(&a, &b), "{args:?}\nlocal: {a}\nS3: {b}");
+        } else {
+            assert_eq!(here.1, there.1, "{args:?}\nstderr on S3: {stderr}");
+        }
+    }
+    // The judge really judged: a verdict, not an error, from both.
+    let judged = s3.run(remote, &commands[4]);
+    let v: Value = serde_json::from_slice(&judged.stdout).unwrap();
+    assert!(v["n_baseline"].as_u64().unwrap() > 0 && v["n_canary"].as_u64().unwrap() > 0);
+    // A version the lake does not have: the same usage error as on local disk.
+    let missing = s3.run(remote, &["sql", "SELECT 1", "--as-of", "99"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no version 99"));
+}
+
+#[test]
+fn a_copy_stopped_before_its_logs_leaves_readers_on_the_previous_version() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    ingest(&lake, &s3, 10_000, 3);
+    s3.client(&["mkbucket", "copies"]);
+    copy(&s3, &lake.lake, "copies", "l", &["data", "delta", "lake"]);
+    let remote = "s3://copies/l";
+    let before = count(&s3, remote);
+    assert_eq!(before, count(&s3, lake.lake.to_str().unwrap()));
+
+    // An append (4 ingests: the last compacts each day, replacing files the old version reads).
+    for seed in [4, 5, 6] {
+        ingest(&lake, &s3, 5_000, seed);
+    }
+    let after = count(&s3, lake.lake.to_str().unwrap());
+    assert!(after > before);
+    copy(&s3, &lake.lake, "copies", "l", &["data"]);
+    assert_eq!(count(&s3, remote), before, "new files alone change nothing");
+    copy(&s3, &lake.lake, "copies", "l", &["delta"]);
+    assert_eq!(
+        count(&s3, remote),
+        before,
+        "newer Delta versions no lake version names change nothing"
+    );
+    copy(&s3, &lake.lake, "copies", "l", &["lake"]);
+    assert_eq!(count(&s3, remote), after);
+    // The version the store showed before is still there to read.
+    let old = s3.run(
+        remote,
+        &[
+            "sql",
+            "SELECT COUNT(*) AS n FROM llm_events",
+            "--as-of",
+            "1",
+            "--format",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&old.stdout).unwrap();
+    assert_eq!(v[0]["n"].as_u64(), Some(before));
+}
+
+#[test]
+fn writers_refuse_a_lake_on_s3_and_write_nothing_there() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    ingest(&lake, &s3, 2_000, 7);
+    s3.client(&["mkbucket", "writes"]);
+    copy(
+        &s3,
+        &lake.lake,
+        "writes",
+        "lake",
+        &["data", "delta", "lake"],
+    );
+    let keys = s3.client(&["keys", "writes"]);
+    let events = lake.path("events-7.ndjson");
+    let events = events.to_str().unwrap();
+    for args in [
+        vec!["ingest", events],
+        vec!["compact"],
+        vec!["lake", "vacuum"],
+        vec!["lake", "convert"],
+        vec!["registry", "show"],
+        vec!["rollout", "status", "--route", "support"],
+        vec!["review", "sample", "--route", "support", "--env", "prod"],
+        vec![
+            "checklist",
+            "--route",
+            "support",
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+        ],
+    ] {
+        let out = s3.run("s3://writes/lake", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("needs a lake on local disk"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("s3://writes/lake/"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        s3.client(&["keys", "writes"]),
+        keys,
+        "a refused writer wrote to the store"
+    );
+    // Nothing was created on local disk under a path that looks like the URL either.
+    assert!(!Path::new("s3:").exists());
+}
+
+#[test]
+fn a_prefix_without_a_lake_says_so() {
+    let s3 = S3::start();
+    s3.client(&["mkbucket", "empty"]);
+    for args in [vec!["sql", "SELECT 1"], vec!["lake", "history"]] {
+        let out = s3.run("s3://empty/nothing/here", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no lake at s3://empty/nothing/here/"), "{err}");
+    }
+    let out = s3.run("gs://bucket/lake", &["sql", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gs:// is not a store"));
+}
