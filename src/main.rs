@@ -603,30 +603,42 @@ fn gen_config(a: &GenArgs) -> Result<GenConfig> {
     })
 }
 
-/// The name of a command that writes to the lake or keeps its registry beside it, which a lake
-/// on object storage does not support; None for the readers.
-fn needs_local_lake(c: &Command) -> Option<&'static str> {
-    Some(match c {
-        Command::Sql(_) | Command::Rollup(_) | Command::Judge(_) => return None,
-        Command::Gen(_) | Command::Demo { .. } => return None,
-        Command::Lake(LakeCmd::History { .. } | LakeCmd::Files { .. }) => return None,
-        Command::Lake(LakeCmd::Vacuum { .. }) => "lake vacuum",
-        Command::Lake(LakeCmd::Convert) => "lake convert",
-        Command::Ingest(_) => "ingest",
-        Command::Compact { .. } => "compact",
-        Command::Registry(_) => "registry",
-        Command::Resolve { .. } => "resolve",
-        Command::Rollout(_) => "rollout",
-        Command::Serve { .. } => "serve",
-        Command::Review(_) => "review",
-        Command::Checklist { .. } => "checklist",
-    })
+/// What a command needs on local disk, which a lake on object storage (read-only) lacks.
+enum LocalNeed {
+    /// Nothing: it reads the lake, or does not use it.
+    Nothing,
+    /// It writes to the lake (or to files kept in it, such as reviews).
+    Lake(&'static str),
+    /// It reads or writes the registry, which defaults to `<lake>/registry`.
+    Registry(&'static str),
+}
+
+fn local_need(c: &Command) -> LocalNeed {
+    match c {
+        Command::Sql(_) | Command::Rollup(_) | Command::Judge(_) => LocalNeed::Nothing,
+        Command::Gen(_) | Command::Demo { .. } => LocalNeed::Nothing,
+        Command::Lake(LakeCmd::History { .. } | LakeCmd::Files { .. }) => LocalNeed::Nothing,
+        Command::Lake(LakeCmd::Vacuum { .. }) => LocalNeed::Lake("lake vacuum"),
+        Command::Lake(LakeCmd::Convert) => LocalNeed::Lake("lake convert"),
+        Command::Ingest(_) => LocalNeed::Lake("ingest"),
+        Command::Compact { .. } => LocalNeed::Lake("compact"),
+        Command::Review(_) => LocalNeed::Lake("review"),
+        Command::Checklist { .. } => LocalNeed::Lake("checklist"),
+        Command::Registry(_) => LocalNeed::Registry("registry"),
+        Command::Resolve { .. } => LocalNeed::Registry("resolve"),
+        Command::Rollout(_) => LocalNeed::Registry("rollout"),
+        Command::Serve { .. } => LocalNeed::Registry("serve"),
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     let lake = Lake::open(&cli.lake)?;
-    if let Some(command) = needs_local_lake(&cli.command) {
-        lake.require_local(command)?;
+    match local_need(&cli.command) {
+        LocalNeed::Nothing => {}
+        LocalNeed::Lake(command) => lake.require_local(command)?,
+        LocalNeed::Registry(command) => {
+            promptgate::registry::require_local(cli.registry.as_deref(), &lake, command)?
+        }
     }
     let registry = Registry::locate(cli.registry, &lake);
     match cli.command {

@@ -370,8 +370,6 @@ fn writers_refuse_a_lake_on_s3_and_write_nothing_there() {
         vec!["compact"],
         vec!["lake", "vacuum"],
         vec!["lake", "convert"],
-        vec!["registry", "show"],
-        vec!["rollout", "status", "--route", "support"],
         vec!["review", "sample", "--route", "support", "--env", "prod"],
         vec![
             "checklist",
@@ -392,6 +390,32 @@ fn writers_refuse_a_lake_on_s3_and_write_nothing_there() {
         );
         assert!(err.contains("s3://writes/lake/"), "{args:?}: {err}");
     }
+    // The registry stays on local disk: commands that use it need --registry with a remote lake
+    // (it defaults to the lake's registry/ directory), and then work.
+    let registry = lake.path("registry");
+    for args in [
+        vec!["registry", "show"],
+        vec!["rollout", "status"],
+        vec![
+            "resolve", "--route", "support", "--env", "prod", "--unit", "u1",
+        ],
+    ] {
+        let out = s3.run("s3://writes/lake", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--registry DIR"), "{args:?}: {err}");
+        let with = [&["--registry", registry.to_str().unwrap()][..], &args].concat();
+        let out = s3.run("s3://writes/lake", &with);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("object storage"),
+            "{with:?}: {out:?}"
+        );
+    }
+    let shown = s3.run(
+        "s3://writes/lake",
+        &["--registry", registry.to_str().unwrap(), "registry", "show"],
+    );
+    assert!(shown.status.success(), "{shown:?}");
     assert_eq!(
         s3.client(&["keys", "writes"]),
         keys,
@@ -414,4 +438,74 @@ fn a_prefix_without_a_lake_says_so() {
     let out = s3.run("gs://bucket/lake", &["sql", "SELECT 1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gs:// is not a store"));
+}
+
+#[test]
+fn a_rollout_steps_on_the_judge_of_a_lake_on_s3() {
+    // The CI gate: the lake on the store, the registry on local disk (--registry).
+    let s3 = S3::start();
+    let w = Lake::new();
+    w.add_version("support", "v1", "support-v1.txt", None);
+    w.add_version("support", "v2", "support-v2.txt", None);
+    w.ok(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+    ]);
+    let policy = common::testdata("rollout-policy.toml");
+    w.ok(&[
+        "rollout", "start", "--route", "support", "--env", "prod", "--canary", "v2", "--id",
+        "r-s3", "--policy", &policy,
+    ]);
+    s3.client(&["mkbucket", "gate"]);
+    let registry = w.lake.join("registry");
+    let step = |code: i32| -> Value {
+        copy(&s3, &w.lake, "gate", "lake", &["data", "delta", "lake"]);
+        let out = s3.run(
+            "s3://gate/lake",
+            &[
+                "--registry",
+                registry.to_str().unwrap(),
+                "rollout",
+                "step",
+                "--route",
+                "support",
+                "--env",
+                "prod",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(code), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    w.traffic(common::Traffic {
+        units: 50_000,
+        ..Default::default()
+    });
+    let r = step(0);
+    assert_eq!(r["rollout"]["status"], "active", "{r}");
+    w.traffic(common::Traffic {
+        units: 10_000,
+        canary_latency: Some(3.0),
+        ..Default::default()
+    });
+    let r = step(1);
+    assert_eq!(r["rollout"]["status"], "aborted", "{r}");
+    assert!(
+        r["judge"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("p95_duration_ms"),
+        "{r}"
+    );
+    // The registry on local disk recorded it: everyone is back on v1.
+    let resolved = w.ok(&[
+        "resolve", "--route", "support", "--env", "prod", "--unit", "u1",
+    ]);
+    let v: Value = serde_json::from_str(&resolved).unwrap();
+    assert_eq!(v["version"], "v1");
 }

@@ -89,6 +89,19 @@ pub fn default_actor() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// Fails with a hint when `command` would use the default registry (`<lake>/registry`) of a lake
+/// on object storage: the registry is kept on local disk, named by `--registry`.
+pub fn require_local(dir: Option<&Path>, lake: &Lake, command: &str) -> Result<()> {
+    match (dir, lake.remote()) {
+        (None, Some(r)) => Err(Error::usage(format!(
+            "`promptgate {command}` uses the registry, which defaults to the lake's registry/ directory, and the lake ({}) is on object storage",
+            r.url()
+        ))
+        .with_hint("give the registry's local directory with --registry DIR (or PROMPTGATE_REGISTRY)")),
+        _ => Ok(()),
+    }
+}
+
 impl Registry {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Registry { dir: dir.into() }
