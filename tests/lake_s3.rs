@@ -1,7 +1,10 @@
 //! A lake on S3: `--lake s3://bucket/prefix` against a local S3 server (moto, started here).
 //! Readers (`sql`, `rollup`, `judge`, `lake history|files`, `--as-of`) print exactly what they
 //! print on the local lake the store was copied from; a copy stopped before its logs leaves
-//! readers on the previous version; writers refuse a remote lake and write nothing to it.
+//! readers on the previous version. Ingest writes to the store directly: the same rows as into
+//! a local lake, deduplicated, quarantined and compacted there; two writers take turns; a
+//! writer killed or failing at any step of its commit leaves readers on the version before.
+//! Commands not built for object storage refuse it and write nothing.
 
 mod common;
 
@@ -17,6 +20,8 @@ use serde_json::Value;
 struct S3 {
     child: Child,
     endpoint: String,
+    /// Holds the writers' local work directories (`PROMPTGATE_WORK_DIR`).
+    work: tempfile::TempDir,
 }
 
 impl S3 {
@@ -50,6 +55,7 @@ impl S3 {
         S3 {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            work: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -69,6 +75,7 @@ impl S3 {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
+            .env("PROMPTGATE_WORK_DIR", self.work.path().join("writer"))
             .env("USER", "tester")
     }
 
@@ -350,7 +357,7 @@ fn a_copy_stopped_before_its_logs_leaves_readers_on_the_previous_version() {
 }
 
 #[test]
-fn writers_refuse_a_lake_on_s3_and_write_nothing_there() {
+fn commands_not_built_for_s3_refuse_it_and_write_nothing_there() {
     let s3 = S3::start();
     let lake = Lake::new();
     ingest(&lake, &s3, 2_000, 7);
@@ -363,11 +370,7 @@ fn writers_refuse_a_lake_on_s3_and_write_nothing_there() {
         &["data", "delta", "lake"],
     );
     let keys = s3.client(&["keys", "writes"]);
-    let events = lake.path("events-7.ndjson");
-    let events = events.to_str().unwrap();
     for args in [
-        vec!["ingest", events],
-        vec!["compact"],
         vec!["lake", "vacuum"],
         vec!["lake", "convert"],
         vec!["review", "sample", "--route", "support", "--env", "prod"],
@@ -508,4 +511,294 @@ fn a_rollout_steps_on_the_judge_of_a_lake_on_s3() {
     ]);
     let v: Value = serde_json::from_str(&resolved).unwrap();
     assert_eq!(v["version"], "v1");
+}
+
+/// Generated events of route `support` (v1 and a canary v2) in a file beside `lake`.
+fn events_file(lake: &Lake, n: u32, seed: u32) -> String {
+    let out = bin()
+        .args([
+            "gen",
+            "--events",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args([
+            "--routes",
+            "support",
+            "--canary-share",
+            "0.3",
+            "--days",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let file = lake.path(&format!("gen-{seed}.ndjson"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+fn ingest_json(s3: &S3, lake: &str, file: &str, env: &[(&str, &str)]) -> (i32, Value) {
+    let (code, v, _) = ingest_output(s3, lake, file, env);
+    (code, v)
+}
+
+/// Exit code, JSON report and stderr of an ingest.
+fn ingest_output(s3: &S3, lake: &str, file: &str, env: &[(&str, &str)]) -> (i32, Value, String) {
+    let mut cmd = bin();
+    s3.env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .args(["--lake", lake, "ingest", "--json", "--no-progress", file])
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), v, stderr)
+}
+
+/// Rows of each table's latest Delta version on the store, as the `deltalake` Python package
+/// (delta-rs, an independent reader) counts them.
+fn delta_rs_counts(s3: &S3, lake: &str) -> Vec<u64> {
+    let script = r#"
+import sys
+from deltalake import DeltaTable, QueryBuilder
+for t in ("llm_events", "llm_labels", "llm_labeled_events"):
+    dt = DeltaTable(sys.argv[1].rstrip("/") + "/" + t)
+    r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
+    print(r.column("n")[0].as_py())
+"#;
+    let out = s3
+        .env(&mut Command::new("python3"))
+        .args(["-c", script, lake])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+fn table_counts(s3: &S3, lake: &str) -> Vec<u64> {
+    let q = "SELECT (SELECT COUNT(*) FROM llm_events) AS e, (SELECT COUNT(*) FROM llm_labels) AS l, \
+             (SELECT COUNT(*) FROM llm_labeled_events) AS i";
+    let out = s3.run(lake, &["sql", q, "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    ["e", "l", "i"]
+        .iter()
+        .map(|k| v[0][*k].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn ingest_into_s3_keeps_what_a_local_lake_keeps() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    s3.client(&["mkbucket", "direct"]);
+    let remote = "s3://direct/team/lake";
+    let local = lake.lake.to_str().unwrap().to_string();
+    let first = events_file(&lake, 20_000, 31);
+    // The same events again, plus a line that is not an event.
+    let again = lake.path("again.ndjson");
+    let mut text = std::fs::read_to_string(&first).unwrap();
+    text.push_str("{\"not\": \"an event\"}\n");
+    std::fs::write(&again, text).unwrap();
+    let mut files = vec![first, again.to_str().unwrap().to_string()];
+    // Three more batches: the fourth file in each day makes ingest compact the days.
+    files.extend([32, 33, 34].map(|seed| events_file(&lake, 4_000, seed)));
+    let mut compacted = false;
+    for file in &files {
+        let (code, here) = ingest_json(&s3, &local, file, &[]);
+        assert_eq!(code, 0, "{here}");
+        let (code, there) = ingest_json(&s3, remote, file, &[]);
+        assert_eq!(code, 0, "{there}");
+        for key in [
+            "read",
+            "accepted",
+            "duplicates",
+            "rejected",
+            "inline_labels",
+        ] {
+            assert_eq!(here[key], there[key], "{key}: {here} / {there}");
+        }
+        compacted |= there["compacted"].is_array();
+        if let Some(q) = there["quarantine"].as_str() {
+            assert!(
+                q.starts_with("s3://direct/team/lake/quarantine/"),
+                "{there}"
+            );
+            let keys = s3.client(&["keys", "direct"]);
+            let key = q.trim_start_matches("s3://direct/");
+            assert!(
+                keys.lines().any(|k| k.starts_with(key)),
+                "{q} not in {keys}"
+            );
+        }
+    }
+    assert!(compacted, "four appends to each day compact it");
+    let counts = table_counts(&s3, remote);
+    assert_eq!(counts, table_counts(&s3, &local));
+    assert_eq!(counts[0], 32_000);
+    assert_eq!(delta_rs_counts(&s3, remote), counts);
+    for args in [
+        vec![
+            "rollup", "--route", "support", "--by", "model", "--format", "json",
+        ],
+        vec![
+            "judge",
+            "--route",
+            "support",
+            "--baseline",
+            "v1",
+            "--canary",
+            "v2",
+            "--format",
+            "json",
+        ],
+    ] {
+        let (a, b) = (s3.run(&local, &args), s3.run(remote, &args));
+        assert_eq!(a.status.code(), b.status.code(), "{args:?}: {b:?}");
+        let (a, b): (Value, Value) = (
+            serde_json::from_slice(&a.stdout).unwrap(),
+            serde_json::from_slice(&b.stdout).unwrap(),
+        );
+        assert!(same(&a, &b), "{args:?}\nlocal: {a}\nS3: {b}");
+    }
+    // The store's table is laid out as the local one: the same number of files (one per day
+    // after the compaction).
+    let live = |lake: &str| -> usize {
+        let out = s3.run(lake, &["lake", "files", "--table", "llm_events", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(live(remote), live(&local));
+    assert_eq!(live(remote), 3);
+    // The writer released its lease.
+    assert!(!s3.client(&["keys", "direct"]).contains("writer.json"));
+}
+
+#[test]
+fn two_writers_on_s3_take_turns_and_keep_every_event_once() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    s3.client(&["mkbucket", "turns"]);
+    let remote = "s3://turns/lake";
+    let a = events_file(&lake, 30_000, 41);
+    let b = events_file(&lake, 30_000, 42);
+    // b also carries 10,000 of a's events.
+    let mut text = std::fs::read_to_string(&b).unwrap();
+    text.extend(
+        std::fs::read_to_string(&a)
+            .unwrap()
+            .lines()
+            .take(10_000)
+            .map(|l| format!("{l}\n")),
+    );
+    std::fs::write(&b, text).unwrap();
+    // Two machines: two work directories, nothing shared but the store.
+    let runs: Vec<(i32, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [(&a, "one"), (&b, "two")]
+            .into_iter()
+            .map(|(file, dir)| {
+                let work = s3.work.path().join(dir);
+                let s3 = &s3;
+                scope.spawn(move || {
+                    ingest_json(
+                        s3,
+                        remote,
+                        file,
+                        &[("PROMPTGATE_WORK_DIR", work.to_str().unwrap())],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (code, report) in &runs {
+        assert_eq!(*code, 0, "{report}");
+    }
+    let duplicates: u64 = runs
+        .iter()
+        .map(|(_, r)| r["duplicates"].as_u64().unwrap())
+        .sum();
+    assert_eq!(duplicates, 10_000, "{runs:?}");
+    let out = s3.run(
+        remote,
+        &[
+            "sql",
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM llm_events",
+            "--format",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v[0]["n"].as_u64(), v[0]["d"].as_u64()),
+        (Some(60_000), Some(60_000))
+    );
+}
+
+#[test]
+fn a_writer_killed_or_failing_mid_commit_on_s3_leaves_readers_on_the_version_before() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    s3.client(&["mkbucket", "crash"]);
+    let remote = "s3://crash/lake";
+    let base = events_file(&lake, 6_000, 51);
+    assert_eq!(ingest_json(&s3, remote, &base, &[]).0, 0);
+    let mut before = table_counts(&s3, remote);
+    let lease = [("PROMPTGATE_LEASE_SECONDS", "2")];
+    for (i, step) in [
+        "files",
+        "llm_labels",
+        "llm_labeled_events",
+        "llm_events",
+        "fail:llm_labels",
+        "fail:llm_events",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = events_file(&lake, 3_000, 60 + i as u32);
+        let (code, _) = ingest_json(
+            &s3,
+            remote,
+            &file,
+            &[("PROMPTGATE_CRASH_AT", step), lease[0]],
+        );
+        match step.strip_prefix("fail:") {
+            Some(_) => assert_eq!(code, 1, "{step}: a failed commit exits 1"),
+            None => assert_eq!(code, -1, "{step}: killed"),
+        }
+        assert_eq!(
+            table_counts(&s3, remote),
+            before,
+            "{step}: readers see the version before"
+        );
+        // The next writer (once the dead one's lease expired) undoes what it left and commits.
+        let (code, report, stderr) = ingest_output(&s3, remote, &file, &lease);
+        assert_eq!(code, 0, "{step}: {report}");
+        if step.starts_with("llm_") {
+            // Killed after a table commit: the next writer undid it before its own.
+            assert!(
+                stderr.contains("undid an interrupted write"),
+                "{step}: {stderr}"
+            );
+        }
+        assert_eq!(report["accepted"], 3_000, "{step}: {report}");
+        let now = table_counts(&s3, remote);
+        assert_eq!(now[0], before[0] + 3_000, "{step}");
+        assert_eq!(delta_rs_counts(&s3, remote), now, "{step}: delta-rs agrees");
+        before = now;
+    }
 }

@@ -18,7 +18,7 @@ pub async fn history(lake: &Lake, json: bool, limit: Option<usize>) -> Result<i3
     if versions.is_empty() {
         return Err(Error::usage(format!(
             "the lake at {} has no versions yet: it is in the layout of before Delta Lake",
-            lake.root().display()
+            lake.location()
         ))
         .with_hint("convert it with `promptgate lake convert` (its next ingest also does)"));
     }

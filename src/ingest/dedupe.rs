@@ -231,14 +231,7 @@ pub(super) async fn rows_with_ids(
     // The lake's files that may hold a candidate: where id-hash files are kept, only those
     // whose hashes match one (a file without a trustworthy id-hash file is always read).
     let lake_files = match lake {
-        Some(l) if ids::has_id_hashes(table) => {
-            let mut scratch = Vec::new();
-            l.files(table, None)?
-                .into_iter()
-                .filter(|f| ids::any_match(f, &candidates.hashes, &mut scratch) != Some(false))
-                .collect()
-        }
-        Some(l) => l.files(table, None)?,
+        Some(l) => l.files_matching(table, &candidates.hashes).await?,
         None => Vec::new(),
     };
     let have_lake = !lake_files.is_empty();
@@ -261,7 +254,8 @@ pub(super) async fn rows_with_ids(
 
     let mut existing: Option<datafusion::prelude::DataFrame> = None;
     if have_lake {
-        lake::register_files(&ctx, &lake_files, table, "lake")?;
+        let l = lake.expect("files come from the lake");
+        l.register_files(&ctx, &lake_files, table, "lake")?;
     }
     if have_staged {
         let dir = staged_dir.expect("staged dir present");

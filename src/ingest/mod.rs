@@ -277,7 +277,7 @@ pub async fn ingest(
     let mut report = run.report;
     if let Some(dir) = q {
         let final_rel = PathBuf::from("quarantine").join(tx.id());
-        report.quarantine = Some(lake.root().join(&final_rel));
+        report.quarantine = Some(lake.location_of(&final_rel));
         if opts.strict && rejected > 0 {
             // Keep the reasons, add nothing else.
             let mut qtx = lock.begin()?;
@@ -320,6 +320,9 @@ async fn maintain(lake: &Lake, report: &mut IngestReport) {
         Err(e) => {
             eprintln!("warning: the ingest is committed, but compacting its partitions failed: {e}")
         }
+    }
+    if lake.remote().is_some() {
+        return; // vacuum on object storage is not built yet (README: "A lake on S3")
     }
     let vacuumed = match lake::retention_hours(None) {
         Ok(hours) => lake::vacuum(lake, hours, false).await,

@@ -49,13 +49,13 @@ pub async fn compact(
     day: Option<&str>,
     min_files: usize,
 ) -> Result<CompactReport> {
-    lake.require_existing()?;
+    lake.require_lake().await?;
     let lock = lake.lock().await?;
     let days = lock.snapshot().days(table)?;
     if let Some(d) = day
         && !days.iter().any(|x| x == d)
     {
-        return Err(Error::usage(format!("no partition date={d} in {}", lake.table_dir(table).display()))
+        return Err(Error::usage(format!("no partition date={d} in {} of {}", table.name(), lake.location()))
             .with_hint("list partitions with `promptgate sql \"SELECT date, COUNT(*) FROM llm_events GROUP BY date ORDER BY date\"`"));
     }
     let mut tx = lock.begin()?;
@@ -121,7 +121,6 @@ async fn compact_into(
     if !snapshot.has(table) || !table.partitioned() {
         return Ok(CompactReport::default());
     }
-    let dir = lake.table_dir(table);
     let mut report = CompactReport::default();
     for day in snapshot.days(table)? {
         let files: Vec<DataFile> = snapshot
@@ -134,7 +133,15 @@ async fn compact_into(
         if chosen.len() < 2 {
             continue;
         }
-        let paths: Vec<PathBuf> = chosen.iter().map(|f| dir.join(&f.path)).collect();
+        // Of a lake on object storage, the inputs are downloaded into the transaction's staging.
+        let mut paths: Vec<PathBuf> = Vec::with_capacity(chosen.len());
+        for f in &chosen {
+            paths.push(
+                snapshot
+                    .local_copy(table, f, &tx.dir().join("inputs"))
+                    .await?,
+            );
+        }
         let mut expected = 0u64;
         for f in &paths {
             let file = std::fs::File::open(f).map_err(|e| Error::io("cannot read", f, e))?;
@@ -151,8 +158,9 @@ async fn compact_into(
         }
         let day_num = event::parse_day(&day).ok_or_else(|| {
             Error::runtime(format!(
-                "{} has a partition with a date that is not a date: {day:?}",
-                dir.display()
+                "{} of {} has a partition with a date that is not a date: {day:?}",
+                table.name(),
+                lake.location()
             ))
         })?;
         let out = tx.new_file(table, day_num);
@@ -162,8 +170,9 @@ async fn compact_into(
         let rows = merge_sorted(&paths, table, &out).await?;
         if rows != expected {
             return Err(Error::runtime(format!(
-                "compaction of {} date={day} wrote {rows} rows but the files hold {expected}; nothing was changed",
-                dir.display()
+                "compaction of {} date={day} of {} wrote {rows} rows but the files hold {expected}; nothing was changed",
+                table.name(),
+                lake.location()
             )));
         }
         for f in &chosen {

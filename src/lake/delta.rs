@@ -43,30 +43,28 @@ pub fn table_url(dir: &Path) -> Result<Url> {
         .map_err(|_| Error::runtime(format!("cannot use {} as a table path", abs.display())))
 }
 
-fn log_store(dir: &Path) -> Result<LogStoreRef> {
-    deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?)
-        .map_err(delta_err(dir))?
+fn log_store(url: &Url) -> Result<LogStoreRef> {
+    deltalake_core::DeltaTableBuilder::from_url(url.clone())
+        .map_err(delta_err(url))?
         .build_storage()
-        .map_err(delta_err(dir))
+        .map_err(delta_err(url))
 }
 
-fn delta_err(dir: &Path) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
-    move |e| Error::runtime(format!("Delta table {}: {e}", dir.display()))
+fn delta_err(url: &Url) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
+    move |e| Error::runtime(format!("Delta table {}: {e}", shown(url)))
 }
 
-fn delta_err_at(url: &Url) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
-    move |e| Error::runtime(format!("Delta table {url}: {e}"))
-}
-
-/// The table at `dir`, at `version` or its latest.
-pub async fn load(dir: &Path, version: Option<u64>) -> Result<DeltaTable> {
-    load_url(&table_url(dir)?, version).await
+/// Whether a Delta table exists at `url` (its log has a commit).
+pub async fn exists(url: &Url) -> Result<bool> {
+    log_store(url)?
+        .is_delta_table_location()
+        .await
+        .map_err(delta_err(url))
 }
 
 /// The table at `url` (a local directory's or an object store's), at `version` or its latest.
-pub async fn load_url(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
-    let mut b =
-        deltalake_core::DeltaTableBuilder::from_url(url.clone()).map_err(delta_err_at(url))?;
+pub async fn load(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
+    let mut b = deltalake_core::DeltaTableBuilder::from_url(url.clone()).map_err(delta_err(url))?;
     if let Some(v) = version {
         b = b.with_version(v);
     }
@@ -76,7 +74,7 @@ pub async fn load_url(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
             shown(url)
         ))
         .with_hint("a version whose files a vacuum removed can no longer be read"),
-        None => delta_err_at(url)(e),
+        None => delta_err(url)(e),
     })
 }
 
@@ -88,13 +86,13 @@ fn shown(url: &Url) -> String {
     }
 }
 
-/// The latest committed version of the table at `dir` (it must exist).
-pub async fn latest_version(dir: &Path) -> Result<u64> {
-    let table = deltalake_core::DeltaTableBuilder::from_url(table_url(dir)?)
-        .map_err(delta_err(dir))?
+/// The latest committed version of the table at `url` (it must exist).
+pub async fn latest_version(url: &Url) -> Result<u64> {
+    let table = deltalake_core::DeltaTableBuilder::from_url(url.clone())
+        .map_err(delta_err(url))?
         .build()
-        .map_err(delta_err(dir))?;
-    table.get_latest_version().await.map_err(delta_err(dir))
+        .map_err(delta_err(url))?;
+    table.get_latest_version().await.map_err(delta_err(url))
 }
 
 /// The Delta schema of a table: its file columns, then the `date` partition column.
@@ -122,12 +120,14 @@ fn columns(table: Table) -> Result<Vec<StructField>> {
     Ok(out)
 }
 
-/// Creates the Delta table of `table` at `dir` (version 0), holding `adds` (files already in
+/// Creates the Delta table of `table` at `url` (version 0), holding `adds` (files already in
 /// place, for a conversion) or nothing. Fails if a table is already there.
-pub async fn create(dir: &Path, table: Table, adds: Vec<Add>) -> Result<u64> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+pub async fn create(url: &Url, table: Table, adds: Vec<Add>) -> Result<u64> {
+    if let Ok(dir) = url.to_file_path() {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    }
     let created = CreateBuilder::new()
-        .with_log_store(log_store(dir)?)
+        .with_log_store(log_store(url)?)
         .with_table_name(table.name())
         .with_columns(columns(table)?)
         .with_partition_columns(if table.partitioned() {
@@ -138,7 +138,7 @@ pub async fn create(dir: &Path, table: Table, adds: Vec<Add>) -> Result<u64> {
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_actions(adds.into_iter().map(Action::Add))
         .await
-        .map_err(delta_err(dir))?;
+        .map_err(delta_err(url))?;
     Ok(created.version().unwrap_or(0) as u64)
 }
 
@@ -156,11 +156,11 @@ pub enum Operation {
     Restore(u64),
 }
 
-/// Commits `actions` to the table at `dir` as version `base + 1`. Fails, committing nothing,
+/// Commits `actions` to the table at `url` as version `base + 1`. Fails, committing nothing,
 /// when another writer committed that version first: the caller decides what to do then.
-pub async fn commit(dir: &Path, base: u64, actions: Vec<Action>, op: Operation) -> Result<u64> {
-    let table = load(dir, Some(base)).await?;
-    let snapshot = table.snapshot().map_err(delta_err(dir))?;
+pub async fn commit(url: &Url, base: u64, actions: Vec<Action>, op: Operation) -> Result<u64> {
+    let table = load(url, Some(base)).await?;
+    let snapshot = table.snapshot().map_err(delta_err(url))?;
     let operation = match op {
         Operation::Append => DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -192,7 +192,7 @@ pub async fn commit(dir: &Path, base: u64, actions: Vec<Action>, op: Operation) 
             Error::runtime(format!(
                 "cannot commit version {} of {}: {e}",
                 base + 1,
-                dir.display()
+                shown(url)
             ))
             .with_hint("another writer may have committed at the same time; nothing of this command was committed, run it again")
         })?;
@@ -213,7 +213,7 @@ pub struct DataFile {
 
 /// The files of a loaded table version, sorted by path.
 pub fn files(table: &DeltaTable) -> Result<Vec<DataFile>> {
-    let snapshot = table.snapshot().map_err(delta_err_at(table.table_url()))?;
+    let snapshot = table.snapshot().map_err(delta_err(table.table_url()))?;
     let mut out: Vec<DataFile> = snapshot
         .log_data()
         .iter()
@@ -237,30 +237,30 @@ pub fn files(table: &DeltaTable) -> Result<Vec<DataFile>> {
 }
 
 /// Files removed from the table (by compaction or a restore) and when, in milliseconds.
-pub async fn tombstones(table: &DeltaTable, dir: &Path) -> Result<HashMap<String, i64>> {
+pub async fn tombstones(table: &DeltaTable) -> Result<HashMap<String, i64>> {
     use futures::TryStreamExt;
-    let snapshot = table.snapshot().map_err(delta_err(dir))?;
+    let err = delta_err(table.table_url());
+    let snapshot = table.snapshot().map_err(&err)?;
     let log_store = table.log_store();
     let views: Vec<_> = snapshot
         .all_tombstones(log_store.as_ref())
         .try_collect()
         .await
-        .map_err(delta_err(dir))?;
+        .map_err(&err)?;
     Ok(views
         .into_iter()
         .map(|t| (t.path().into_owned(), t.deletion_timestamp().unwrap_or(0)))
         .collect())
 }
 
-/// The add action of a file already in place at `dir/rel` (in partition `day`, if the table is
-/// partitioned): its size, and its row count and `route` range from the Parquet footer as
-/// statistics.
-pub fn add_action(dir: &Path, rel: &str, day: Option<&str>, data_change: bool) -> Result<Add> {
-    let path = dir.join(rel);
-    let file = std::fs::File::open(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+/// The add action of the file `rel` of a table (in partition `day`, if the table is
+/// partitioned), read from `path` (the file itself, or its copy before an upload): its size,
+/// and its row count and `route` range from the Parquet footer as statistics.
+pub fn add_action(path: &Path, rel: &str, day: Option<&str>, data_change: bool) -> Result<Add> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
     let meta = file
         .metadata()
-        .map_err(|e| Error::io("cannot read", &path, e))?;
+        .map_err(|e| Error::io("cannot read", path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
         Error::runtime(format!(
             "{} is not a readable Parquet file: {e}",
@@ -351,7 +351,7 @@ pub fn register(
     name: &str,
     string_views: bool,
 ) -> Result<()> {
-    let err = delta_err_at(table.table_url());
+    let err = delta_err(table.table_url());
     // Registers the table's object store (local disk or S3) with the session.
     table
         .update_datafusion_session(&ctx.state())
@@ -375,16 +375,16 @@ pub fn register(
     Ok(())
 }
 
-/// Commits the table at `dir` back to the files of version `to` (or to no files), on top of
+/// Commits the table at `url` back to the files of version `to` (or to no files), on top of
 /// its latest version; returns the new version (the latest, when nothing differs).
-pub async fn restore(dir: &Path, to: Option<u64>) -> Result<u64> {
-    let head = load(dir, None).await?;
+pub async fn restore(url: &Url, to: Option<u64>) -> Result<u64> {
+    let head = load(url, None).await?;
     let head_version = head.version().unwrap_or(0) as u64;
-    let head_snapshot = head.snapshot().map_err(delta_err(dir))?;
+    let head_snapshot = head.snapshot().map_err(delta_err(url))?;
     let mut target: HashMap<String, Add> = HashMap::new();
     if let Some(v) = to {
-        let old = load(dir, Some(v)).await?;
-        for f in old.snapshot().map_err(delta_err(dir))?.log_data().iter() {
+        let old = load(url, Some(v)).await?;
+        for f in old.snapshot().map_err(delta_err(url))?.log_data().iter() {
             let add = Add {
                 path: f.path().into_owned(),
                 partition_values: f.partition_values_map(),
@@ -414,7 +414,7 @@ pub async fn restore(dir: &Path, to: Option<u64>) -> Result<u64> {
         return Ok(head_version);
     }
     commit(
-        dir,
+        url,
         head_version,
         actions,
         Operation::Restore(to.unwrap_or(0)),
@@ -422,9 +422,9 @@ pub async fn restore(dir: &Path, to: Option<u64>) -> Result<u64> {
     .await
 }
 
-/// Commits the inverse of `actions` (committed as `version` of the table at `dir`) on top of
+/// Commits the inverse of `actions` (committed as `version` of the table at `url`) on top of
 /// its latest version: what they added is removed, what they removed is added back.
-pub async fn revert(dir: &Path, version: u64, actions: &[Action], now_ms: i64) -> Result<u64> {
+pub async fn revert(url: &Url, version: u64, actions: &[Action], now_ms: i64) -> Result<u64> {
     let inverse = actions
         .iter()
         .filter_map(|a| match a {
@@ -453,9 +453,9 @@ pub async fn revert(dir: &Path, version: u64, actions: &[Action], now_ms: i64) -
             _ => None,
         })
         .collect();
-    let head = latest_version(dir).await?;
+    let head = latest_version(url).await?;
     commit(
-        dir,
+        url,
         head,
         inverse,
         Operation::Restore(version.saturating_sub(1)),
@@ -473,20 +473,21 @@ mod tests {
     async fn commits_write_checkpoints_and_every_version_stays_readable() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("llm_labels");
-        create(&dir, Table::Labels, Vec::new()).await.unwrap();
+        let url = table_url(&dir).unwrap();
+        create(&url, Table::Labels, Vec::new()).await.unwrap();
         let part = dir.join("date=2026-11-01");
         for i in 0..100u64 {
             let name = format!("part-{i}.parquet");
             let w = LakeFileWriter::create(&part.join(&name), Table::Labels).unwrap();
             w.finish().unwrap();
             let add = add_action(
-                &dir,
+                &part.join(&name),
                 &format!("date=2026-11-01/{name}"),
                 Some("2026-11-01"),
                 true,
             )
             .unwrap();
-            let v = commit(&dir, i, vec![Action::Add(add)], Operation::Append)
+            let v = commit(&url, i, vec![Action::Add(add)], Operation::Append)
                 .await
                 .unwrap();
             assert_eq!(v, i + 1);
@@ -496,23 +497,23 @@ mod tests {
                 .join(format!("{:020}.checkpoint.parquet", 99))
                 .exists()
         );
-        let t = load(&dir, None).await.unwrap();
+        let t = load(&url, None).await.unwrap();
         assert_eq!(files(&t).unwrap().len(), 100);
-        let old = load(&dir, Some(42)).await.unwrap();
+        let old = load(&url, Some(42)).await.unwrap();
         assert_eq!(files(&old).unwrap().len(), 42);
         // A commit at a version already taken commits nothing.
         let add = add_action(
-            &dir,
+            &part.join("part-0.parquet"),
             "date=2026-11-01/part-0.parquet",
             Some("2026-11-01"),
             true,
         )
         .unwrap();
         assert!(
-            commit(&dir, 5, vec![Action::Add(add)], Operation::Append)
+            commit(&url, 5, vec![Action::Add(add)], Operation::Append)
                 .await
                 .is_err()
         );
-        assert_eq!(latest_version(&dir).await.unwrap(), 100);
+        assert_eq!(latest_version(&url).await.unwrap(), 100);
     }
 }

@@ -87,11 +87,14 @@ impl IdHashes {
 /// holds one file's hashes (8 bytes a row) and is reused from file to file.
 pub fn any_match(parquet: &Path, sorted: &[u64], scratch: &mut Vec<u8>) -> Option<bool> {
     let len = fs::metadata(parquet).ok()?.len();
+    any_match_in(&ids_path(parquet), len, sorted, scratch)
+}
+
+/// [`any_match`] for the id-hash file `ids` of a Parquet file of `len` bytes (of a lake on
+/// object storage: a downloaded copy, and the length the table's log records).
+pub fn any_match_in(ids: &Path, len: u64, sorted: &[u64], scratch: &mut Vec<u8>) -> Option<bool> {
     scratch.clear();
-    File::open(ids_path(parquet))
-        .ok()?
-        .read_to_end(scratch)
-        .ok()?;
+    File::open(ids).ok()?.read_to_end(scratch).ok()?;
     let (head, body) = scratch.split_at_checked(24)?;
     let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
     if &head[..8] != MAGIC

@@ -153,6 +153,19 @@ impl LakeLog<'_> {
         }
     }
 
+    /// Writes `entry` if no entry of its version exists (create-if-absent: of two writers
+    /// exactly one wins); false, writing nothing, when the version was taken.
+    pub async fn write(&self, entry: &Entry) -> Result<bool> {
+        match self.0.remote() {
+            None => write(self.0.root(), entry),
+            Some(r) => {
+                let bytes = serde_json::to_vec(entry).expect("entry serializes");
+                r.put_if_absent(&format!("{LOG_DIR}/{:020}.json", entry.version), bytes)
+                    .await
+            }
+        }
+    }
+
     /// The newest entry committed at or before `ms` (entries are read in order until one is
     /// later).
     pub async fn at_time(&self, ms: i64) -> Result<Option<Entry>> {

@@ -1,6 +1,6 @@
 //! The lake: every table a Delta table, one log of lake versions over them, the files' layout
-//! and encodings, compaction, vacuum, and registration with DataFusion. On local disk, or read
-//! from object storage ([`Remote`]: `s3://bucket/prefix`, same layout).
+//! and encodings, compaction, vacuum, and registration with DataFusion. On local disk, or on
+//! object storage ([`Remote`]: `s3://bucket/prefix`, same layout).
 //!
 //! ```text
 //! <lake>/llm_events/_delta_log/                 the table's Delta log
@@ -40,6 +40,7 @@ use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 mod compact;
 pub mod delta;
 pub mod ids;
+mod lease;
 pub mod log;
 mod remote;
 mod snapshot;
@@ -130,7 +131,7 @@ impl Table {
     }
 }
 
-/// A lake: a local directory, or a prefix on object storage ([`Remote`], read-only).
+/// A lake: a local directory, or a prefix on object storage ([`Remote`]).
 #[derive(Debug, Clone)]
 pub struct Lake {
     /// The directory; of a remote lake, its URL (for messages only: never opened).
@@ -155,7 +156,7 @@ impl Lake {
         };
         Ok(match remote {
             Some(r) => Self {
-                root: PathBuf::from(r.url().as_str()),
+                root: r.work_dir(),
                 remote: Some(Arc::new(r)),
             },
             None => Self::new(match arg.to_str().and_then(|s| s.strip_prefix("file://")) {
@@ -165,10 +166,26 @@ impl Lake {
         })
     }
 
-    /// The directory of a local lake (of a remote one, its URL as a path: never open it;
-    /// commands that write check [`Lake::require_local`] first).
+    /// The directory of a local lake; of a remote one, the local work directory where its
+    /// writers stage files ([`Remote::work_dir`]).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the lake is, for people: its directory or its URL.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.url().to_string(),
+            None => self.root.display().to_string(),
+        }
+    }
+
+    /// Where `rel` (a path under the lake) is, for people: a path, or an object's URL.
+    pub fn location_of(&self, rel: &Path) -> PathBuf {
+        match &self.remote {
+            Some(r) => PathBuf::from(r.object_url(&rel.to_string_lossy())),
+            None => self.root.join(rel),
+        }
     }
 
     /// The object store of a lake on object storage.
@@ -181,10 +198,10 @@ impl Lake {
         match &self.remote {
             None => Ok(()),
             Some(r) => Err(Error::usage(format!(
-                "`promptgate {command}` needs a lake on local disk; {} is on object storage, which promptgate only reads (sql, rollup, judge, lake history, lake files)",
+                "`promptgate {command}` needs a lake on local disk; {} is on object storage, where promptgate reads (sql, rollup, judge, rollout, lake history|files) and writes (ingest, compact) but does not yet {command}",
                 r.url()
             ))
-            .with_hint("write to a local lake and copy it to the store (README: \"A lake on S3\")")),
+            .with_hint("run it on a local lake and copy that to the store (README: \"A lake on S3\")")),
         }
     }
 
@@ -329,6 +346,16 @@ pub fn register_files(
         .iter()
         .map(|f| file_url(f))
         .collect::<Result<Vec<_>>>()?;
+    register_file_urls(ctx, urls, table, name)
+}
+
+/// Registers the Parquet files at `urls` (of `table`, no `date` column) under `name`.
+pub fn register_file_urls(
+    ctx: &SessionContext,
+    urls: Vec<ListingTableUrl>,
+    table: Table,
+    name: &str,
+) -> Result<()> {
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)

@@ -2,20 +2,24 @@
 //!
 //! The layout under the prefix is the local one (see the module above): one Delta table per
 //! directory, the lake's log under `_promptgate/log/`. Readers need nothing a store lacks: a
-//! version is a list of files named by logs, so `sql`, `rollup`, `judge` and `lake
-//! history|files` read a remote lake through the same snapshot code as a local one.
+//! version is a list of files named by logs, so they read a remote lake through the same
+//! snapshot code as a local one. Writers stage files in a local work directory
+//! ([`Remote::work_dir`]) and upload them before committing; where a local writer renames,
+//! links or locks, a remote one uses conditional puts (the Delta commits, the lake's log entry,
+//! the writer lease of `lease`).
 //!
 //! Credentials and endpoint come from the usual `AWS_*` environment variables
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for a store
 //! that is not AWS, `AWS_ALLOW_HTTP=true` for one without TLS), read by the `object_store`
 //! crate and by delta-rs alike.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
 use super::Table;
@@ -30,6 +34,9 @@ pub struct Remote {
     /// The prefix within the bucket (empty for a lake at the bucket's root).
     prefix: ObjectPath,
 }
+
+/// The environment variable that sets a remote lake's local work directory.
+pub const WORK_DIR_ENV: &str = "PROMPTGATE_WORK_DIR";
 
 const CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL, with AWS_ALLOW_HTTP=true for plain http, for a store that is not AWS)";
 
@@ -95,6 +102,40 @@ impl Remote {
         &self.url
     }
 
+    /// The URL of the object at `rel`.
+    pub fn object_url(&self, rel: &str) -> String {
+        format!("{}{}", self.url, rel.trim_start_matches('/'))
+    }
+
+    /// The store, and the URL of its root (`s3://bucket`), to register with a DataFusion session.
+    pub fn store(&self) -> (Url, Arc<dyn ObjectStore>) {
+        let mut root = self.url.clone();
+        root.set_path("");
+        (root, self.store.clone())
+    }
+
+    /// The local directory where a writer of this lake stages its files before uploading them
+    /// and keeps copies of the id-hash files it has read: `PROMPTGATE_WORK_DIR`, else
+    /// `$XDG_CACHE_HOME` (or `~/.cache`, or the temp directory) `/promptgate/s3/<bucket>/<prefix>`.
+    pub fn work_dir(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os(WORK_DIR_ENV).filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        let mut dir = cache
+            .join("promptgate")
+            .join(self.url.scheme())
+            .join(self.url.host_str().unwrap_or("bucket"));
+        for part in self.prefix.parts() {
+            dir.push(part.as_ref());
+        }
+        dir
+    }
+
     /// The URL of `table`'s Delta table.
     pub fn table_url(&self, table: Table) -> Result<Url> {
         self.url
@@ -138,6 +179,89 @@ impl Remote {
             .await
             .map_err(|e| self.err("list", rel, e))?;
         Ok(first.is_some())
+    }
+
+    /// Writes `bytes` to `rel` unless an object is there already (a conditional put, so of two
+    /// writers exactly one wins); false when it was there.
+    pub async fn put_if_absent(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
+        Ok(self.put_mode(rel, bytes, PutMode::Create).await?.is_some())
+    }
+
+    /// Puts `bytes` at `rel` in `mode` (create-if-absent or update-if-unchanged); the new ETag,
+    /// or None when the condition failed (the object exists, or changed).
+    pub async fn put_mode(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<Option<String>> {
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(rel), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(put) => Ok(Some(put.e_tag.unwrap_or_default())),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(self.err("write", rel, e)),
+        }
+    }
+
+    /// The bytes and ETag of the object at `rel`, or None when it is not there.
+    pub async fn get_versioned(&self, rel: &str) -> Result<Option<(Vec<u8>, String)>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(got) => {
+                let etag = got.meta.e_tag.clone().unwrap_or_default();
+                let bytes = got.bytes().await.map_err(|e| self.err("read", rel, e))?;
+                Ok(Some((bytes.to_vec(), etag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("read", rel, e)),
+        }
+    }
+
+    /// Uploads the local file `local` to `rel`, streaming it (multipart for large files).
+    pub async fn upload(&self, local: &Path, rel: &str) -> Result<()> {
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| Error::io("cannot read", local, e))?;
+        let mut out = object_store::buffered::BufWriter::new(self.store.clone(), self.path(rel));
+        let copied = tokio::io::copy(&mut file, &mut out).await;
+        let done = match copied {
+            Ok(_) => tokio::io::AsyncWriteExt::shutdown(&mut out).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            let _ = out.abort().await;
+            return Err(Error::runtime(format!(
+                "cannot upload {} to {}: {e}",
+                local.display(),
+                self.object_url(rel)
+            ))
+            .with_hint(CREDENTIALS_HINT));
+        }
+        Ok(())
+    }
+
+    /// Downloads the object at `rel` to the local file `local` (through a temp file beside it).
+    pub async fn download(&self, rel: &str, local: &Path) -> Result<()> {
+        let bytes = self.get(rel).await?;
+        if let Some(parent) = local.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        super::write_file_atomic(local, &bytes)
+    }
+
+    /// Deletes the object at `rel` (nothing when it is not there).
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.store.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", rel, e)),
+        }
     }
 
     /// The bytes of the object at `rel`.

@@ -6,15 +6,20 @@
 //! on disk until a vacuum past the retention period. A lake still in the layout of before
 //! Delta (no log yet) is read by listing its directories, as then; its first write converts it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use deltalake_core::DeltaTable;
+use futures::StreamExt;
 
 use super::delta::{self, DataFile};
 use super::log::{Entry, LakeLog};
 use super::remote::Remote;
-use super::{Lake, Table};
+use super::{Lake, Table, ids};
+
+/// Under a remote lake's work directory: copies of its id-hash files.
+const CACHE: &str = "_cache";
 use crate::error::{Error, Result};
 
 /// Which version of the lake to read.
@@ -116,7 +121,7 @@ impl Snapshot {
             let Some(version) = entry.table(table) else {
                 continue;
             };
-            let delta = delta::load_url(&lake.table_url(table)?, Some(version)).await?;
+            let delta = delta::load(&lake.table_url(table)?, Some(version)).await?;
             let files = delta::files(&delta)?;
             tables.push(TableVersion {
                 table,
@@ -206,6 +211,108 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// The files of `table` that may hold one of the ids whose hashes are `sorted` (ascending):
+    /// where the table keeps id-hash files, those whose hashes match one or cannot be trusted;
+    /// otherwise all. Of a lake on object storage, the id-hash files are downloaded once into
+    /// the work directory (a data file's name is unique and never rewritten).
+    pub async fn files_matching(&self, table: Table, sorted: &[u64]) -> Result<Vec<DataFile>> {
+        if self.entry.is_none() {
+            return self.file_records(table).map(|files| {
+                files
+                    .into_iter()
+                    .map(|f| DataFile {
+                        path: f.path[table.name().len() + 1..].to_string(),
+                        ..f
+                    })
+                    .collect()
+            });
+        }
+        let files = self.data_files(table);
+        if !ids::has_id_hashes(table) {
+            return Ok(files.to_vec());
+        }
+        let dir = self.lake.table_dir(table);
+        let mut scratch = Vec::new();
+        let Some(remote) = self.lake.remote() else {
+            return Ok(files
+                .iter()
+                .filter(|f| ids::any_match(&dir.join(&f.path), sorted, &mut scratch) != Some(false))
+                .cloned()
+                .collect());
+        };
+        let cache = self.lake.root().join(CACHE).join(table.name());
+        let local = |f: &DataFile| ids::ids_path(&cache.join(&f.path));
+        let missing: Vec<&DataFile> = files.iter().filter(|f| !local(f).is_file()).collect();
+        let _: Vec<()> = futures::stream::iter(missing)
+            .map(|f| {
+                let rel = ids::ids_path(Path::new(&f.path));
+                let rel = format!("{}/{}", table.name(), rel.to_string_lossy());
+                let to = local(f);
+                async move {
+                    // Without its id-hash file a data file is read whole: not an error here.
+                    let _ = remote.download(&rel, &to).await;
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        Ok(files
+            .iter()
+            .filter(|f| ids::any_match_in(&local(f), f.size, sorted, &mut scratch) != Some(false))
+            .cloned()
+            .collect())
+    }
+
+    /// Registers just `files` of `table` (from [`Snapshot::files_matching`]: paths relative to
+    /// the table; no `date` column) under `name`.
+    pub fn register_files(
+        &self,
+        ctx: &SessionContext,
+        files: &[DataFile],
+        table: Table,
+        name: &str,
+    ) -> Result<()> {
+        match self.lake.remote() {
+            None => {
+                let dir = self.lake.table_dir(table);
+                let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.path)).collect();
+                super::register_files(ctx, &paths, table, name)
+            }
+            Some(r) => {
+                let (root, store) = r.store();
+                ctx.register_object_store(&root, store);
+                let urls = files
+                    .iter()
+                    .map(|f| {
+                        let url = r.object_url(&format!("{}/{}", table.name(), f.path));
+                        Ok(ListingTableUrl::parse(url)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                super::register_file_urls(ctx, urls, table, name)
+            }
+        }
+    }
+
+    /// A local copy of `file` of `table`: the file itself on local disk; of a lake on object
+    /// storage, a download into `scratch`.
+    pub async fn local_copy(
+        &self,
+        table: Table,
+        file: &DataFile,
+        scratch: &Path,
+    ) -> Result<PathBuf> {
+        let dir = self.lake.table_dir(table);
+        match self.lake.remote() {
+            None => Ok(dir.join(&file.path)),
+            Some(r) => {
+                let to = scratch.join(table.name()).join(&file.path);
+                r.download(&format!("{}/{}", table.name(), file.path), &to)
+                    .await?;
+                Ok(to)
+            }
+        }
+    }
+
     /// The log's records of the files of `table`.
     pub(crate) fn data_files(&self, table: Table) -> &[DataFile] {
         self.table(table).map_or(&[], |t| t.files.as_slice())
@@ -259,6 +366,20 @@ impl Snapshot {
             )));
         };
         delta::register(ctx, &t.delta, name, string_views)
+    }
+}
+
+impl Lake {
+    /// Fails with a hint when there is no lake here (checked on the store for a remote lake),
+    /// for commands that must not create one.
+    pub async fn require_lake(&self) -> Result<()> {
+        match self.remote() {
+            None => self.require_existing(),
+            Some(r) => match LakeLog(self).versions().await?.is_empty() {
+                true => Err(no_remote_lake(r).await),
+                false => Ok(()),
+            },
+        }
     }
 }
 

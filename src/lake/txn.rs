@@ -19,7 +19,7 @@ use deltalake_core::kernel::Action;
 use serde::{Deserialize, Serialize};
 
 use super::delta::{self, DataFile, Operation};
-use super::log::{self, Entry};
+use super::log::{self, Entry, LakeLog};
 use super::snapshot::{AsOf, Snapshot};
 use super::{Lake, QUARANTINE, STAGING, Table, ids, sync_dir};
 use crate::error::{Error, Result};
@@ -40,6 +40,8 @@ const COMMIT_ORDER: [Table; 4] = [
 /// two writers that do get past it (another machine on a shared disk) from both committing.
 pub struct WriteLock {
     _file: File,
+    /// Of a lake on object storage: the writer lease (see `lease`).
+    lease: Option<super::lease::Lease>,
     lake: Lake,
     base: Snapshot,
 }
@@ -52,15 +54,23 @@ impl Lake {
         self.ensure_layout()?;
         // The lock is on the lake's directory itself: a lock file can be deleted under a
         // running writer, the directory cannot without removing the lake.
+        // Of a lake on object storage: its local work directory, so one writer per machine
+        // stages there; writers on other machines are kept apart by the conditional puts of
+        // the Delta commits and the lake's log entry.
         let file = super::lock_exclusive_dir(self.root())?;
+        let lease = match &self.remote {
+            Some(r) => Some(super::lease::Lease::acquire(r.clone()).await?),
+            None => None,
+        };
         self.clean_staging()?;
-        if log::latest(self.root())?.is_none() {
+        if LakeLog(self).latest().await?.is_none() {
             convert(self).await?;
         }
         recover(self).await?;
         let base = Snapshot::load(self, &AsOf::Latest).await?;
         Ok(WriteLock {
             _file: file,
+            lease,
             lake: self.clone(),
             base,
         })
@@ -71,7 +81,7 @@ impl Lake {
     /// writers promised, before the lake is converted.
     fn clean_staging(&self) -> Result<()> {
         let staging = self.root().join(STAGING);
-        let legacy = log::latest(self.root())?.is_none();
+        let legacy = self.remote().is_none() && log::latest(self.root())?.is_none();
         for entry in super::read_dir(&staging)? {
             let dir = entry.path();
             if legacy
@@ -137,6 +147,9 @@ fn apply_legacy_moves(root: &Path, tx_dir: &Path, moves: &[(PathBuf, PathBuf)]) 
 /// tables; a lake of the old layout gets its files added in place (nothing is rewritten), and
 /// each table's row count is checked against the files' before the version is written.
 async fn convert(lake: &Lake) -> Result<()> {
+    if lake.remote().is_some() {
+        return create_remote(lake).await;
+    }
     let mut tables = BTreeMap::new();
     let mut converted = 0u64;
     let new_lake = Table::ALL.iter().all(|t| {
@@ -147,9 +160,10 @@ async fn convert(lake: &Lake) -> Result<()> {
     });
     for table in Table::ALL {
         let dir = lake.table_dir(table);
+        let url = lake.table_url(table)?;
         if delta::is_table(&dir) {
             // Converted by a run that died before writing the lake's first version.
-            tables.insert(table.name().to_string(), delta::latest_version(&dir).await?);
+            tables.insert(table.name().to_string(), delta::latest_version(&url).await?);
             continue;
         }
         // A lake of the old layout without the labeled-events index gets it at its next ingest;
@@ -169,7 +183,7 @@ async fn convert(lake: &Lake) -> Result<()> {
                 .to_string_lossy()
                 .into_owned();
             let day = table.partitioned().then(|| super::partition_day(&rel));
-            let add = delta::add_action(&dir, &rel, day, true).map_err(|e| {
+            let add = delta::add_action(f, &rel, day, true).map_err(|e| {
                 Error::runtime(format!("cannot convert the lake to Delta Lake: {e}")).with_hint(
                     format!(
                         "move the unreadable file out of {} and run again",
@@ -185,9 +199,9 @@ async fn convert(lake: &Lake) -> Result<()> {
                 .unwrap_or(0);
             adds.push(add);
         }
-        let version = delta::create(&dir, table, adds).await?;
+        let version = delta::create(&url, table, adds).await?;
         if !files.is_empty() {
-            let counted = count_rows(&dir, table, version).await?;
+            let counted = count_rows(&url, table, version).await?;
             if counted != expected {
                 let _ = fs::remove_dir_all(dir.join(delta::LOG_DIR));
                 return Err(Error::runtime(format!(
@@ -205,7 +219,7 @@ async fn convert(lake: &Lake) -> Result<()> {
         operation: if new_lake { "create" } else { "convert" }.into(),
         tables,
     };
-    if !log::write(lake.root(), &entry)? {
+    if !LakeLog(lake).write(&entry).await? {
         return Err(
             Error::runtime("another writer converted the lake at the same time")
                 .with_hint("run the command again"),
@@ -222,9 +236,47 @@ async fn convert(lake: &Lake) -> Result<()> {
 
 /// Rows of a table version, counted by reading its id column through a Delta scan (not from
 /// the log's statistics, which came from the same footers).
-async fn count_rows(dir: &Path, table: Table, version: u64) -> Result<u64> {
+/// Creates a lake on object storage: the tables of a new lake, then its version 0. A prefix
+/// that holds tables but no lake log is refused (a copy of a lake of the old layout, or of a
+/// lake whose log was not copied): converting it needs the local lake.
+async fn create_remote(lake: &Lake) -> Result<()> {
+    let r = lake.remote().expect("a remote lake");
+    let mut tables = BTreeMap::new();
+    for table in [Table::Events, Table::Labels, Table::LabeledEvents] {
+        let url = lake.table_url(table)?;
+        let version = match delta::exists(&url).await? {
+            // Created by a run that died before writing the lake's first version.
+            true => delta::latest_version(&url).await?,
+            false if r.has_dir(table.name()).await? => {
+                return Err(Error::input(format!(
+                    "{} holds files of {} but no lake log: it is not a promptgate lake of this version",
+                    r.url(),
+                    table.name()
+                ))
+                .with_hint("write to an empty prefix, or copy a converted local lake there (README: \"A lake on S3\")"));
+            }
+            false => delta::create(&url, table, Vec::new()).await?,
+        };
+        tables.insert(table.name().to_string(), version);
+    }
+    let entry = Entry {
+        version: 0,
+        timestamp_ms: log::now_ms(),
+        operation: "create".into(),
+        tables,
+    };
+    if !LakeLog(lake).write(&entry).await? {
+        return Err(
+            Error::runtime("another writer created the lake at the same time")
+                .with_hint("run the command again"),
+        );
+    }
+    Ok(())
+}
+
+async fn count_rows(url: &url::Url, table: Table, version: u64) -> Result<u64> {
     use futures::StreamExt;
-    let t = delta::load(dir, Some(version)).await?;
+    let t = delta::load(url, Some(version)).await?;
     let ctx = SessionContext::new();
     delta::register(&ctx, &t, "t", false)?;
     let mut stream = ctx
@@ -244,27 +296,32 @@ async fn count_rows(dir: &Path, table: Table, version: u64) -> Result<u64> {
 /// commits and before the lake's log entry that would have made them visible. Each such table
 /// gets a commit back to the files of its named version, and the lake a version naming those.
 async fn recover(lake: &Lake) -> Result<()> {
-    let Some(latest) = log::latest(lake.root())? else {
+    let log = LakeLog(lake);
+    let Some(latest) = log.latest().await? else {
         return Ok(());
     };
     let mut tables = latest.tables.clone();
     let mut undone = Vec::new();
     for table in Table::ALL {
-        let dir = lake.table_dir(table);
-        if !delta::is_table(&dir) {
+        let url = lake.table_url(table)?;
+        let exists = match lake.remote() {
+            None => delta::is_table(&lake.table_dir(table)),
+            Some(_) => latest.table(table).is_some() || delta::exists(&url).await?,
+        };
+        if !exists {
             continue;
         }
-        let head = delta::latest_version(&dir).await?;
+        let head = delta::latest_version(&url).await?;
         match latest.table(table) {
             Some(v) if head > v => {
-                tables.insert(table.name().into(), delta::restore(&dir, Some(v)).await?);
+                tables.insert(table.name().into(), delta::restore(&url, Some(v)).await?);
                 undone.push(table.name());
             }
             Some(_) => {}
             None => {
                 // Created by a transaction that never committed: emptied, and still not part
                 // of the lake (the labeled-events index is built whole by the next ingest).
-                if delta::restore(&dir, None).await? != head {
+                if delta::restore(&url, None).await? != head {
                     undone.push(table.name());
                 }
             }
@@ -279,7 +336,7 @@ async fn recover(lake: &Lake) -> Result<()> {
         operation: "recover".into(),
         tables,
     };
-    if !log::write(lake.root(), &entry)? {
+    if !log.write(&entry).await? {
         return Err(
             Error::runtime("another writer changed the lake during recovery")
                 .with_hint("run the command again"),
@@ -432,23 +489,45 @@ impl Transaction<'_> {
     /// Makes the transaction's files part of the lake's next version (see the module docs).
     /// `operation` names it in the lake's log.
     pub async fn commit(mut self, operation: &str) -> Result<Committed> {
-        let root = self.lock.lake.root().to_path_buf();
-        // 1. Files to their places. Readers do not see them yet: no table version lists them.
+        let lake = self.lock.lake.clone();
+        let root = lake.root().to_path_buf();
+        if let Some(lease) = &self.lock.lease {
+            lease.check()?;
+        }
+        // 1. Files to their places: moved on local disk, uploaded to object storage. Readers
+        // do not see them yet: no table version lists them.
         let mut parents = HashSet::new();
-        let mut adds: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        // Per table: (path in the table, day, the local file whose footer describes it).
+        let mut adds: BTreeMap<usize, Vec<(String, String, PathBuf)>> = BTreeMap::new();
         // Moved outside the tables (the quarantine): taken back if the commit fails.
         let mut moved_out = Vec::new();
+        let mut uploaded_out = Vec::new();
         for (from, to) in &self.moves {
             let (src, dst) = (root.join(from), root.join(to));
-            if let Some(parent) = dst.parent() {
-                fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-                parents.insert(parent.to_path_buf());
-            }
-            fs::rename(&src, &dst).map_err(|e| Error::io("cannot commit", &dst, e))?;
+            let footer = match lake.remote() {
+                None => {
+                    if let Some(parent) = dst.parent() {
+                        fs::create_dir_all(parent)
+                            .map_err(|e| Error::io("cannot create", parent, e))?;
+                        parents.insert(parent.to_path_buf());
+                    }
+                    fs::rename(&src, &dst).map_err(|e| Error::io("cannot commit", &dst, e))?;
+                    dst
+                }
+                Some(r) => {
+                    let sent = upload_tree(r, &src, to).await?;
+                    if !in_a_table(to) {
+                        uploaded_out.extend(sent);
+                    }
+                    src
+                }
+            };
             if let Some((table, rel, day)) = table_file(to) {
-                adds.entry(table_index(table)).or_default().push((rel, day));
-            } else if !in_a_table(to) {
-                moved_out.push(dst);
+                adds.entry(table_index(table))
+                    .or_default()
+                    .push((rel, day, footer));
+            } else if !in_a_table(to) && lake.remote().is_none() {
+                moved_out.push(footer);
             }
         }
         for p in &parents {
@@ -483,18 +562,23 @@ impl Transaction<'_> {
             {
                 continue;
             }
-            let dir = self.lock.lake.table_dir(table);
             let step = async {
+                let url = lake.table_url(table)?;
                 let data_change = !compacting;
                 let mut actions = Vec::with_capacity(files.len() + removes.len());
-                for (rel, day) in &files {
+                for (rel, day, footer) in &files {
                     let day = table.partitioned().then_some(day.as_str());
-                    actions.push(Action::Add(delta::add_action(&dir, rel, day, data_change)?));
+                    actions.push(Action::Add(delta::add_action(
+                        footer,
+                        rel,
+                        day,
+                        data_change,
+                    )?));
                 }
                 for f in &removes {
                     actions.push(Action::Remove(delta::remove_action(f, data_change, now)));
                 }
-                if creating && !delta::is_table(&dir) {
+                if creating && !table_exists(&lake, table, &url).await? {
                     let adds = actions
                         .into_iter()
                         .filter_map(|a| match a {
@@ -502,19 +586,19 @@ impl Transaction<'_> {
                             _ => None,
                         })
                         .collect();
-                    let v = delta::create(&dir, table, adds).await?;
+                    let v = delta::create(&url, table, adds).await?;
                     return Ok((v, Vec::new()));
                 }
                 let at = match base.table(table) {
                     Some(v) => v,
-                    None => delta::latest_version(&dir).await?,
+                    None => delta::latest_version(&url).await?,
                 };
                 let op = match (removes.is_empty(), compacting) {
                     (true, _) => Operation::Append,
                     (false, true) => Operation::Compact,
                     (false, false) => Operation::Replace,
                 };
-                let v = delta::commit(&dir, at, actions.clone(), op).await?;
+                let v = delta::commit(&url, at, actions.clone(), op).await?;
                 Ok((v, actions))
             };
             match step.await {
@@ -541,7 +625,7 @@ impl Transaction<'_> {
                 operation: operation.to_string(),
                 tables,
             };
-            match log::write(&root, &entry) {
+            match LakeLog(&lake).write(&entry).await {
                 Ok(true) => {
                     crash_point("log");
                     self.committed = true;
@@ -566,14 +650,21 @@ impl Transaction<'_> {
             for p in &moved_out {
                 let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
             }
+            if let Some(r) = lake.remote() {
+                for rel in &uploaded_out {
+                    let _ = r.delete(rel).await;
+                }
+            }
             // Undo the table commits made so far (each with the inverse of its own actions,
             // so nothing another writer committed is touched); if that fails too, the next
             // writer undoes them.
             for (table, version, actions) in done.into_iter().rev() {
-                let dir = self.lock.lake.table_dir(table);
+                let Ok(url) = lake.table_url(table) else {
+                    continue;
+                };
                 let _ = match actions.is_empty() {
-                    true => delta::restore(&dir, None).await, // a table this commit created
-                    false => delta::revert(&dir, version, &actions, log::now_ms()).await,
+                    true => delta::restore(&url, None).await, // a table this commit created
+                    false => delta::revert(&url, version, &actions, log::now_ms()).await,
                 };
             }
             return Err(e);
@@ -583,6 +674,49 @@ impl Transaction<'_> {
         let _ = fs::remove_dir_all(&self.dir);
         Ok(Committed::default())
     }
+}
+
+/// Whether `table` has a Delta table (on local disk: its log directory; on object storage: a
+/// commit in its log).
+async fn table_exists(lake: &Lake, table: Table, url: &url::Url) -> Result<bool> {
+    match lake.remote() {
+        None => Ok(delta::is_table(&lake.table_dir(table))),
+        Some(_) => delta::exists(url).await,
+    }
+}
+
+/// Uploads the staged file or directory `src` to `to` (a path under the lake); returns the
+/// paths of the objects written.
+async fn upload_tree(r: &super::Remote, src: &Path, to: &Path) -> Result<Vec<String>> {
+    let to = to.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+    if !src.is_dir() {
+        r.upload(src, &to).await?;
+        return Ok(vec![to]);
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in super::read_dir(&dir)? {
+            let p = entry.path();
+            match p.is_dir() {
+                true => stack.push(p),
+                false => files.push(p),
+            }
+        }
+    }
+    files.sort();
+    let mut sent = Vec::with_capacity(files.len());
+    for f in files {
+        let sub = f.strip_prefix(src).expect("below the staged directory");
+        let rel = format!(
+            "{to}/{}",
+            sub.to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/")
+        );
+        r.upload(&f, &rel).await?;
+        sent.push(rel);
+    }
+    Ok(sent)
 }
 
 /// The environment variable that kills the process at a step of every commit, for the tests
@@ -665,9 +799,8 @@ pub(crate) async fn vacuum_candidates(
     let Some(t) = snapshot.table(table) else {
         return Ok(Vec::new());
     };
-    let dir = lake.table_dir(table);
     let live: HashSet<&str> = t.files.iter().map(|f| f.path.as_str()).collect();
-    let tombstones: HashMap<String, i64> = delta::tombstones(&t.delta, &dir).await?;
+    let tombstones: HashMap<String, i64> = delta::tombstones(&t.delta).await?;
     let mut out = Vec::new();
     for day_dir in lake.partition_dirs(table)? {
         let prefix = if table.partitioned() {
