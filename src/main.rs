@@ -618,7 +618,7 @@ fn local_need(c: &Command) -> LocalNeed {
         Command::Sql(_) | Command::Rollup(_) | Command::Judge(_) => LocalNeed::Nothing,
         Command::Gen(_) | Command::Demo { .. } => LocalNeed::Nothing,
         Command::Lake(LakeCmd::History { .. } | LakeCmd::Files { .. }) => LocalNeed::Nothing,
-        Command::Lake(LakeCmd::Vacuum { .. }) => LocalNeed::Lake("lake vacuum"),
+        Command::Lake(LakeCmd::Vacuum { .. }) => LocalNeed::Nothing,
         Command::Lake(LakeCmd::Convert) => LocalNeed::Lake("lake convert"),
         Command::Ingest(_) | Command::Compact { .. } => LocalNeed::Nothing,
         Command::Review(_) => LocalNeed::Lake("review"),

@@ -371,7 +371,6 @@ fn commands_not_built_for_s3_refuse_it_and_write_nothing_there() {
     );
     let keys = s3.client(&["keys", "writes"]);
     for args in [
-        vec!["lake", "vacuum"],
         vec!["lake", "convert"],
         vec!["review", "sample", "--route", "support", "--env", "prod"],
         vec![
@@ -588,9 +587,12 @@ for t in ("llm_events", "llm_labels", "llm_labeled_events"):
         .collect()
 }
 
+/// Distinct ids of each table (events, labels, labeled-events index): read from the files (a
+/// bare `COUNT(*)` is answered from the log's statistics), so a missing file fails it.
 fn table_counts(s3: &S3, lake: &str) -> Vec<u64> {
-    let q = "SELECT (SELECT COUNT(*) FROM llm_events) AS e, (SELECT COUNT(*) FROM llm_labels) AS l, \
-             (SELECT COUNT(*) FROM llm_labeled_events) AS i";
+    let q = "SELECT (SELECT COUNT(DISTINCT event_id) FROM llm_events) AS e, \
+             (SELECT COUNT(DISTINCT label_id) FROM llm_labels) AS l, \
+             (SELECT COUNT(DISTINCT event_id) FROM llm_labeled_events) AS i";
     let out = s3.run(lake, &["sql", q, "--format", "json"]);
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -685,6 +687,55 @@ fn ingest_into_s3_keeps_what_a_local_lake_keeps() {
     assert_eq!(live(remote), 3);
     // The writer released its lease.
     assert!(!s3.client(&["keys", "direct"]).contains("writer.json"));
+
+    // Vacuum on the store: the files the compaction replaced (and their id-hash files) go once
+    // past the retention period; the latest version never loses one.
+    let keys = s3.client(&["keys", "direct"]);
+    let dry = s3.run(
+        remote,
+        &["lake", "vacuum", "--retention-hours", "0", "--dry-run"],
+    );
+    assert!(dry.status.success(), "{dry:?}");
+    let listed: Vec<String> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("would delete "))
+        .filter(|p| p.ends_with(".parquet"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        listed.len(),
+        36,
+        "3 tables x 3 days x 4 files replaced: {listed:?}"
+    );
+    assert_eq!(
+        s3.client(&["keys", "direct"]),
+        keys,
+        "a dry run deletes nothing"
+    );
+    let done = s3.run(remote, &["lake", "vacuum", "--retention-hours", "0"]);
+    assert!(done.status.success(), "{done:?}");
+    let after = s3.client(&["keys", "direct"]);
+    for rel in &listed {
+        assert!(!after.contains(rel.as_str()), "{rel} is still on the store");
+        assert!(keys.contains(rel.as_str()), "{rel} was never on the store");
+    }
+    assert_eq!(table_counts(&s3, remote), counts);
+    assert_eq!(delta_rs_counts(&s3, remote), counts);
+    let old = s3.run(
+        remote,
+        // Reads the files (a bare COUNT(*) is answered from the log's statistics).
+        &[
+            "sql",
+            "SELECT SUM(tokens_in) FROM llm_events",
+            "--as-of",
+            "3",
+        ],
+    );
+    assert_eq!(old.status.code(), Some(1), "{old:?}");
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("vacuum"),
+        "{old:?}"
+    );
 }
 
 #[test]
@@ -801,4 +852,41 @@ fn a_writer_killed_or_failing_mid_commit_on_s3_leaves_readers_on_the_version_bef
         assert_eq!(delta_rs_counts(&s3, remote), now, "{step}: delta-rs agrees");
         before = now;
     }
+}
+
+#[test]
+fn readers_on_s3_see_whole_versions_while_ingest_compacts() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    s3.client(&["mkbucket", "loop"]);
+    let remote = "s3://loop/lake";
+    let files: Vec<String> = (0..4).map(|i| events_file(&lake, 4_000, 70 + i)).collect();
+    assert_eq!(ingest_json(&s3, remote, &files[0], &[]).0, 0);
+    // Committed totals: after each ingest (the fourth also compacts every day, replacing the
+    // files the versions before it read).
+    let totals: Vec<u64> = (1..=4).map(|k| 4_000 * k).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen: Vec<u64> = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                seen.push(table_counts(&s3, remote)[0]);
+            }
+            seen
+        });
+        for f in &files[1..] {
+            let (code, report) = ingest_json(&s3, remote, f, &[]);
+            assert_eq!(code, 0, "{report}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap()
+    });
+    assert!(seen.len() >= 3, "the reader ran: {seen:?}");
+    for n in &seen {
+        assert!(
+            totals.contains(n),
+            "a reader saw {n}, not a committed total: {seen:?}"
+        );
+    }
+    assert_eq!(table_counts(&s3, remote)[0], 16_000);
 }

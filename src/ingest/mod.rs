@@ -321,9 +321,6 @@ async fn maintain(lake: &Lake, report: &mut IngestReport) {
             eprintln!("warning: the ingest is committed, but compacting its partitions failed: {e}")
         }
     }
-    if lake.remote().is_some() {
-        return; // vacuum on object storage is not built yet (README: "A lake on S3")
-    }
     let vacuumed = match lake::retention_hours(None) {
         Ok(hours) => lake::vacuum(lake, hours, false).await,
         Err(e) => Err(e),

@@ -169,6 +169,26 @@ impl Remote {
             .collect())
     }
 
+    /// Every object under the directory `rel`, at any depth: (its path under `rel`, size,
+    /// last modified in milliseconds since the epoch).
+    pub async fn list_recursive(&self, rel: &str) -> Result<Vec<(String, u64, i64)>> {
+        let dir = self.path(rel);
+        let base = format!("{}/", dir.as_ref());
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("list", rel, e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|o| {
+                let path = o.location.as_ref().strip_prefix(&base)?.to_string();
+                Some((path, o.size, o.last_modified.timestamp_millis()))
+            })
+            .collect())
+    }
+
     /// Whether anything lies under the directory `rel`.
     pub async fn has_dir(&self, rel: &str) -> Result<bool> {
         let dir = self.path(rel);

@@ -788,54 +788,77 @@ impl Drop for Transaction<'_> {
     }
 }
 
-/// Files (with their id-hash files) in `table`'s partitions that no version since `cutoff_ms`
-/// needs: removed from the table before the cutoff, or never committed and older than it.
+/// A data file a vacuum may delete: its path in the table, its size, and when it left the
+/// table (or, never committed, when it was written), in milliseconds.
+pub(crate) struct Unneeded {
+    pub rel: String,
+    pub size: u64,
+}
+
+/// Files in `table`'s partitions that no version since `cutoff_ms` needs: removed from the
+/// table before the cutoff, or never committed and older than it. Found by listing the table's
+/// directories, or its objects on a store.
 pub(crate) async fn vacuum_candidates(
     lake: &Lake,
     snapshot: &Snapshot,
     table: Table,
     cutoff_ms: i64,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<Unneeded>> {
     let Some(t) = snapshot.table(table) else {
         return Ok(Vec::new());
     };
     let live: HashSet<&str> = t.files.iter().map(|f| f.path.as_str()).collect();
     let tombstones: HashMap<String, i64> = delta::tombstones(&t.delta).await?;
+    // (path in the table, size, modified ms) of every data file there.
+    let mut present: Vec<(String, u64, i64)> = Vec::new();
+    match lake.remote() {
+        Some(r) => {
+            for (rel, size, modified) in r.list_recursive(table.name()).await? {
+                present.push((rel, size, modified));
+            }
+        }
+        None => {
+            let dir = lake.table_dir(table);
+            for day_dir in lake.partition_dirs(table)? {
+                for entry in super::read_dir(&day_dir)? {
+                    let p = entry.path();
+                    let Ok(rel) = p.strip_prefix(&dir) else {
+                        continue;
+                    };
+                    let meta = entry.metadata().ok();
+                    let modified = meta
+                        .as_ref()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(i64::MAX, |d| d.as_millis() as i64);
+                    present.push((
+                        rel.to_string_lossy()
+                            .replace(std::path::MAIN_SEPARATOR, "/"),
+                        meta.map_or(0, |m| m.len()),
+                        modified,
+                    ));
+                }
+            }
+        }
+    }
     let mut out = Vec::new();
-    for day_dir in lake.partition_dirs(table)? {
-        let prefix = if table.partitioned() {
-            let day = day_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            format!("{day}/")
-        } else {
-            String::new()
+    for (rel, size, modified) in present {
+        let name = rel.rsplit('/').next().unwrap_or_default();
+        // Data files only (their id-hash files go with them), in a partition or at the top of
+        // a table that has none; nothing of the Delta log.
+        let depth_ok = match table.partitioned() {
+            true => rel.matches('/').count() == 1 && rel.starts_with("date="),
+            false => !rel.contains('/'),
         };
-        for entry in super::read_dir(&day_dir)? {
-            let p = entry.path();
-            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if !name.ends_with(".parquet") || name.starts_with('.') {
-                continue;
-            }
-            let rel = format!("{prefix}{name}");
-            if live.contains(rel.as_str()) {
-                continue;
-            }
-            let removed_at = match tombstones.get(&rel) {
-                Some(ms) => *ms,
-                None => entry
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(i64::MAX, |d| d.as_millis() as i64),
-            };
-            if removed_at < cutoff_ms {
-                out.push(p);
-            }
+        if !name.ends_with(".parquet") || name.starts_with('.') || !depth_ok {
+            continue;
+        }
+        if live.contains(rel.as_str()) {
+            continue;
+        }
+        let removed_at = tombstones.get(&rel).copied().unwrap_or(modified);
+        if removed_at < cutoff_ms {
+            out.push(Unneeded { rel, size });
         }
     }
     Ok(out)

@@ -8,6 +8,8 @@
 //! commit) are deleted once they are older than the retention period. A file the current
 //! version lists is never deleted.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::{Lake, Table, ids, log, txn};
@@ -45,7 +47,7 @@ pub struct VacuumReport {
 
 /// Deletes the files of every table that no version since `retention_hours` ago needs.
 pub async fn vacuum(lake: &Lake, retention_hours: u64, dry_run: bool) -> Result<VacuumReport> {
-    lake.require_existing()?;
+    lake.require_lake().await?;
     let lock = lake.lock().await?;
     let cutoff = log::now_ms().saturating_sub((retention_hours as i64).saturating_mul(3_600_000));
     let mut report = VacuumReport {
@@ -54,25 +56,27 @@ pub async fn vacuum(lake: &Lake, retention_hours: u64, dry_run: bool) -> Result<
         ..Default::default()
     };
     for table in Table::ALL {
-        for path in txn::vacuum_candidates(lake, lock.snapshot(), table, cutoff).await? {
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        for file in txn::vacuum_candidates(lake, lock.snapshot(), table, cutoff).await? {
+            let rel = format!("{}/{}", table.name(), file.rel);
             if !dry_run {
-                for p in [path.clone(), ids::ids_path(&path)] {
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io("cannot delete", &p, e)),
+                let hashes = ids::ids_path(Path::new(&rel));
+                for p in [rel.clone(), hashes.to_string_lossy().into_owned()] {
+                    match lake.remote() {
+                        Some(r) => r.delete(&p).await?,
+                        None => {
+                            let p = lake.root().join(&p);
+                            match std::fs::remove_file(&p) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(Error::io("cannot delete", &p, e)),
+                            }
+                        }
                     }
                 }
             }
             report.files += 1;
-            report.bytes += size;
-            report.paths.push(
-                path.strip_prefix(lake.root())
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string(),
-            );
+            report.bytes += file.size;
+            report.paths.push(rel);
         }
     }
     Ok(report)
