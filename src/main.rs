@@ -603,43 +603,23 @@ fn gen_config(a: &GenArgs) -> Result<GenConfig> {
     })
 }
 
-/// What a command needs on local disk, which a lake on object storage (read-only) lacks.
-enum LocalNeed {
-    /// Nothing: it reads the lake, or does not use it.
-    Nothing,
-    /// It writes to the lake (or to files kept in it, such as reviews).
-    Lake(&'static str),
-    /// It reads or writes the registry, which defaults to `<lake>/registry`.
-    Registry(&'static str),
-}
-
-fn local_need(c: &Command) -> LocalNeed {
+/// The name of a command not built for a lake on object storage (it keeps files in the
+/// lake's directory, or converts a lake of the old layout), None for the others.
+fn needs_local_lake(c: &Command) -> Option<&'static str> {
     match c {
-        Command::Sql(_) | Command::Rollup(_) | Command::Judge(_) => LocalNeed::Nothing,
-        Command::Gen(_) | Command::Demo { .. } => LocalNeed::Nothing,
-        Command::Lake(LakeCmd::History { .. } | LakeCmd::Files { .. }) => LocalNeed::Nothing,
-        Command::Lake(LakeCmd::Vacuum { .. }) => LocalNeed::Nothing,
-        Command::Lake(LakeCmd::Convert) => LocalNeed::Lake("lake convert"),
-        Command::Ingest(_) | Command::Compact { .. } => LocalNeed::Nothing,
-        Command::Review(_) => LocalNeed::Lake("review"),
-        Command::Checklist { .. } => LocalNeed::Lake("checklist"),
-        Command::Registry(_) => LocalNeed::Registry("registry"),
-        Command::Resolve { .. } => LocalNeed::Registry("resolve"),
-        Command::Rollout(_) => LocalNeed::Registry("rollout"),
-        Command::Serve { .. } => LocalNeed::Registry("serve"),
+        Command::Lake(LakeCmd::Convert) => Some("lake convert"),
+        Command::Review(_) => Some("review"),
+        Command::Checklist { .. } => Some("checklist"),
+        _ => None,
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     let lake = Lake::open(&cli.lake)?;
-    match local_need(&cli.command) {
-        LocalNeed::Nothing => {}
-        LocalNeed::Lake(command) => lake.require_local(command)?,
-        LocalNeed::Registry(command) => {
-            promptgate::registry::require_local(cli.registry.as_deref(), &lake, command)?
-        }
+    if let Some(command) = needs_local_lake(&cli.command) {
+        lake.require_local(command)?;
     }
-    let registry = Registry::locate(cli.registry, &lake);
+    let registry = Registry::locate(cli.registry, &lake)?;
     match cli.command {
         Command::Ingest(a) => {
             let opts = IngestOptions {

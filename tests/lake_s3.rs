@@ -4,7 +4,9 @@
 //! readers on the previous version. Ingest writes to the store directly: the same rows as into
 //! a local lake, deduplicated, quarantined and compacted there; two writers take turns; a
 //! writer killed or failing at any step of its commit leaves readers on the version before.
-//! Commands not built for object storage refuse it and write nothing.
+//! The registry follows the lake onto the store (conditional puts under a lease: concurrent
+//! writers all land, in turn). Commands not built for object storage refuse it and write
+//! nothing.
 
 mod common;
 
@@ -373,6 +375,7 @@ fn commands_not_built_for_s3_refuse_it_and_write_nothing_there() {
     for args in [
         vec!["lake", "convert"],
         vec!["review", "sample", "--route", "support", "--env", "prod"],
+        vec!["review", "score", "--id", "r1", "--labels", "labels.csv"],
         vec![
             "checklist",
             "--route",
@@ -392,32 +395,6 @@ fn commands_not_built_for_s3_refuse_it_and_write_nothing_there() {
         );
         assert!(err.contains("s3://writes/lake/"), "{args:?}: {err}");
     }
-    // The registry stays on local disk: commands that use it need --registry with a remote lake
-    // (it defaults to the lake's registry/ directory), and then work.
-    let registry = lake.path("registry");
-    for args in [
-        vec!["registry", "show"],
-        vec!["rollout", "status"],
-        vec![
-            "resolve", "--route", "support", "--env", "prod", "--unit", "u1",
-        ],
-    ] {
-        let out = s3.run("s3://writes/lake", &args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains("--registry DIR"), "{args:?}: {err}");
-        let with = [&["--registry", registry.to_str().unwrap()][..], &args].concat();
-        let out = s3.run("s3://writes/lake", &with);
-        assert!(
-            !String::from_utf8_lossy(&out.stderr).contains("object storage"),
-            "{with:?}: {out:?}"
-        );
-    }
-    let shown = s3.run(
-        "s3://writes/lake",
-        &["--registry", registry.to_str().unwrap(), "registry", "show"],
-    );
-    assert!(shown.status.success(), "{shown:?}");
     assert_eq!(
         s3.client(&["keys", "writes"]),
         keys,
@@ -889,4 +866,194 @@ fn readers_on_s3_see_whole_versions_while_ingest_compacts() {
         );
     }
     assert_eq!(table_counts(&s3, remote)[0], 16_000);
+}
+
+/// `registry add` of a prompt text written beside `lake`.
+fn add_version(s3: &S3, lake: &str, dir: &Path, route: &str, version: &str) -> Output {
+    let file = dir.join(format!("{route}-{version}.txt"));
+    std::fs::write(
+        &file,
+        format!("You answer {route} questions. ({version})\n"),
+    )
+    .unwrap();
+    let args = [
+        "registry",
+        "add",
+        "--route",
+        route,
+        "--version",
+        version,
+        "--file",
+    ];
+    s3.run(lake, &[&args[..], &[file.to_str().unwrap()]].concat())
+}
+
+fn history(s3: &S3, lake: &str, route: &str) -> Vec<Value> {
+    let out = s3.run(
+        lake,
+        &["registry", "history", "--route", route, "--format", "json"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn the_registry_follows_a_lake_onto_s3_and_concurrent_writers_all_land() {
+    let s3 = S3::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    s3.client(&["mkbucket", "registry"]);
+    let remote = "s3://registry/lake";
+    assert!(
+        add_version(&s3, remote, dir, "support", "v1")
+            .status
+            .success()
+    );
+    let set = s3.run(
+        remote,
+        &[
+            "registry",
+            "set-default",
+            "--route",
+            "support",
+            "--version",
+            "v1",
+        ],
+    );
+    assert!(set.status.success(), "{set:?}");
+    let keys = s3.client(&["keys", "registry"]);
+    for key in [
+        "lake/registry/state.json",
+        "lake/registry/audit/00000000000000000001.ndjson",
+        "lake/registry/audit/00000000000000000002.ndjson",
+        "lake/registry/prompts/",
+    ] {
+        assert!(keys.contains(key), "{key} not in {keys}");
+    }
+    assert!(
+        !keys.contains("writer.json"),
+        "the lease was released: {keys}"
+    );
+    let resolved = s3.run(
+        remote,
+        &[
+            "resolve", "--route", "support", "--env", "prod", "--unit", "u1",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&resolved.stdout).unwrap();
+    assert_eq!(v["version"], "v1", "{resolved:?}");
+
+    // Eight writers at once (other machines: separate work directories), each adding a version.
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (2..10)
+            .map(|i| {
+                let s3 = &s3;
+                scope.spawn(move || add_version(s3, remote, dir, "support", &format!("v{i}")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert!(out.status.success(), "{out:?}");
+    }
+    let h = history(&s3, remote, "support");
+    assert_eq!(h.len(), 10, "{h:?}");
+    let revisions: Vec<u64> = h.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revisions, (1..=10).collect::<Vec<_>>());
+
+    // A writer that died after writing its audit entry but before its commit: never shown,
+    // and replaced by the next write of that revision.
+    let planted = dir.join("planted.ndjson");
+    std::fs::write(&planted, "{\"revision\":11,\"partial").unwrap();
+    let script = r#"
+import os, sys, boto3
+boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).upload_file(sys.argv[1], "registry", "lake/registry/audit/00000000000000000011.ndjson")
+"#;
+    let out = s3
+        .env(&mut Command::new("python3"))
+        .args(["-c", script, planted.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(history(&s3, remote, "support").len(), 10);
+    assert!(
+        add_version(&s3, remote, dir, "support", "v10")
+            .status
+            .success()
+    );
+    let h = history(&s3, remote, "support");
+    assert_eq!(h.len(), 11);
+    assert_eq!(h[10]["revision"], 11, "{:?}", h[10]);
+    assert!(
+        h[10]["after"].as_str().unwrap().starts_with("v10 "),
+        "{:?}",
+        h[10]
+    );
+}
+
+#[test]
+fn a_registry_copied_from_disk_keeps_its_history_on_s3() {
+    let s3 = S3::start();
+    let lake = Lake::new();
+    lake.add_version("support", "v1", "support-v1.txt", None);
+    lake.add_version("support", "v2", "support-v2.txt", Some("shorter answers"));
+    let local = lake.lake.to_str().unwrap().to_string();
+    let before = history(&s3, &local, "support");
+    assert_eq!(before.len(), 2);
+    s3.client(&["mkbucket", "copied"]);
+    // The registry directory as it is on disk (state.json, audit.ndjson, prompts/).
+    let script = r#"
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+root = sys.argv[1]
+for d, _, files in os.walk(root):
+    for f in files:
+        rel = os.path.relpath(os.path.join(d, f), root)
+        s3.upload_file(os.path.join(d, f), "copied", "reg/" + rel)
+"#;
+    let out = s3
+        .env(&mut Command::new("python3"))
+        .args(["-c", script, lake.lake.join("registry").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let on_s3 = [&local[..], "--registry", "s3://copied/reg"];
+    let run = |args: &[&str]| s3.run(on_s3[0], &[&on_s3[1..], args].concat());
+    let out = run(&[
+        "registry", "history", "--route", "support", "--format", "json",
+    ]);
+    let h: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(h, before);
+    let set = run(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v2",
+    ]);
+    assert!(set.status.success(), "{set:?}");
+    let out = run(&[
+        "registry", "history", "--route", "support", "--format", "json",
+    ]);
+    let h: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[..2], before[..]);
+    let shown = run(&["registry", "show", "--format", "json"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("\"v2\""),
+        "{shown:?}"
+    );
 }

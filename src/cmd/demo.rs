@@ -216,7 +216,7 @@ async fn rollout_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) -
     use crate::rollout::{self, StartSpec};
 
     let w = |e: std::io::Error| Error::runtime(format!("cannot write output: {e}"));
-    let reg = Registry::locate(None, lake);
+    let reg = Registry::locate(None, lake)?;
     let meta = WriteMeta {
         actor: "demo".into(),
         why: Some("promptgate demo".into()),
@@ -445,7 +445,7 @@ async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) ->
     use crate::review::sheet::SheetKey;
 
     let w = |e: std::io::Error| Error::runtime(format!("cannot write output: {e}"));
-    let reg = Registry::locate(None, lake);
+    let reg = Registry::locate(None, lake)?;
     writeln!(
         out,
         "\n# What the metrics missed: a blind review of v2 against v1 on real requests, and v2's release checklist"

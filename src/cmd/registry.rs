@@ -237,7 +237,7 @@ fn show(out: &mut dyn Write, state: &State, only: Option<&str>, reg: &Registry) 
         writeln!(
             out,
             "registry {} is empty\n  add a prompt: promptgate registry add --route R --version V --file PROMPT.txt",
-            reg.dir().display()
+            reg.location()
         )
         .map_err(w)?;
         return Ok(());

@@ -171,7 +171,7 @@ pub async fn run(lake: &Lake, registry: &Registry, a: RunArgs) -> Result<i32> {
         Error::input(format!(
             "route {:?} is not in the registry at {}",
             manifest.route,
-            registry.dir().display()
+            registry.location()
         ))
         .with_hint("register both versions' prompts with `promptgate registry add`")
     })?;

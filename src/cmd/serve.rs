@@ -41,7 +41,7 @@ pub async fn run(reg: Registry, addr: &str) -> Result<i32> {
         .map_err(|e| Error::runtime(format!("cannot listen on {addr}: {e}")))?;
     eprintln!(
         "promptgate serve: listening on http://{local} (registry {}{})",
-        reg.dir().display(),
+        reg.location(),
         if token.is_some() {
             ", bearer token required"
         } else {

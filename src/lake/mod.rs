@@ -40,14 +40,14 @@ use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 mod compact;
 pub mod delta;
 pub mod ids;
-mod lease;
+pub(crate) mod lease;
 pub mod log;
 mod remote;
 mod snapshot;
 mod txn;
 mod vacuum;
 pub use compact::{CompactReport, compact, compact_small_files};
-pub use remote::Remote;
+pub use remote::{Remote, block_on};
 pub use snapshot::{AsOf, Snapshot};
 pub use txn::{Committed, Transaction, WriteLock};
 pub use vacuum::{DEFAULT_RETENTION_HOURS, RETENTION_ENV, VacuumReport, retention_hours, vacuum};
@@ -198,7 +198,7 @@ impl Lake {
         match &self.remote {
             None => Ok(()),
             Some(r) => Err(Error::usage(format!(
-                "`promptgate {command}` needs a lake on local disk; {} is on object storage, where promptgate reads (sql, rollup, judge, rollout, lake history|files) and writes (ingest, compact) but does not yet {command}",
+                "`promptgate {command}` needs a lake on local disk; {} is on object storage, where every other command works but {command} is not built yet",
                 r.url()
             ))
             .with_hint("run it on a local lake and copy that to the store (README: \"A lake on S3\")")),

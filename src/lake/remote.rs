@@ -201,6 +201,26 @@ impl Remote {
         Ok(first.is_some())
     }
 
+    /// The lake's `sub/` prefix as a store of its own (the registry beside a remote lake).
+    pub fn child(&self, sub: &str) -> Result<Remote> {
+        let url = self
+            .url
+            .join(&format!("{}/", sub.trim_matches('/')))
+            .map_err(|e| Error::usage(format!("{}{sub}: {e}", self.url)))?;
+        Ok(Remote {
+            prefix: self.path(sub),
+            url,
+            store: self.store.clone(),
+        })
+    }
+
+    /// Writes `bytes` to `rel`, replacing what is there.
+    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        self.put_mode(rel, bytes, PutMode::Overwrite)
+            .await
+            .map(|_| ())
+    }
+
     /// Writes `bytes` to `rel` unless an object is there already (a conditional put, so of two
     /// writers exactly one wins); false when it was there.
     pub async fn put_if_absent(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
@@ -294,6 +314,34 @@ impl Remote {
         let bytes = got.bytes().await.map_err(|e| self.err("read", rel, e))?;
         Ok(bytes.to_vec())
     }
+}
+
+/// Runs `f` to completion from synchronous code (the registry's API is synchronous; on a store
+/// its reads and writes are not): on the current Tokio runtime when it can block, else on a
+/// runtime of its own.
+pub fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    use tokio::runtime::{Builder, Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        // Inside a single-threaded runtime, blocking it would deadlock: another thread runs it.
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(|| own_runtime(Builder::new_current_thread()).block_on(f))
+                .join()
+                .expect("the store's request does not panic")
+        }),
+        Err(_) => own_runtime(Builder::new_current_thread()).block_on(f),
+    }
+}
+
+fn own_runtime(mut b: tokio::runtime::Builder) -> tokio::runtime::Runtime {
+    b.enable_all()
+        .build()
+        .expect("a current-thread runtime starts")
 }
 
 #[cfg(test)]

@@ -71,6 +71,11 @@ pub(crate) fn read(path: &Path, committed: u64) -> Result<Vec<AuditEntry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && committed == 0 => return Ok(vec![]),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
+    parse(&bytes, committed, &path.display().to_string())
+}
+
+/// The entries in the first `committed` bytes of an audit log's `bytes` (read from `name`).
+pub(crate) fn parse(bytes: &[u8], committed: u64, name: &str) -> Result<Vec<AuditEntry>> {
     let end = (committed as usize).min(bytes.len());
     bytes[..end]
         .split(|&b| b == b'\n')
@@ -78,7 +83,7 @@ pub(crate) fn read(path: &Path, committed: u64) -> Result<Vec<AuditEntry>> {
         .filter(|(_, l)| !l.is_empty())
         .map(|(i, l)| {
             serde_json::from_slice(l).map_err(|e| {
-                Error::runtime(format!("{} line {}: {e}", path.display(), i + 1)).with_hint(
+                Error::runtime(format!("{name} line {}: {e}", i + 1)).with_hint(
                     "the audit log was edited by hand; restore it from the registry's git history",
                 )
             })

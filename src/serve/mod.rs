@@ -51,12 +51,8 @@ impl ServeState {
     /// The registry's state as of now (see the module docs on why this is never stale).
     pub fn current(&self) -> Result<Arc<State>> {
         let path = self.inner.registry.state_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Arc::new(State::empty()));
-            }
-            Err(e) => return Err(Error::io("cannot read", &path, e)),
+        let Some(bytes) = self.inner.registry.state_bytes()? else {
+            return Ok(Arc::new(State::empty()));
         };
         let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cached, state)) = cache.as_ref()
