@@ -148,35 +148,51 @@ fn copy(s3: &S3, lake: &Path, bucket: &str, prefix: &str, steps: &[&str]) {
     }
 }
 
-/// Generated events of route `support` with a canary (v2) beside the baseline (v1).
+/// Generated events of route `support` (v1 and a canary v2), ingested into the local `lake`.
 fn ingest(lake: &Lake, s3: &S3, n: u32, seed: u32) {
-    let out = bin()
-        .args([
-            "gen",
-            "--events",
-            &n.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .args([
-            "--routes",
-            "support",
-            "--canary-share",
-            "0.3",
-            "--days",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let file = lake.path(&format!("events-{seed}.ndjson"));
-    std::fs::write(&file, &out.stdout).unwrap();
-    let lake_dir = lake.lake.to_str().unwrap();
+    let file = events_file(lake, n, seed);
     let ingested = s3.run(
-        lake_dir,
-        &["ingest", "--no-progress", file.to_str().unwrap()],
+        lake.lake.to_str().unwrap(),
+        &["ingest", "--no-progress", &file],
     );
     assert!(ingested.status.success(), "{ingested:?}");
+}
+
+/// `rollup` of route `support` by model, as JSON.
+const ROLLUP_JSON: [&str; 7] = [
+    "rollup", "--route", "support", "--by", "model", "--format", "json",
+];
+/// `judge` of v2 against v1 on route `support`, as JSON.
+const JUDGE_JSON: [&str; 9] = [
+    "judge",
+    "--route",
+    "support",
+    "--baseline",
+    "v1",
+    "--canary",
+    "v2",
+    "--format",
+    "json",
+];
+
+/// Runs `args` on both lakes: the same exit code and output (JSON: the same values, floats
+/// within [`same`]'s tolerance).
+fn assert_same_output(s3: &S3, local: &str, remote: &str, args: &[&str]) {
+    let here = result(&s3.run(local, args));
+    let there = s3.run(remote, args);
+    let stderr = String::from_utf8_lossy(&there.stderr);
+    let there = result(&there);
+    assert_eq!(here.0, there.0, "{args:?}\nstderr on S3: {stderr}");
+    assert!(!here.1.is_empty(), "{args:?} printed nothing");
+    if args.contains(&"json") && !args.contains(&"--json") {
+        let (a, b): (Value, Value) = (
+            serde_json::from_str(&here.1).unwrap(),
+            serde_json::from_str(&there.1).unwrap(),
+        );
+        assert!(same(&a, &b), "{args:?}\nlocal: {a}\nS3: {b}");
+    } else {
+        assert_eq!(here.1, there.1, "{args:?}\nstderr on S3: {stderr}");
+    }
 }
 
 /// Exit code and stdout.
@@ -255,55 +271,19 @@ fn readers_on_s3_print_what_they_print_on_the_local_lake() {
         ],
         vec![
             "sql",
-            "SELECT COUNT(*) AS n FROM llm_events",
+            "SELECT SUM(tokens_in) AS t FROM llm_events",
             "--as-of",
             "1",
         ],
-        vec![
-            "rollup", "--route", "support", "--by", "model", "--format", "json",
-        ],
-        vec![
-            "judge",
-            "--route",
-            "support",
-            "--baseline",
-            "v1",
-            "--canary",
-            "v2",
-            "--format",
-            "json",
-        ],
-        vec![
-            "judge",
-            "--route",
-            "support",
-            "--baseline",
-            "v1",
-            "--canary",
-            "v2",
-            "--as-of",
-            "1",
-        ],
+        ROLLUP_JSON.to_vec(),
+        JUDGE_JSON.to_vec(),
+        [&JUDGE_JSON[..7], &["--as-of", "1"]].concat(),
         vec!["lake", "history", "--json"],
         vec!["lake", "files", "--json"],
         vec!["lake", "files", "--as-of", "1"],
     ];
     for args in &commands {
-        let here = result(&s3.run(&local, args));
-        let there = s3.run(remote, args);
-        let stderr = String::from_utf8_lossy(&there.stderr);
-        let there = result(&there);
-        assert_eq!(here.0, there.0, "{args:?}\nstderr on S3: {stderr}");
-        assert!(!here.1.is_empty(), "{args:?} printed nothing");
-        if args.contains(&"json") && !args.contains(&"--json") {
-            let (a, b): (Value, Value) = (
-                serde_json::from_str(&here.1).unwrap(),
-                serde_json::from_str(&there.1).unwrap(),
-            );
-            assert!(same(&a, &b), "{args:?}\nlocal: {a}\nS3: {b}");
-        } else {
-            assert_eq!(here.1, there.1, "{args:?}\nstderr on S3: {stderr}");
-        }
+        assert_same_output(&s3, &local, remote, args);
     }
     // The judge really judged: a verdict, not an error, from both.
     let judged = s3.run(remote, &commands[4]);
@@ -539,28 +519,13 @@ fn ingest_output(s3: &S3, lake: &str, file: &str, env: &[(&str, &str)]) -> (i32,
 /// Rows of each table's latest Delta version on the store, as the `deltalake` Python package
 /// (delta-rs, an independent reader) counts them.
 fn delta_rs_counts(s3: &S3, lake: &str) -> Vec<u64> {
-    let script = r#"
-import sys
-from deltalake import DeltaTable, QueryBuilder
-for t in ("llm_events", "llm_labels", "llm_labeled_events"):
-    dt = DeltaTable(sys.argv[1].rstrip("/") + "/" + t)
-    r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
-    print(r.column("n")[0].as_py())
-"#;
-    let out = s3
-        .env(&mut Command::new("python3"))
-        .args(["-c", script, lake])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
+    ["llm_events", "llm_labels", "llm_labeled_events"]
+        .iter()
+        .map(|t| {
+            let mut python3 = Command::new("python3");
+            s3.env(&mut python3);
+            common::delta_rs_count_at(python3, &format!("{lake}/{t}"))
+        })
         .collect()
 }
 
@@ -629,29 +594,8 @@ fn ingest_into_s3_keeps_what_a_local_lake_keeps() {
     assert_eq!(counts, table_counts(&s3, &local));
     assert_eq!(counts[0], 32_000);
     assert_eq!(delta_rs_counts(&s3, remote), counts);
-    for args in [
-        vec![
-            "rollup", "--route", "support", "--by", "model", "--format", "json",
-        ],
-        vec![
-            "judge",
-            "--route",
-            "support",
-            "--baseline",
-            "v1",
-            "--canary",
-            "v2",
-            "--format",
-            "json",
-        ],
-    ] {
-        let (a, b) = (s3.run(&local, &args), s3.run(remote, &args));
-        assert_eq!(a.status.code(), b.status.code(), "{args:?}: {b:?}");
-        let (a, b): (Value, Value) = (
-            serde_json::from_slice(&a.stdout).unwrap(),
-            serde_json::from_slice(&b.stdout).unwrap(),
-        );
-        assert!(same(&a, &b), "{args:?}\nlocal: {a}\nS3: {b}");
+    for args in [ROLLUP_JSON.to_vec(), JUDGE_JSON.to_vec()] {
+        assert_same_output(&s3, &local, remote, &args);
     }
     // The store's table is laid out as the local one: the same number of files (one per day
     // after the compaction).

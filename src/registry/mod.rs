@@ -264,28 +264,12 @@ impl Registry {
         }
         audit::touch(&self.audit_path())?;
         let mut state = self.load()?;
-        let stamp = Stamp {
-            revision: state.revision + 1,
-            at_us: now_us(),
-            actor: actor.to_string(),
-            why: why.map(str::to_string),
-        };
-        let (out, changes) = change(&mut state, &stamp)?;
-        if changes.is_empty() {
+        let (out, entries) = stamped(&mut state, actor, why, change)?;
+        if entries.is_empty() {
             return Ok(out);
         }
-        let entries: Vec<AuditEntry> = changes
-            .into_iter()
-            .map(|change| AuditEntry {
-                revision: stamp.revision,
-                at: format_us(stamp.at_us),
-                actor: stamp.actor.clone(),
-                why: stamp.why.clone(),
-                change,
-            })
-            .collect();
         state.audit_bytes = audit::append(&self.audit_path(), state.audit_bytes, &entries)?;
-        state.revision = stamp.revision;
+        state.revision += 1;
         let mut text = serde_json::to_vec_pretty(&state).expect("state serializes");
         text.push(b'\n');
         lake::write_file_atomic(&self.state_path(), &text)?;
@@ -308,35 +292,23 @@ impl Registry {
             Some((bytes, etag)) => (parse_state(bytes, &self.state_path())?, Some(etag.clone())),
             None => (State::empty(), None),
         };
-        let stamp = Stamp {
-            revision: state.revision + 1,
-            at_us: now_us(),
-            actor: actor.to_string(),
-            why: why.map(str::to_string),
-        };
-        let (out, changes) = change(&mut state, &stamp)?;
-        if changes.is_empty() {
+        let (out, entries) = stamped(&mut state, actor, why, change)?;
+        if entries.is_empty() {
             return Ok(out);
         }
         let mut audit = Vec::new();
-        for change in changes {
-            let entry = AuditEntry {
-                revision: stamp.revision,
-                at: format_us(stamp.at_us),
-                actor: stamp.actor.clone(),
-                why: stamp.why.clone(),
-                change,
-            };
-            serde_json::to_writer(&mut audit, &entry).expect("audit entry serializes");
+        for entry in &entries {
+            serde_json::to_writer(&mut audit, entry).expect("audit entry serializes");
             audit.push(b'\n');
         }
-        state.revision = stamp.revision;
+        state.revision += 1;
+        let revision = state.revision;
         let mut text = serde_json::to_vec_pretty(&state).expect("state serializes");
         text.push(b'\n');
         lease.check()?;
         let committed = block_on(async {
             // Replaces what a writer that died before its commit left for this revision.
-            r.put(&audit_object(stamp.revision), audit).await?;
+            r.put(&audit_object(revision), audit).await?;
             let mode = match etag {
                 Some(e) => object_store::PutMode::Update(object_store::UpdateVersion {
                     e_tag: Some(e),
@@ -356,6 +328,34 @@ impl Registry {
             .with_hint("run the command again")),
         }
     }
+}
+
+/// Runs `change` on `state` as its next revision: what it returns, and the audit entries of
+/// what it changed (none: nothing to write). The caller commits and bumps the revision.
+fn stamped<T>(
+    state: &mut State,
+    actor: &str,
+    why: Option<&str>,
+    change: impl FnOnce(&mut State, &Stamp) -> Result<(T, Vec<Change>)>,
+) -> Result<(T, Vec<AuditEntry>)> {
+    let stamp = Stamp {
+        revision: state.revision + 1,
+        at_us: now_us(),
+        actor: actor.to_string(),
+        why: why.map(str::to_string),
+    };
+    let (out, changes) = change(state, &stamp)?;
+    let entries = changes
+        .into_iter()
+        .map(|change| AuditEntry {
+            revision: stamp.revision,
+            at: format_us(stamp.at_us),
+            actor: stamp.actor.clone(),
+            why: stamp.why.clone(),
+            change,
+        })
+        .collect();
+    Ok((out, entries))
 }
 
 /// The audit object of `revision` in a registry on object storage.

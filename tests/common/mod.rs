@@ -183,6 +183,12 @@ pub struct Traffic<'a> {
 /// Rows of the latest Delta version of `table` in the lake at `lake`, as the `deltalake` Python
 /// package (delta-rs, a reader independent of promptgate's) counts them.
 pub fn delta_rs_count(lake: &std::path::Path, table: &str) -> u64 {
+    delta_rs_count_at(Command::new("python3"), lake.join(table).to_str().unwrap())
+}
+
+/// Rows of the latest Delta version of the table at `uri` (a path or a store's URL), counted
+/// by the `deltalake` Python package run as `python3` (with the environment its store needs).
+pub fn delta_rs_count_at(mut python3: Command, uri: &str) -> u64 {
     let probe = Command::new("python3")
         .args(["-c", "import deltalake"])
         .output();
@@ -197,10 +203,7 @@ dt = DeltaTable(sys.argv[1])
 r = QueryBuilder().register("t", dt).execute("SELECT COUNT(*) AS n FROM t").read_all()
 print(r.column("n")[0].as_py())
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, lake.join(table).to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = python3.args(["-c", script, uri]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
