@@ -502,6 +502,9 @@ impl Transaction<'_> {
         // Moved outside the tables (the quarantine): taken back if the commit fails.
         let mut moved_out = Vec::new();
         let mut uploaded_out = Vec::new();
+        if let Some(r) = lake.remote() {
+            uploaded_out = upload_all(r, &root, &self.moves).await?;
+        }
         for (from, to) in &self.moves {
             let (src, dst) = (root.join(from), root.join(to));
             let footer = match lake.remote() {
@@ -514,13 +517,8 @@ impl Transaction<'_> {
                     fs::rename(&src, &dst).map_err(|e| Error::io("cannot commit", &dst, e))?;
                     dst
                 }
-                Some(r) => {
-                    let sent = upload_tree(r, &src, to).await?;
-                    if !in_a_table(to) {
-                        uploaded_out.extend(sent);
-                    }
-                    src
-                }
+                // Uploaded above; the staged copy describes it.
+                Some(_) => src,
             };
             if let Some((table, rel, day)) = table_file(to) {
                 adds.entry(table_index(table))
@@ -685,38 +683,60 @@ async fn table_exists(lake: &Lake, table: Table, url: &url::Url) -> Result<bool>
     }
 }
 
-/// Uploads the staged file or directory `src` to `to` (a path under the lake); returns the
-/// paths of the objects written.
-async fn upload_tree(r: &super::Remote, src: &Path, to: &Path) -> Result<Vec<String>> {
-    let to = to.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-    if !src.is_dir() {
-        r.upload(src, &to).await?;
-        return Ok(vec![to]);
-    }
-    let mut files = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in super::read_dir(&dir)? {
-            let p = entry.path();
-            match p.is_dir() {
-                true => stack.push(p),
-                false => files.push(p),
+/// Uploads every staged file or directory of `moves` (staged path, path under the lake; both
+/// relative to `root`) to its place on the store, eight at a time. Returns the objects written
+/// outside the tables (the quarantine), which a failed commit deletes again; if an upload fails,
+/// those already written are deleted before the error is returned (table files no version
+/// lists are left to a vacuum, as on local disk).
+async fn upload_all(
+    r: &super::Remote,
+    root: &Path,
+    moves: &[(PathBuf, PathBuf)],
+) -> Result<Vec<String>> {
+    use futures::StreamExt;
+    let slash = |p: &Path| p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+    // (local file, object path, outside the tables)
+    let mut files: Vec<(PathBuf, String, bool)> = Vec::new();
+    for (from, to) in moves {
+        let (src, out) = (root.join(from), !in_a_table(to));
+        if !src.is_dir() {
+            files.push((src, slash(to), out));
+            continue;
+        }
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in super::read_dir(&dir)? {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let sub = p.strip_prefix(&src).expect("below the staged directory");
+                    files.push((p.clone(), format!("{}/{}", slash(to), slash(sub)), out));
+                }
             }
         }
     }
-    files.sort();
-    let mut sent = Vec::with_capacity(files.len());
-    for f in files {
-        let sub = f.strip_prefix(src).expect("below the staged directory");
-        let rel = format!(
-            "{to}/{}",
-            sub.to_string_lossy()
-                .replace(std::path::MAIN_SEPARATOR, "/")
-        );
-        r.upload(&f, &rel).await?;
-        sent.push(rel);
+    let results: Vec<(Result<()>, String, bool)> = futures::stream::iter(files)
+        .map(|(local, rel, out)| async move { (r.upload(&local, &rel).await, rel, out) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut written_out = Vec::new();
+    let mut failed = None;
+    for (res, rel, out) in results {
+        match res {
+            Ok(()) if out => written_out.push(rel),
+            Ok(()) => {}
+            Err(e) => failed = failed.or(Some(e)),
+        }
     }
-    Ok(sent)
+    if let Some(e) = failed {
+        for rel in &written_out {
+            let _ = r.delete(rel).await;
+        }
+        return Err(e);
+    }
+    Ok(written_out)
 }
 
 /// The environment variable that kills the process at a step of every commit, for the tests
