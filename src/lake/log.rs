@@ -166,20 +166,30 @@ impl LakeLog<'_> {
         }
     }
 
-    /// The newest entry committed at or before `ms` (entries are read in order until one is
-    /// later).
+    /// The newest entry committed at or before `ms`. Entries are committed one at a time (by
+    /// writers holding the lake's lock or lease), so their times ascend with their versions: a
+    /// binary search reads about log2(versions) of them, which on a store is that many requests.
     pub async fn at_time(&self, ms: i64) -> Result<Option<Entry>> {
         let versions = self.versions().await?;
+        // The first position whose entry is later than `ms`.
+        let (mut lo, mut hi) = (0usize, versions.len());
         let mut found = None;
-        for v in versions {
-            let e = self.read(v).await?;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = self.read(versions[mid]).await?;
             if e.timestamp_ms <= ms {
+                lo = mid + 1;
                 found = Some(e);
             } else {
-                break;
+                hi = mid;
             }
         }
-        Ok(found)
+        // `found` is the last entry read at or before `ms`; the one just before `lo` is wanted.
+        match (lo, found) {
+            (0, _) => Ok(None),
+            (_, Some(e)) if e.version == versions[lo - 1] => Ok(Some(e)),
+            _ => Ok(Some(self.read(versions[lo - 1]).await?)),
+        }
     }
 }
 
@@ -245,6 +255,19 @@ mod tests {
         // Files beside the log that are not entries are ignored.
         fs::write(dir.path().join(LOG_DIR).join("notes.txt"), "x").unwrap();
         assert_eq!(versions(root).unwrap(), vec![0, 1]);
+        // Many versions: the newest at or before each time, as a scan would find it.
+        for v in 2..40 {
+            assert!(write(root, &entry(v, 100 * (v as i64 + 1))).unwrap());
+        }
+        for ms in [
+            99, 100, 150, 199, 200, 201, 1_999, 2_000, 3_950, 4_000, 4_001,
+        ] {
+            let scan = (0..40u64)
+                .map(|v| entry(v, 100 * (v as i64 + 1)))
+                .filter(|e| e.timestamp_ms <= ms)
+                .next_back();
+            assert_eq!(at(ms), scan, "at {ms}");
+        }
     }
 
     #[test]
