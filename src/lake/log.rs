@@ -264,8 +264,7 @@ mod tests {
         ] {
             let scan = (0..40u64)
                 .map(|v| entry(v, 100 * (v as i64 + 1)))
-                .filter(|e| e.timestamp_ms <= ms)
-                .next_back();
+                .rfind(|e| e.timestamp_ms <= ms);
             assert_eq!(at(ms), scan, "at {ms}");
         }
     }
