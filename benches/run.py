@@ -5,6 +5,8 @@
     python3 benches/run.py --sizes 1000000 # just 1M
     python3 benches/run.py --sizes 0 --shuffled 1000000:7,5000000:7,1000000:365
                                            # only input written by DuckDB in random order
+    python3 benches/run.py --sizes 0 --shuffled '' --s3 1000000
+                                           # local disk against a local S3 server (moto)
 
 Needs: a release build (built here with `cargo build --release`) and `pip install duckdb`.
 For each size: generate NDJSON with `promptgate gen`, then measure
@@ -158,6 +160,58 @@ def shuffled_section(spec, repeat, work, rollup_sql):
           "DuckDB's ingest is `COPY (SELECT ... ORDER BY route, ts) TO ... (PARTITION_BY (date))` of the same NDJSON, no validation or dedupe.")
 
 
+def s3_section(n, repeat, work, rollup_sql):
+    """The same lake on local disk and on a local S3-compatible server (moto, `pip install
+    'moto[server]'`): ingest into a fresh lake, then the rollup and the judge on each, interleaved.
+    moto is a Python server on this machine, so this measures promptgate's store path (uploads,
+    conditional puts, listing, ranged reads over HTTP) plus moto, not AWS."""
+    import socket, urllib.request
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true",
+           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "PROMPTGATE_WORK_DIR": os.path.join(work, "s3-work")}
+    os.environ.update(env)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.2)
+        import boto3
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench-lake")
+        nd = os.path.join(work, f"s3-{n}.ndjson")
+        with open(nd, "wb") as f:
+            subprocess.run([BIN, "gen", "--events", str(n), "--seed", "1", "--days", "7"], stdout=f, check=True)
+        os.sync()
+        ingests = {"local": [], "s3": []}
+        for r in range(3):
+            local = os.path.join(work, f"s3-local-{r}")
+            shutil.rmtree(local, ignore_errors=True)
+            ingests["local"].append(measured([BIN, "--lake", local, "ingest", "--no-progress", nd])[0])
+            ingests["s3"].append(measured([BIN, "--lake", f"s3://bench-lake/l{r}", "ingest", "--no-progress", nd])[0])
+        lakes = {"local": os.path.join(work, "s3-local-0"), "s3": "s3://bench-lake/l0"}
+        queries = []
+        for name in ("local", "s3"):
+            queries.append([BIN, "--lake", lakes[name], "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])
+            queries.append([BIN, "--lake", lakes[name], "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
+        timed = interleaved(repeat, *queries)
+        print(f"\n### The same {n:,} events on local disk and on a local S3 server (moto)\n")
+        print("| lake | ingest s (best of 3) | rollup s (best / median) | judge s (best / median) |")
+        print("|---|---|---|---|")
+        for i, name in enumerate(("local", "s3")):
+            (rt, rmed, _), (jt, jmed, _) = timed[2 * i], timed[2 * i + 1]
+            print(f"| {name} | {min(ingests[name]):.2f} | {rt:.3f} / {rmed:.3f} | {jt:.3f} / {jmed:.3f} |")
+        os.remove(nd)
+    finally:
+        moto.kill()
+        moto.wait()
+
+
 def measured(cmd, stdout=subprocess.DEVNULL):
     """Runs cmd in a fresh child; returns (seconds, peak RSS MiB, stdout)."""
     wrapper = ("import resource, subprocess, sys, time, json\n"
@@ -197,6 +251,8 @@ def main():
                     help="an earlier release binary, measured on the same input in the same rounds (before/after)")
     ap.add_argument("--shuffled", default="1000000:7,5000000:7,1000000:365",
                     help="events:days of input written by DuckDB in random order ('' for none)")
+    ap.add_argument("--s3", type=int, default=0,
+                    help="events to measure on local disk against a local S3 server (moto); 0: none")
     a = ap.parse_args()
     global BIN
     if a.bin:
@@ -263,6 +319,8 @@ def main():
         print("\n".join(appends))
     if a.shuffled:
         shuffled_section(a.shuffled, a.repeat, work, rollup_sql)
+    if a.s3:
+        s3_section(a.s3, a.repeat, work, rollup_sql)
     if a.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     print("\npromptgate rollup/judge times are whole-process (start, plan, read, print); DuckDB's rollup is the query alone in a warm connection.")
