@@ -1001,3 +1001,80 @@ for d, _, files in os.walk(root):
         "{shown:?}"
     );
 }
+
+/// A blocking HTTP GET of `path` on `addr`: status and JSON body.
+fn http_get(addr: &str, path: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn serve_answers_from_a_registry_on_s3_and_sees_every_commit() {
+    use std::io::BufRead;
+    let s3 = S3::start();
+    let tmp = tempfile::tempdir().unwrap();
+    s3.client(&["mkbucket", "served"]);
+    let remote = "s3://served/lake";
+    for v in ["v1", "v2"] {
+        assert!(
+            add_version(&s3, remote, tmp.path(), "support", v)
+                .status
+                .success()
+        );
+    }
+    let set = |v: &str| {
+        let out = s3.run(
+            remote,
+            &[
+                "registry",
+                "set-default",
+                "--route",
+                "support",
+                "--version",
+                v,
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    set("v1");
+    let mut child = s3
+        .env(&mut bin())
+        .args(["--lake", remote, "serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    assert!(line.contains("s3://served/lake/registry/"), "{line}");
+    let resolve = "/v1/resolve?route=support&env=prod&unit=u1";
+    let (status, v) = http_get(&addr, resolve);
+    assert_eq!((status, v["version"].as_str()), (200, Some("v1")), "{v}");
+    // A commit on the store is what the next request sees.
+    set("v2");
+    let (_, v) = http_get(&addr, resolve);
+    assert_eq!(v["version"], "v2", "{v}");
+    let (status, p) = http_get(&addr, "/v1/prompts/support/v2");
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["text"], "You answer support questions. (v2)\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}
