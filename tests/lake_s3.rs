@@ -1020,7 +1020,6 @@ fn http_get(addr: &str, path: &str) -> (u16, Value) {
 
 #[test]
 fn serve_answers_from_a_registry_on_s3_and_sees_every_commit() {
-    use std::io::BufRead;
     let s3 = S3::start();
     let tmp = tempfile::tempdir().unwrap();
     s3.client(&["mkbucket", "served"]);
@@ -1054,16 +1053,8 @@ fn serve_answers_from_a_registry_on_s3_and_sees_every_commit() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let line = common::serve_banner(&mut child);
+    let addr = common::listening_addr(&line);
     assert!(line.contains("s3://served/lake/registry/"), "{line}");
     let resolve = "/v1/resolve?route=support&env=prod&unit=u1";
     let (status, v) = http_get(&addr, resolve);

@@ -38,7 +38,7 @@ pub struct Remote {
 /// The environment variable that sets a remote lake's local work directory.
 pub const WORK_DIR_ENV: &str = "PROMPTGATE_WORK_DIR";
 
-const CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL, with AWS_ALLOW_HTTP=true for plain http, for a store that is not AWS)";
+const CREDENTIALS_HINT: &str = "check that the bucket exists and the URL names it, and the credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL, with AWS_ALLOW_HTTP=true for plain http, for a store that is not AWS)";
 
 impl Remote {
     /// The remote lake `arg` names, or None when `arg` is a local path (no `scheme://`, or

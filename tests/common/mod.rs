@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::cell::Cell;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use promptgate::r#gen::{Regression, ResolvedTraffic, write_resolved_events};
 use promptgate::registry::{Registry, ResolveRequest, now_us, resolve};
@@ -13,6 +14,26 @@ use promptgate::registry::{Registry, ResolveRequest, now_us, resolve};
 /// The binary under test.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_promptgate"))
+}
+
+/// The first line a spawned `promptgate serve` (stderr piped) writes: where it listens and
+/// which registry it serves.
+pub fn serve_banner(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().expect("stderr piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// The `host:port` in `serve`'s banner line.
+pub fn listening_addr(banner: &str) -> String {
+    banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_string()
 }
 
 /// A file of `testdata/`.
