@@ -243,8 +243,8 @@ impl Snapshot {
         let cache = self.lake.root().join(CACHE).join(table.name());
         let local = |f: &DataFile| ids::ids_path(&cache.join(&f.path));
         let missing: Vec<&DataFile> = files.iter().filter(|f| !local(f).is_file()).collect();
-        let _: Vec<()> = futures::stream::iter(missing)
-            .map(|f| {
+        futures::stream::iter(missing)
+            .for_each_concurrent(8, |f| {
                 let rel = ids::ids_path(Path::new(&f.path));
                 let rel = format!("{}/{}", table.name(), rel.to_string_lossy());
                 let to = local(f);
@@ -253,8 +253,6 @@ impl Snapshot {
                     let _ = remote.download(&rel, &to).await;
                 }
             })
-            .buffer_unordered(8)
-            .collect()
             .await;
         Ok(files
             .iter()
@@ -301,9 +299,8 @@ impl Snapshot {
         file: &DataFile,
         scratch: &Path,
     ) -> Result<PathBuf> {
-        let dir = self.lake.table_dir(table);
         match self.lake.remote() {
-            None => Ok(dir.join(&file.path)),
+            None => Ok(self.lake.table_dir(table).join(&file.path)),
             Some(r) => {
                 let to = scratch.join(table.name()).join(&file.path);
                 r.download(&format!("{}/{}", table.name(), file.path), &to)
