@@ -13,6 +13,8 @@ use foldhash::fast::RandomState;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue as JsonRaw;
 
+mod scan;
+
 use crate::event::{
     EVENT_FIELD_COUNT, EventField, EventFields, LabelField, RawValue, RejectReason,
 };
@@ -59,9 +61,11 @@ fn typed(raw: &JsonRaw) -> Result<RawValue<'_>, serde_json::Error> {
 const UNKNOWN_KEYS_SCANNED: usize = 16;
 
 /// The keys of one object: known fields by index, the rest kept raw for `attributes`.
+#[derive(Debug, PartialEq)]
 pub(crate) struct RecordFields<'a, const N: usize> {
     pub fields: [Option<RawValue<'a>>; N],
-    pub unknown: Vec<(Cow<'a, str>, &'a JsonRaw)>,
+    /// Unknown keys and their values as written (valid JSON).
+    pub unknown: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 struct RecordSeed<const N: usize> {
@@ -121,7 +125,7 @@ impl<'de, const N: usize> Visitor<'de> for RecordSeed<N> {
                         duplicate = Some(format!("field `{key}` appears twice"));
                         continue;
                     }
-                    out.unknown.push((key, raw));
+                    out.unknown.push((key, raw.get()));
                 }
             }
         }
@@ -151,6 +155,18 @@ fn parse_object<'a, const N: usize>(
         };
         return Err(format!("line is {kind}; each line must be one JSON object"));
     }
+    // Nearly every line is a plain object that one scan reads; the rest go through serde_json.
+    match scan::object(text, resolve) {
+        Some(fields) => Ok(fields),
+        None => serde_object(text, resolve),
+    }
+}
+
+/// [`parse_object`] through serde_json: any JSON object, and the errors of any other text.
+fn serde_object<'a, const N: usize>(
+    text: &'a str,
+    resolve: fn(&str) -> Option<(usize, &'static str)>,
+) -> Result<RecordFields<'a, N>, RejectReason> {
     let mut de = serde_json::Deserializer::from_str(text);
     let fields = RecordSeed::<N> { resolve }
         .deserialize(&mut de)
@@ -179,7 +195,7 @@ pub(crate) fn event_fields(line: &[u8]) -> Result<EventFields<'_>, RejectReason>
         let values = unknown
             .iter()
             .map(|(k, raw)| {
-                serde_json::from_str(raw.get())
+                serde_json::from_str(raw)
                     .map(|v| (k.as_ref(), v))
                     .map_err(|e| format!("invalid JSON: {e}"))
             })
@@ -260,6 +276,71 @@ mod tests {
         let repeated = format!("{{{},\"k17\":1}}", keys.join(","));
         let e = event_fields(repeated.as_bytes()).unwrap_err();
         assert!(e.contains("`k17` appears twice"), "{e}");
+    }
+
+    /// The scanner's fast path and serde_json agree on every line the scanner accepts (and it
+    /// accepts none that serde_json rejects): random lines built from valid and broken pieces.
+    #[test]
+    fn fast_path_agrees_with_serde_json() {
+        use rand::{Rng, SeedableRng};
+        const KEYS: &[&str] = &[
+            "event_id", "eventId", "ts", "route", "prompt_version", "promptVersion", "tokens_in",
+            "duration_ms", "status", "attributes", "unit_id", "label", "top_k", "x", "route",
+            "e\\u0076ent_id", "a\\\"b", "",
+        ];
+        const VALUES: &[&str] = &[
+            "\"plain\"", "\"\"", "\"caf\u{e9} \u{1f600}\"", "\"esc \\\" q\"",
+            "\"nl \\n tab \\t\"", "\"u \\u00e9 \\ud83d\\ude00\"", "\"bad \\x\"",
+            "\"lone \\ud800\"", "\"ctrl \u{1}\"", "\"tab\tin\"", "\"open", "0", "-0", "12",
+            "-3.25", "1e5", "2E-3", "-0.0e+7", "01", "1.", ".5", "-", "1e", "+1", "--1",
+            "123456789012345678901234567890", "true", "false", "null", "tru", "nul", "falsey",
+            "{}", "[]", "{\"a\":[1,{\"b\":\"}\"}]}", "[1, \"]\", {}]", "{\"a\":}", "[1,]",
+            "{\"a\":1", "NaN", "\"2026-11-01T00:00:00Z\"",
+        ];
+        const WS: &[&str] = &["", "", "", " ", "\t", " \r\n "];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (mut fast, mut total) = (0, 0);
+        for _ in 0..40_000 {
+            let ws = |rng: &mut rand_chacha::ChaCha8Rng| WS[rng.random_range(0..WS.len())];
+            let mut line = format!("{}{{{}", ws(&mut rng), ws(&mut rng));
+            let members = rng.random_range(0..6);
+            for m in 0..members {
+                if m > 0 {
+                    line.push_str(if rng.random_bool(0.98) { "," } else { ";" });
+                }
+                let key = KEYS[rng.random_range(0..KEYS.len())];
+                let value = VALUES[rng.random_range(0..VALUES.len())];
+                let colon = if rng.random_bool(0.99) { ":" } else { "" };
+                line.push_str(&format!(
+                    "{}\"{key}\"{}{colon}{}{value}{}",
+                    ws(&mut rng),
+                    ws(&mut rng),
+                    ws(&mut rng),
+                    ws(&mut rng)
+                ));
+            }
+            if rng.random_bool(0.02) {
+                line.push(',');
+            }
+            line.push('}');
+            line.push_str(match rng.random_range(0..50) {
+                0 => " x",
+                1 => "}",
+                2 => "\t",
+                _ => "",
+            });
+            total += 1;
+            let Some(scanned) = scan::object::<EVENT_FIELD_COUNT>(&line, resolve_event) else {
+                continue;
+            };
+            fast += 1;
+            match serde_object::<EVENT_FIELD_COUNT>(&line, resolve_event) {
+                Ok(slow) => assert_eq!(scanned, slow, "line {line}"),
+                Err(e) => panic!("the scanner accepted what serde_json rejects ({e}): {line}"),
+            }
+        }
+        // Most lines hold a broken piece; the fast path still takes a good share of them.
+        assert!(fast * 10 > total, "fast path took {fast} of {total}");
     }
 
     #[test]
