@@ -24,7 +24,7 @@ mod quarantine;
 mod records;
 mod runs;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -254,6 +254,7 @@ pub async fn ingest(
         chunks_seen: 0,
         runs: Default::default(),
         direct: BTreeMap::new(),
+        spilled_days: BTreeSet::new(),
         report: IngestReport::default(),
         quarantine: Quarantine::new(quarantine_dir),
         writers: VecDeque::new(),
@@ -373,6 +374,8 @@ struct Run<'a> {
     runs: [Vec<RunFile>; 2],
     /// Files written straight from a day's buffer by this ingest, per table and day.
     direct: BTreeMap<(TableKey, i32), Vec<PathBuf>>,
+    /// Days with rows in a run (finished or being written): merged at the end.
+    spilled_days: BTreeSet<(TableKey, i32)>,
     report: IngestReport,
     quarantine: Quarantine,
     writers: VecDeque<Writer>,
@@ -661,8 +664,17 @@ impl Run<'_> {
             }
             match to {
                 Destination::Files => {
-                    for (day, part, day_hashes) in by_day {
+                    // A day that already has rows in a run is merged at the end anyway: its
+                    // rows join a run (a plain copy) instead of a Parquet file that the merge
+                    // would decode and encode again.
+                    let (merged_later, final_now): (Vec<_>, Vec<_>) = by_day
+                        .into_iter()
+                        .partition(|(day, _, _)| self.spilled_days.contains(&(table_key, *day)));
+                    for (day, part, day_hashes) in final_now {
                         self.write_file(tx, table_key, day, part, day_hashes)?;
+                    }
+                    if !merged_later.is_empty() {
+                        self.spill_run(tx, table_key, merged_later);
                     }
                 }
                 Destination::Run if !by_day.is_empty() => {
@@ -733,6 +745,7 @@ impl Run<'_> {
         ));
         let days: Vec<(i32, Vec<RecordBatch>)> =
             by_day.into_iter().map(|(d, b, _)| (d, b)).collect();
+        self.spilled_days.extend(days.iter().map(|(d, _)| (key, *d)));
         let batches = Arc::new(days.iter().flat_map(|(_, b)| b.clone()).collect());
         let handle = std::thread::spawn(move || Ok(Some(runs::write_run(&path, table, &days)?)));
         self.writers.push_back(Writer {
