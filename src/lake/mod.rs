@@ -32,7 +32,7 @@ use datafusion::prelude::SessionContext;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
@@ -127,15 +127,6 @@ impl Table {
             Table::Labels => &["label_id", "event_id", "note"],
             Table::LabeledEvents => &["event_id"],
             Table::Reviews => &["event_id", "note"],
-        }
-    }
-    /// Free text: min/max statistics of it prune nothing, and computing them costs the writer
-    /// a string comparison per value.
-    fn free_text_columns(self) -> &'static [&'static str] {
-        match self {
-            Table::Events => &["input", "output", "attributes"],
-            Table::Labels | Table::Reviews => &["note"],
-            Table::LabeledEvents => &[],
         }
     }
 }
@@ -406,8 +397,7 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 }
 
 /// Writer properties of every file in the lake: zstd, dictionary encoding for low-cardinality
-/// strings, page statistics (not on free text), row groups of at most [`MAX_ROW_GROUP_ROWS`],
-/// and the sort order.
+/// strings, page statistics, row groups of at most [`MAX_ROW_GROUP_ROWS`], and the sort order.
 pub fn writer_properties(table: Table) -> WriterProperties {
     let schema = table.schema();
     let sorting = table
@@ -429,9 +419,6 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         .set_created_by(format!("promptgate {}", env!("CARGO_PKG_VERSION")));
     for c in table.high_cardinality_columns() {
         b = b.set_column_dictionary_enabled((*c).into(), false);
-    }
-    for c in table.free_text_columns() {
-        b = b.set_column_statistics_enabled((*c).into(), EnabledStatistics::None);
     }
     // Timestamps are nearly sorted within a route: delta encoding stores each in about two
     // bytes instead of eight, and a dictionary of unique values would only be thrown away.
