@@ -229,3 +229,59 @@ fn time_ordered_input_gives_one_sorted_file_per_day() {
     ));
     assert_eq!(n[0]["n"], 60_000);
 }
+
+/// Days in time order, each several times the buffer: a day is spilled in runs while it is the
+/// current one, and what is left of it when the next day begins goes to a run too (it is merged
+/// anyway). Still one sorted file per day, every event kept once, no runs left in staging.
+#[test]
+fn time_ordered_days_larger_than_the_buffer_give_one_file_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["gen", "--events", "100000", "--days", "2", "--seed", "4"])
+        .output()
+        .unwrap();
+    let input = dir.path().join("ordered.ndjson");
+    std::fs::write(&input, &out.stdout).unwrap();
+    // About 27 MB of NDJSON per day against an 8 MiB buffer (larger than the 4 MiB chunks read,
+    // so a day's tail is still in memory when the next day begins).
+    assert!(
+        out.stdout.len() > 2 * 2 * 8 * (1 << 20),
+        "{}",
+        out.stdout.len()
+    );
+    let lake = dir.path().join("lake");
+    let r = ok_json(run(
+        &lake,
+        &[
+            "ingest",
+            "--json",
+            "--no-progress",
+            "--buffer-mib",
+            "8",
+            input.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(r["accepted"], 100_000);
+    let partitions = files_by_partition(&lake.join("llm_events"));
+    assert_eq!(partitions.len(), 2);
+    let mut rows = 0;
+    for (name, files) in &partitions {
+        assert_eq!(files.len(), 1, "{name}");
+        rows += sorted_rows(&files[0]);
+    }
+    assert_eq!(rows, 100_000);
+    let n = ok_json(run(
+        &lake,
+        &[
+            "sql",
+            "SELECT COUNT(DISTINCT event_id) AS n FROM llm_events",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(n[0]["n"], 100_000);
+    let staged: Vec<_> = std::fs::read_dir(lake.join("_staging"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "left in staging: {staged:?}");
+}

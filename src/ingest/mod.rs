@@ -745,7 +745,8 @@ impl Run<'_> {
         ));
         let days: Vec<(i32, Vec<RecordBatch>)> =
             by_day.into_iter().map(|(d, b, _)| (d, b)).collect();
-        self.spilled_days.extend(days.iter().map(|(d, _)| (key, *d)));
+        self.spilled_days
+            .extend(days.iter().map(|(d, _)| (key, *d)));
         let batches = Arc::new(days.iter().flat_map(|(_, b)| b.clone()).collect());
         let handle = std::thread::spawn(move || Ok(Some(runs::write_run(&path, table, &days)?)));
         self.writers.push_back(Writer {

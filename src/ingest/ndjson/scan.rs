@@ -75,9 +75,8 @@ pub(super) fn object<'a, const N: usize>(
 /// The value starting at `i` and the index just past it.
 fn value(text: &str, i: usize) -> Option<(RawValue<'_>, usize)> {
     let b = text.as_bytes();
-    let literal = |word: &[u8], v: RawValue<'static>| {
-        b[i..].starts_with(word).then_some((v, i + word.len()))
-    };
+    let literal =
+        |word: &[u8], v: RawValue<'static>| b[i..].starts_with(word).then_some((v, i + word.len()));
     match *b.get(i)? {
         b'"' => {
             let (end, escaped) = string_end(b, i)?;
