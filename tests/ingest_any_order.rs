@@ -188,18 +188,25 @@ fn shuffled_input_over_hundreds_of_days_gives_one_sorted_file_per_day_within_bud
     assert_eq!(again["duplicates"], 204_000);
 }
 
-/// Input in time order, through a buffer smaller than the input: one sorted file per day, and
-/// the counts agree with SQL.
-#[test]
-fn time_ordered_input_gives_one_sorted_file_per_day() {
+/// Generates `events` events over `days` days in time order and ingests them through a buffer
+/// of `buffer_mib`; checks one sorted file per day holding every event once. Returns the lake's
+/// directory (kept alive by the returned temp dir) and the size of the input.
+fn ingest_time_ordered(
+    events: u64,
+    days: u64,
+    seed: u64,
+    buffer_mib: u64,
+) -> (tempfile::TempDir, PathBuf, usize) {
     let dir = tempfile::tempdir().unwrap();
+    let (n, d, s) = (events.to_string(), days.to_string(), seed.to_string());
     let out = bin()
-        .args(["gen", "--events", "60000", "--days", "20", "--seed", "9"])
+        .args(["gen", "--events", &n, "--days", &d, "--seed", &s])
         .output()
         .unwrap();
     let input = dir.path().join("ordered.ndjson");
     std::fs::write(&input, &out.stdout).unwrap();
     let lake = dir.path().join("lake");
+    let buffer = buffer_mib.to_string();
     let r = ok_json(run(
         &lake,
         &[
@@ -207,69 +214,20 @@ fn time_ordered_input_gives_one_sorted_file_per_day() {
             "--json",
             "--no-progress",
             "--buffer-mib",
-            "4",
+            &buffer,
             input.to_str().unwrap(),
         ],
     ));
-    assert_eq!(r["accepted"], 60_000);
+    assert_eq!(r["accepted"], events);
     let partitions = files_by_partition(&lake.join("llm_events"));
-    assert_eq!(partitions.len(), 20);
-    for (name, files) in &partitions {
-        assert_eq!(files.len(), 1, "{name}");
-        sorted_rows(&files[0]);
-    }
-    let n = ok_json(run(
-        &lake,
-        &[
-            "sql",
-            "SELECT COUNT(*) AS n FROM llm_events",
-            "--format",
-            "json",
-        ],
-    ));
-    assert_eq!(n[0]["n"], 60_000);
-}
-
-/// Days in time order, each several times the buffer: a day is spilled in runs while it is the
-/// current one, and what is left of it when the next day begins goes to a run too (it is merged
-/// anyway). Still one sorted file per day, every event kept once, no runs left in staging.
-#[test]
-fn time_ordered_days_larger_than_the_buffer_give_one_file_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["gen", "--events", "100000", "--days", "2", "--seed", "4"])
-        .output()
-        .unwrap();
-    let input = dir.path().join("ordered.ndjson");
-    std::fs::write(&input, &out.stdout).unwrap();
-    // About 27 MB of NDJSON per day against an 8 MiB buffer (larger than the 4 MiB chunks read,
-    // so a day's tail is still in memory when the next day begins).
-    assert!(
-        out.stdout.len() > 2 * 2 * 8 * (1 << 20),
-        "{}",
-        out.stdout.len()
-    );
-    let lake = dir.path().join("lake");
-    let r = ok_json(run(
-        &lake,
-        &[
-            "ingest",
-            "--json",
-            "--no-progress",
-            "--buffer-mib",
-            "8",
-            input.to_str().unwrap(),
-        ],
-    ));
-    assert_eq!(r["accepted"], 100_000);
-    let partitions = files_by_partition(&lake.join("llm_events"));
-    assert_eq!(partitions.len(), 2);
+    assert_eq!(partitions.len() as u64, days);
     let mut rows = 0;
     for (name, files) in &partitions {
         assert_eq!(files.len(), 1, "{name}");
-        rows += sorted_rows(&files[0]);
+        rows += sorted_rows(&files[0]) as u64;
     }
-    assert_eq!(rows, 100_000);
+    assert_eq!(rows, events);
+    // DISTINCT, so that the count is not answered from the Delta log's statistics.
     let n = ok_json(run(
         &lake,
         &[
@@ -279,7 +237,26 @@ fn time_ordered_days_larger_than_the_buffer_give_one_file_each() {
             "json",
         ],
     ));
-    assert_eq!(n[0]["n"], 100_000);
+    assert_eq!(n[0]["n"], events);
+    (dir, lake, out.stdout.len())
+}
+
+/// Input in time order, through a buffer smaller than the input: one sorted file per day, and
+/// the counts agree with SQL.
+#[test]
+fn time_ordered_input_gives_one_sorted_file_per_day() {
+    ingest_time_ordered(60_000, 20, 9, 4);
+}
+
+/// Days in time order, each several times the buffer: a day is spilled in runs while it is the
+/// current one, and what is left of it when the next day begins goes to a run too (it is merged
+/// anyway). Still one sorted file per day, every event kept once, no runs left in staging.
+#[test]
+fn time_ordered_days_larger_than_the_buffer_give_one_file_each() {
+    let (_dir, lake, bytes) = ingest_time_ordered(100_000, 2, 4, 8);
+    // About 27 MB of NDJSON per day against an 8 MiB buffer (larger than the 4 MiB chunks read,
+    // so a day's tail is still in memory when the next day begins).
+    assert!(bytes > 2 * 2 * 8 * (1 << 20), "{bytes}");
     let staged: Vec<_> = std::fs::read_dir(lake.join("_staging"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
