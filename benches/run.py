@@ -152,18 +152,17 @@ def shuffled_section(spec, repeat, work, rollup_sql):
             os.sync()
         rounds = {"pg_rollup": [], "pg_judge": [], "duck_rollup": [], "duck_segmented": []}
         for _ in range(repeat):
-            rounds["pg_rollup"].append(measured([BIN, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])[0])
-            rounds["pg_judge"].append(measured([BIN, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])[0])
+            rounds["pg_rollup"].append(measured(rollup_cmd(BIN, lake, rollup_sql))[0])
+            rounds["pg_judge"].append(measured(judge_cmd(BIN, lake))[0])
             r, sgm = (float(x) for x in measured([sys.executable, "-c", DUCK_ROUND, out, rollup_sql])[2].split())
             rounds["duck_rollup"].append(r)
             rounds["duck_segmented"].append(sgm)
-        bm = lambda xs: (min(xs), sorted(xs)[len(xs) // 2])
         for tool, table_dir, q1, q2 in (("promptgate", os.path.join(lake, "llm_events"), "pg_rollup", "pg_judge"),
                                          ("duckdb", out, "duck_rollup", "duck_segmented")):
-            ib, imed = bm([x[0] for x in ingests[tool]])
+            ib, imed = best_median(x[0] for x in ingests[tool])
             peak = max(x[1] for x in ingests[tool])
             parts, lo, hi = files_per_partition(table_dir)
-            (rb, rmed), (jb, jmed) = bm(rounds[q1]), bm(rounds[q2])
+            (rb, rmed), (jb, jmed) = best_median(rounds[q1]), best_median(rounds[q2])
             files = f"{lo}" if lo == hi else f"{lo}-{hi}"
             print(f"| {n:,} | {days} | {mb:,.0f} | {tool} | {ib:.2f} / {imed:.2f} | {n / ib:,.0f} | {peak:,.0f} | {parts} | {files} | {rb:.3f} / {rmed:.3f} | {jb:.3f} / {jmed:.3f} |")
         sys.stdout.flush()
@@ -211,8 +210,8 @@ def s3_section(n, repeat, work, rollup_sql):
         lakes = {"local": os.path.join(work, "s3-local-0"), "s3": "s3://bench-lake/l0"}
         queries = []
         for name in ("local", "s3"):
-            queries.append([BIN, "--lake", lakes[name], "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])
-            queries.append([BIN, "--lake", lakes[name], "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
+            queries.append(rollup_cmd(BIN, lakes[name], rollup_sql))
+            queries.append(judge_cmd(BIN, lakes[name]))
         timed = interleaved(repeat, *queries)
         print(f"\n### The same {n:,} events on local disk and on a local S3 server (moto)\n")
         print("| lake | ingest s (best of 3) | rollup s (best / median) | judge s (best / median) |")
@@ -248,11 +247,28 @@ def interleaved(n, *cmds):
     for _ in range(n):
         for i, cmd in enumerate(cmds):
             runs[i].append(measured(cmd))
-    out = []
-    for r in runs:
-        times = sorted(x[0] for x in r)
-        out.append((times[0], times[len(times) // 2], max(x[1] for x in r)))
-    return out
+    return [summary(r) for r in runs]
+
+
+def best_median(times):
+    """(best, median) of a list of seconds."""
+    times = sorted(times)
+    return times[0], times[len(times) // 2]
+
+
+def summary(runs):
+    """(best s, median s, peak RSS MiB) of `measured` results of one command."""
+    return (*best_median(x[0] for x in runs), max(x[1] for x in runs))
+
+
+def rollup_cmd(binary, lake, rollup_sql):
+    """The volume rollup of route `support` in env `prod` (queries/prompt_version_rollup.sql)."""
+    return [binary, "--lake", lake, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"]
+
+
+def judge_cmd(binary, lake):
+    """The judge of canary v2 against baseline v1 on route `support` in env `prod`."""
+    return [binary, "--lake", lake, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"]
 
 
 def main():
@@ -310,13 +326,12 @@ def main():
                 os.remove(pq)
             os.sync()
             rounds[-1].append(measured([sys.executable, "-c", DUCK_CONVERT, nd, pq]))
-        best_median = lambda r: (min(x[0] for x in r), sorted(x[0] for x in r)[len(r) // 2], max(x[1] for x in r))
-        ingests = [best_median(r) for r in rounds[:-1]]
-        duck_ingest = best_median(rounds[-1])
+        ingests = [summary(r) for r in rounds[:-1]]
+        duck_ingest = summary(rounds[-1])
         queries = []
         for _, b, l in bins:
-            queries.append([b, "--lake", l, "sql", "-f", rollup_sql, "--param", "route=support", "--param", "env=prod", "--format", "csv"])
-            queries.append([b, "--lake", l, "judge", "--route", "support", "--baseline", "v1", "--canary", "v2", "--env", "prod", "--format", "json"])
+            queries.append(rollup_cmd(b, l, rollup_sql))
+            queries.append(judge_cmd(b, l))
         # What the judge must read, through the same engine: the canary's span, and the columns
         # of the default policy's scan (segments, arm, sha, status, unit, two values) with
         # trivial aggregates. Their sum is a floor under the judge's time (issue #8).

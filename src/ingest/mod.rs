@@ -419,7 +419,8 @@ const COLD_CHUNKS: u64 = 2;
 /// Where buffered days go when memory is short.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Destination {
-    /// One sorted Parquet file per day (final unless the day gets more rows later).
+    /// One sorted Parquet file per day (final unless the day gets more rows later); a day that
+    /// already has rows in a run joins a run instead.
     Files,
     /// One sorted run per table, merged per day at the end.
     Run,
