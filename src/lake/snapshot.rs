@@ -116,20 +116,27 @@ impl Snapshot {
                 tables: Vec::new(),
             });
         };
-        let mut tables = Vec::new();
-        for table in Table::ALL {
-            let Some(version) = entry.table(table) else {
-                continue;
-            };
-            let delta = delta::load(&lake.table_url(table)?, Some(version)).await?;
-            let files = delta::files(&delta)?;
-            tables.push(TableVersion {
-                table,
-                version,
-                delta,
-                files,
-            });
-        }
+        // Each table's log is read and replayed on its own task: on a store that is one round
+        // of requests instead of one per table, and on disk the replays share the cores.
+        let loads = Table::ALL.into_iter().filter_map(|table| {
+            let version = entry.table(table)?;
+            let url = lake.table_url(table);
+            Some(tokio::spawn(async move {
+                let delta = delta::load(&url?, Some(version)).await?;
+                let files = delta::files(&delta)?;
+                Ok::<_, Error>(TableVersion {
+                    table,
+                    version,
+                    delta,
+                    files,
+                })
+            }))
+        });
+        let tables = futures::future::try_join_all(loads)
+            .await
+            .map_err(|e| Error::runtime(format!("reading a table's log failed: {e}")))?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             lake: lake.clone(),
             entry: Some(entry),
