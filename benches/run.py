@@ -8,7 +8,8 @@
     python3 benches/run.py --sizes 0 --shuffled '' --s3 1000000
                                            # local disk against a local S3 server (moto)
 
-Needs: a release build (built here with `cargo build --release`) and `pip install duckdb`.
+Needs: a release build (built here with `cargo build --release`) and `pip install duckdb`; with
+`pip install duckdb-cli` as well, DuckDB's queries are also timed as whole processes (its CLI).
 For each size: generate NDJSON with `promptgate gen`, then measure
   * ingest: NDJSON -> Parquet lake (promptgate ingest) vs DuckDB COPY (read_json -> zstd Parquet),
   * the volume rollup (queries/prompt_version_rollup.sql, route=support env=prod) over each result,
@@ -98,19 +99,37 @@ import duckdb, sys, time
 con = duckdb.connect()
 con.execute("SET enable_progress_bar = false")
 con.execute("SET threads TO 2")
-src = f"read_parquet('{sys.argv[1]}/*/*.parquet', hive_partitioning=true)"
-rollup = open(sys.argv[2]).read().replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
-segmented = f\"\"\"SELECT model, tier, prompt_version, COUNT(*),
+out = []
+for q in sys.argv[1:]:
+    con.execute(q).fetchall()
+    t = time.perf_counter(); con.execute(q).fetchall(); out.append(time.perf_counter() - t)
+print(*out)
+"""
+
+
+def duck_queries(out, rollup_sql):
+    """DuckDB's volume rollup and segmented rollup (the judge's aggregates without its tests)
+    over the partitioned Parquet in `out`."""
+    src = f"read_parquet('{out}/*/*.parquet', hive_partitioning=true)"
+    rollup = "\n".join(line for line in open(rollup_sql).read().splitlines() if not line.startswith("--"))
+    rollup = rollup.replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
+    segmented = f"""SELECT model, tier, prompt_version, COUNT(*),
   quantile_cont(duration_ms, 0.95), quantile_cont(tokens_in, 0.95),
   AVG(CASE WHEN status = 'flagged' THEN 1.0 ELSE 0.0 END)
   FROM {src} WHERE route = 'support' AND env = 'prod' AND prompt_version IN ('v1', 'v2')
-  GROUP BY ALL\"\"\"
-out = []
-for q in (rollup, segmented):
-    con.execute(q).fetchall()
-    t = time.perf_counter(); con.execute(q).fetchall(); out.append(time.perf_counter() - t)
-print(out[0], out[1])
-"""
+  GROUP BY ALL"""
+    return rollup, segmented
+
+
+def duckdb_cli():
+    """The DuckDB command-line binary (`pip install duckdb-cli`), or None: with it, DuckDB's
+    queries are also timed as whole processes, like promptgate's."""
+    try:
+        import duckdb_cli
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(duckdb_cli.__file__), "duckdb")
+    return path if os.access(path, os.X_OK) else None
 
 
 # The judge's two reads (issue #8's floor), as plain SQL over the same lake: the canary's span,
@@ -135,6 +154,7 @@ def shuffled_section(spec, repeat, work, rollup_sql):
     print("\n### Input written by DuckDB, in random timestamp order\n")
     print("| events | days | NDJSON MB | tool | ingest s (best / median) | events/s (best) | peak MiB | partitions | files per partition | rollup s (best / median) | judge or segmented rollup s (best / median) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    processes = []
     for item in spec.split(","):
         n, days = (int(x) for x in item.split(":"))
         nd = os.path.join(work, f"duck-{n}-{days}.ndjson")
@@ -150,13 +170,22 @@ def shuffled_section(spec, repeat, work, rollup_sql):
             os.sync()
             ingests["duckdb"].append(measured([sys.executable, "-c", DUCK_COPY_SORTED, nd, out]))
             os.sync()
-        rounds = {"pg_rollup": [], "pg_judge": [], "duck_rollup": [], "duck_segmented": []}
+        rounds = {k: [] for k in ("pg_rollup", "pg_judge", "duck_rollup", "duck_segmented",
+                                  "pg_floor", "cli_rollup", "cli_segmented")}
+        queries = duck_queries(out, rollup_sql)
+        cli = duckdb_cli()
         for _ in range(repeat):
             rounds["pg_rollup"].append(measured(rollup_cmd(BIN, lake, rollup_sql))[0])
             rounds["pg_judge"].append(measured(judge_cmd(BIN, lake))[0])
-            r, sgm = (float(x) for x in measured([sys.executable, "-c", DUCK_ROUND, out, rollup_sql])[2].split())
+            r, sgm = (float(x) for x in measured([sys.executable, "-c", DUCK_ROUND, *queries])[2].split())
             rounds["duck_rollup"].append(r)
             rounds["duck_segmented"].append(sgm)
+            # Whole processes on both sides: promptgate opening the lake and answering `SELECT 1`
+            # (its floor: start, read the lake's version, register the tables), and DuckDB's CLI.
+            rounds["pg_floor"].append(measured([BIN, "--lake", lake, "sql", "SELECT 1", "--format", "csv"])[0])
+            if cli:
+                for key, q in zip(("cli_rollup", "cli_segmented"), queries):
+                    rounds[key].append(measured([cli, "-c", f"SET threads TO 2; {q};"])[0])
         for tool, table_dir, q1, q2 in (("promptgate", os.path.join(lake, "llm_events"), "pg_rollup", "pg_judge"),
                                          ("duckdb", out, "duck_rollup", "duck_segmented")):
             ib, imed = best_median(x[0] for x in ingests[tool])
@@ -165,12 +194,22 @@ def shuffled_section(spec, repeat, work, rollup_sql):
             (rb, rmed), (jb, jmed) = best_median(rounds[q1]), best_median(rounds[q2])
             files = f"{lo}" if lo == hi else f"{lo}-{hi}"
             print(f"| {n:,} | {days} | {mb:,.0f} | {tool} | {ib:.2f} / {imed:.2f} | {n / ib:,.0f} | {peak:,.0f} | {parts} | {files} | {rb:.3f} / {rmed:.3f} | {jb:.3f} / {jmed:.3f} |")
+        if cli:
+            fb, (pr, _), (pj, _), (cr, _), (cs, _) = (best_median(rounds[k]) for k in
+                                                      ("pg_floor", "pg_rollup", "pg_judge", "cli_rollup", "cli_segmented"))
+            (wr, _), (ws, _) = best_median(rounds["duck_rollup"]), best_median(rounds["duck_segmented"])
+            processes.append(f"| {n:,} | {days} | {fb[0]:.3f} / {fb[1]:.3f} | {pr:.3f} | {cr:.3f} | {pr / cr:.2f} | {pj:.3f} | {cs:.3f} | {pj / cs:.2f} | {wr:.3f} | {ws:.3f} | {fb[0] / wr:.2f} |")
         sys.stdout.flush()
         os.remove(nd)
         shutil.rmtree(lake, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
     print("\npromptgate's rollup and judge are whole processes; DuckDB's queries run alone in a warm connection. "
           "DuckDB's ingest is `COPY (SELECT ... ORDER BY route, ts) TO ... (PARTITION_BY (date))` of the same NDJSON, no validation or dedupe.")
+    if processes:
+        print("\nWhole processes on both sides (best of the same rounds), and promptgate's floor: `sql 'SELECT 1'` on the lake.\n")
+        print("| events | days | promptgate floor s (best / median) | promptgate rollup s | DuckDB CLI rollup s | ratio | promptgate judge s | DuckDB CLI segmented rollup s | ratio | DuckDB warm rollup s | DuckDB warm segmented s | floor / warm rollup |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(processes))
 
 
 def s3_section(n, repeat, work, rollup_sql):
