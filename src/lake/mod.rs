@@ -29,7 +29,6 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
@@ -39,6 +38,7 @@ use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 
 mod compact;
 pub mod delta;
+mod encode;
 pub mod ids;
 pub(crate) mod lease;
 pub mod log;
@@ -432,7 +432,7 @@ pub fn writer_properties(table: Table) -> WriterProperties {
 pub struct LakeFileWriter {
     path: PathBuf,
     table: Table,
-    writer: ArrowWriter<File>,
+    writer: encode::ParallelWriter,
     rows: u64,
 }
 
@@ -442,7 +442,8 @@ impl LakeFileWriter {
             fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
         }
         let file = File::create(path).map_err(|e| Error::io("cannot create", path, e))?;
-        let writer = ArrowWriter::try_new(file, table.schema(), Some(writer_properties(table)))?;
+        let writer =
+            encode::ParallelWriter::try_new(file, table.schema(), writer_properties(table))?;
         Ok(Self {
             path: path.to_path_buf(),
             table,
