@@ -255,6 +255,7 @@ pub async fn ingest(
         runs: Default::default(),
         direct: BTreeMap::new(),
         spilled_days: BTreeSet::new(),
+        max_row_bytes: 0,
         report: IngestReport::default(),
         quarantine: Quarantine::new(quarantine_dir),
         writers: VecDeque::new(),
@@ -376,6 +377,8 @@ struct Run<'a> {
     direct: BTreeMap<(TableKey, i32), Vec<PathBuf>>,
     /// Days with rows in a run (finished or being written): merged at the end.
     spilled_days: BTreeSet<(TableKey, i32)>,
+    /// The largest row parsed so far: sizes the final merge's batches.
+    max_row_bytes: usize,
     report: IngestReport,
     quarantine: Quarantine,
     writers: VecDeque<Writer>,
@@ -550,6 +553,7 @@ impl Run<'_> {
     ) -> Result<()> {
         self.report.read += p.records;
         self.report.rejected += p.rejects.len() as u64;
+        self.max_row_bytes = self.max_row_bytes.max(p.max_row_bytes);
         for r in &p.rejects {
             self.quarantine.record(token, r)?;
         }
@@ -777,7 +781,7 @@ impl Run<'_> {
                 sources.extend(files.iter().cloned().map(Sorted::Parquet));
             }
         }
-        let max_row = self.opts.max_line_bytes.saturating_mul(2);
+        let max_row = self.max_row_bytes.max(1);
         let mut tasks = tokio::task::JoinSet::new();
         let mut pending = plan.into_iter();
         let mut replaced: Vec<PathBuf> = Vec::new();

@@ -35,6 +35,8 @@ pub(crate) struct Parsed {
     pub rejects: Vec<Reject>,
     /// Records read (valid or not); blank lines are not records.
     pub records: u64,
+    /// Bytes of the largest row kept (see [`super::runs::max_row_bytes`]).
+    pub max_row_bytes: usize,
 }
 
 /// Collects validated records of one chunk into per-day Arrow builders.
@@ -134,11 +136,20 @@ impl ChunkSink {
     }
 
     pub fn finish(self) -> Parsed {
+        let events = self.events.map(EventBatchBuilder::finish);
+        let labels = self.labels.map(LabelBatchBuilder::finish);
+        let max_row_bytes = events
+            .iter()
+            .chain(&labels)
+            .map(super::runs::max_row_bytes)
+            .max()
+            .unwrap_or(0);
         Parsed {
-            events: split_by_day(self.events.map(EventBatchBuilder::finish), &self.event_days),
-            labels: split_by_day(self.labels.map(LabelBatchBuilder::finish), &self.label_days),
+            events: split_by_day(events, &self.event_days),
+            labels: split_by_day(labels, &self.label_days),
             rejects: self.rejects,
             records: self.records,
+            max_row_bytes,
         }
     }
 }

@@ -38,9 +38,11 @@ use crate::lake::Table;
 pub(super) const SLICE_ROWS: usize = 8 * 1024;
 /// Bytes per sorted slice, about (a slice always holds at least one row).
 pub(super) const SLICE_BYTES: usize = 4 << 20;
-/// Rows per batch the merge emits, at most; fewer when rows may be large, so that no string
-/// column of a batch can pass Arrow's 2 GiB offset limit.
+/// Rows per batch the merge emits, at most; fewer when rows are large, so that a batch stays
+/// within [`MERGE_BATCH_BYTES`] (far from Arrow's 2 GiB offset limit).
 const MERGE_BATCH_ROWS: usize = 8 * 1024;
+/// Bytes per batch the merge emits, at most, counted with the largest row of the ingest.
+const MERGE_BATCH_BYTES: usize = 64 << 20;
 
 /// Hands the rows of `batches` (all of `table`'s schema) to `out` in the table's sort order, in
 /// slices of at most [`SLICE_ROWS`] rows and about [`SLICE_BYTES`] bytes. Only the sort columns
@@ -98,6 +100,16 @@ pub(super) fn for_each_sorted_slice(
         out(interleave_record_batch(&refs, &slice)?)?;
     }
     Ok(())
+}
+
+/// The largest row of `batch` in bytes, as [`RowSizes`] counts them (0 for no rows).
+pub(super) fn max_row_bytes(batch: &RecordBatch) -> usize {
+    let batches = std::slice::from_ref(batch);
+    let sizes = RowSizes::new(batches);
+    (0..batch.num_rows())
+        .map(|r| sizes.row(0, r))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Approximate bytes of each row: its variable-length values plus 8 bytes a column.
@@ -184,8 +196,9 @@ pub(super) enum Sorted {
 }
 
 /// Merges one day's sorted sources into one sorted Parquet file at `out` (with its id-hash
-/// file when the table keeps them). `max_row_bytes` bounds a row's size; the merge's batches are
-/// sized so that their string columns cannot overflow. Returns the rows written.
+/// file when the table keeps them). `max_row_bytes` bounds a row's size (the largest row this
+/// ingest parsed); the merge's batches are sized so that their string columns cannot overflow,
+/// and as large as that allows. Returns the rows written.
 pub(super) async fn merge_day(
     table: Table,
     sources: Vec<Sorted>,
@@ -239,10 +252,7 @@ pub(super) async fn merge_day(
     }))
     .expect("tables have sort columns");
     let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
-    let batch_rows = (1usize << 30)
-        .checked_div(max_row_bytes.max(1))
-        .unwrap_or(1)
-        .clamp(1, MERGE_BATCH_ROWS);
+    let batch_rows = (MERGE_BATCH_BYTES / max_row_bytes.max(1)).clamp(1, MERGE_BATCH_ROWS);
     let merged = StreamingMergeBuilder::new()
         .with_streams(streams)
         .with_schema(schema.clone())
