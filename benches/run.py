@@ -42,10 +42,9 @@ import duckdb, sys, time
 con = duckdb.connect()
 con.execute("SET enable_progress_bar = false")
 con.execute("SET threads TO 2")
-sql = open(sys.argv[2]).read().replace('$route', "'support'").replace('$env', "'prod'")
-sql = sql.replace('FROM llm_events', f"FROM read_parquet('{sys.argv[1]}', hive_partitioning=true)")
+sql = sys.argv[1]
 best = 1e9
-for _ in range(int(sys.argv[3])):
+for _ in range(int(sys.argv[2])):
     t = time.perf_counter(); rows = con.execute(sql).fetchall(); best = min(best, time.perf_counter() - t)
 print(best)
 """
@@ -107,12 +106,18 @@ print(*out)
 """
 
 
+def duck_rollup(src, rollup_sql):
+    """The volume rollup (queries/prompt_version_rollup.sql, route=support env=prod) for DuckDB,
+    reading `src` (a `read_parquet(...)` expression) in place of `llm_events`."""
+    rollup = "\n".join(line for line in open(rollup_sql).read().splitlines() if not line.startswith("--"))
+    return rollup.replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
+
+
 def duck_queries(out, rollup_sql):
     """DuckDB's volume rollup and segmented rollup (the judge's aggregates without its tests)
     over the partitioned Parquet in `out`."""
     src = f"read_parquet('{out}/*/*.parquet', hive_partitioning=true)"
-    rollup = "\n".join(line for line in open(rollup_sql).read().splitlines() if not line.startswith("--"))
-    rollup = rollup.replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
+    rollup = duck_rollup(src, rollup_sql)
     segmented = f"""SELECT model, tier, prompt_version, COUNT(*),
   quantile_cont(duration_ms, 0.95), quantile_cont(tokens_in, 0.95),
   AVG(CASE WHEN status = 'flagged' THEN 1.0 ELSE 0.0 END)
@@ -384,7 +389,8 @@ def main():
             (rt, rmed, rrss), (jt, jmed, jrss) = timed[2 * i], timed[2 * i + 1]
             print(f"| {n:,} | {mb:,.0f} | {name} | {t:.2f} / {tmed:.2f} | {n / t:,.0f} | {mb / t:,.0f} | {rss:,.0f} | {rt:.3f} / {rmed:.3f} | {rrss:,.0f} | {jt:.3f} / {jmed:.3f} | {jrss:,.0f} | {jt / rt:.2f} / {jmed / rmed:.2f} |")
         dt, dtmed, drss = duck_ingest
-        _, drrss, out = measured([sys.executable, "-c", DUCK_ROLLUP, pq, rollup_sql, str(a.repeat)])
+        _, drrss, out = measured([sys.executable, "-c", DUCK_ROLLUP,
+                                   duck_rollup(f"read_parquet('{pq}', hive_partitioning=true)", rollup_sql), str(a.repeat)])
         drt = float(out.strip())
         print(f"| {n:,} | {mb:,.0f} | duckdb | {dt:.2f} / {dtmed:.2f} | {n / dt:,.0f} | {mb / dt:,.0f} | {drss:,.0f} | {drt:.3f} | {drrss:,.0f} | - | - | - |")
         os.remove(nd)
