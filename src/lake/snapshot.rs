@@ -116,8 +116,8 @@ impl Snapshot {
                 tables: Vec::new(),
             });
         };
-        // Each table's log is read and replayed on its own task: on a store that is one round
-        // of requests instead of one per table, and on disk the replays share the cores.
+        // Each table's log is read and replayed on its own task: on a store the tables'
+        // requests overlap instead of queueing, and on disk the replays share the cores.
         let loads = Table::ALL.into_iter().filter_map(|table| {
             let version = entry.table(table)?;
             let url = lake.table_url(table);
