@@ -806,7 +806,7 @@ fn judge_markdown_and_default_policy() {
     assert!(!md.contains("2683.8999"), "numbers are rounded for people");
 }
 
-/// An independent reader (DuckDB, from PyPI; `.ci/run` installs it) reads the files the lake's
+/// An independent reader (DuckDB, from PyPI; `./dev test` installs it) reads the files the lake's
 /// latest version lists (`lake files`; replaced files still lie beside them after a compaction)
 /// as a Hive-partitioned dataset, with the same row count, and computes the same rollup.
 #[test]
@@ -858,7 +858,8 @@ rows = c.execute(f"""SELECT prompt_version, COUNT(*), AVG(duration_ms), quantile
     FROM {src} WHERE route = 'support' AND env = 'prod' GROUP BY 1 ORDER BY 2 DESC""").fetchall()
 print(json.dumps({"total": total[0], "days": total[1], "rows": rows}))
 "#;
-    let out = Command::new("python3")
+    common::require_python("duckdb");
+    let out = common::python()
         .arg("-c")
         .arg(script)
         .arg(serde_json::to_string(&files).unwrap())
@@ -866,7 +867,7 @@ print(json.dumps({"total": total[0], "days": total[1], "rows": rows}))
         .unwrap();
     assert!(
         out.status.success(),
-        "duckdb failed (pip install duckdb): {}",
+        "duckdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let duck: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -33,7 +33,8 @@ impl S3 {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("python3")
+        common::require_python("moto.server, flask, boto3");
+        let child = common::python()
             .args([
                 "-m",
                 "moto.server",
@@ -45,7 +46,7 @@ impl S3 {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 with moto's server (.ci/run installs it: pip install 'moto[server]')");
+            .expect("start moto's S3 server (`./dev test` installs it)");
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -84,7 +85,7 @@ impl S3 {
     /// Runs the S3 client script below (boto3): `mkbucket B`, `copy DIR B PREFIX STEP`, `keys B`.
     fn client(&self, args: &[&str]) -> String {
         let out = self
-            .env(&mut Command::new("python3"))
+            .env(&mut common::python())
             .arg("-c")
             .arg(CLIENT)
             .args(args)
@@ -522,7 +523,7 @@ fn delta_rs_counts(s3: &S3, lake: &str) -> Vec<u64> {
     ["llm_events", "llm_labels", "llm_labeled_events"]
         .iter()
         .map(|t| {
-            let mut python3 = Command::new("python3");
+            let mut python3 = common::python();
             s3.env(&mut python3);
             common::delta_rs_count_at(python3, &format!("{lake}/{t}"))
         })
@@ -918,7 +919,7 @@ import os, sys, boto3
 boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).upload_file(sys.argv[1], "registry", "lake/registry/audit/00000000000000000011.ndjson")
 "#;
     let out = s3
-        .env(&mut Command::new("python3"))
+        .env(&mut common::python())
         .args(["-c", script, planted.to_str().unwrap()])
         .output()
         .unwrap();
@@ -960,7 +961,7 @@ for d, _, files in os.walk(root):
         s3.upload_file(os.path.join(d, f), "copied", "reg/" + rel)
 "#;
     let out = s3
-        .env(&mut Command::new("python3"))
+        .env(&mut common::python())
         .args(["-c", script, lake.lake.join("registry").to_str().unwrap()])
         .output()
         .unwrap();

@@ -4,7 +4,7 @@
 //! export the CSV through the page's own button shortcut, and score the exported file with
 //! `promptgate review score`.
 //!
-//! Chromium comes from the distribution (`.ci/run` installs Debian's `chromium`); without it
+//! Chromium comes from the distribution (`./dev test` installs Debian's `chromium`); without it
 //! this test fails, saying how to install it. Set `PROMPTGATE_SCREENSHOTS=DIR` to keep the
 //! screenshots it takes (PNG); `PROMPTGATE_CHROMIUM` points at another Chromium binary.
 
@@ -57,9 +57,9 @@ impl Browser {
             .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
         assert!(
             path.exists(),
-            "Chromium is missing at {}: this test needs a real browser. Install Debian's package: \
-             `DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium` \
-             (.ci/run does), or set PROMPTGATE_CHROMIUM to a Chromium binary",
+            "Chromium is missing at {}: this test needs a real browser. `./dev test` installs \
+             Debian's package (as root: `DEBIAN_FRONTEND=noninteractive apt-get install -y \
+             --no-install-recommends chromium`), or set PROMPTGATE_CHROMIUM to a Chromium binary",
             path.display()
         );
         path

@@ -201,22 +201,32 @@ pub struct Traffic<'a> {
     pub seed: u64,
 }
 
+/// The Python the tests run DuckDB, delta-rs, moto and boto3 with: `PROMPTGATE_PYTHON`, which
+/// `./dev test` sets to the project's virtual environment; `python3` when it is not set.
+pub fn python() -> Command {
+    Command::new(std::env::var_os("PROMPTGATE_PYTHON").unwrap_or_else(|| "python3".into()))
+}
+
+/// Fails the test, saying how to install them, when `modules` (an import list) are missing
+/// from [`python`].
+pub fn require_python(modules: &str) {
+    let probe = python().args(["-c", &format!("import {modules}")]).output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "Python cannot import {modules}: run the tests with `./dev test`, which installs them into the project's environment (or point PROMPTGATE_PYTHON at a Python that has them)"
+    );
+}
+
 /// Rows of the latest Delta version of `table` in the lake at `lake`, as the `deltalake` Python
 /// package (delta-rs, a reader independent of promptgate's) counts them.
 pub fn delta_rs_count(lake: &std::path::Path, table: &str) -> u64 {
-    delta_rs_count_at(Command::new("python3"), lake.join(table).to_str().unwrap())
+    delta_rs_count_at(python(), lake.join(table).to_str().unwrap())
 }
 
 /// Rows of the latest Delta version of the table at `uri` (a path or a store's URL), counted
-/// by the `deltalake` Python package run as `python3` (with the environment its store needs).
+/// by the `deltalake` Python package run by `python3` (with the environment its store needs).
 pub fn delta_rs_count_at(mut python3: Command, uri: &str) -> u64 {
-    let probe = Command::new("python3")
-        .args(["-c", "import deltalake"])
-        .output();
-    assert!(
-        probe.is_ok_and(|o| o.status.success()),
-        "the deltalake Python package is missing: python3 -m pip install deltalake (.ci/run does)"
-    );
+    require_python("deltalake");
     let script = r#"
 import sys
 from deltalake import DeltaTable, QueryBuilder
