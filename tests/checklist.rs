@@ -239,7 +239,7 @@ fn a_clean_canary_with_a_winning_review_passes() {
         "{md}"
     );
     assert!(
-        md.contains("abort when p95_duration_ms is above 2x the baseline's"),
+        md.contains("abort when p95_duration_ms is shown above 2x the baseline's"),
         "{md}"
     );
     assert!(md.contains("  - Judge now: **promote**"), "{md}");

@@ -612,9 +612,9 @@ fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
 
 #[test]
 fn judge_promotes_a_clean_canary_only_on_evidence() {
-    // 60,000 events: nothing fails, but the smallest segments cannot yet show their p95
-    // within 1.25x: continue, saying which rules are open and about how many events they need.
-    let lake = judge_lake("60000", &[]);
+    // 6,000 events: nothing fails, but the flagged rate cannot yet be shown within 1.5x:
+    // continue, saying which rules are open and about how many events they need.
+    let lake = judge_lake("6000", &[]);
     let (code, v) = judge(&lake, &[]);
     assert_eq!(code, 3, "{v:#}");
     assert!(!v["deciding"].as_array().unwrap().is_empty());
@@ -632,13 +632,22 @@ fn judge_promotes_a_clean_canary_only_on_evidence() {
             .contains("not yet shown within")
     );
 
-    // Five times the volume: every gating rule is shown within its threshold.
-    let lake = judge_lake("300000", &[]);
+    // Ten times the volume: every gating rule is shown within its threshold on the estimates
+    // stratified over gen's nine segments (judge v2, which required every percentile in every
+    // segment, needed 300,000), and the small segments do not hold it.
+    let lake = judge_lake("60000", &[]);
     let (code, v) = judge(&lake, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["verdict"], "promote");
     assert_eq!(v["exit_code"], 0);
-    assert_eq!(v["schema_version"], 2);
+    assert_eq!(v["schema_version"], 3);
+    let minor: Vec<&Value> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["material"] == false)
+        .collect();
+    assert!(!minor.is_empty(), "gen has minor segments: {v:#}");
     assert_eq!(v["clustered"], true, "gen's events carry unit_id");
     for r in v["overall"].as_array().unwrap() {
         if r["abort_only"] == false {
@@ -656,7 +665,15 @@ fn judge_promotes_a_clean_canary_only_on_evidence() {
         "{v:#}"
     );
     let seg = &v["segments"][0];
-    for k in ["n_baseline", "n_canary", "verdict", "rules", "key"] {
+    for k in [
+        "n_baseline",
+        "n_canary",
+        "share",
+        "material",
+        "verdict",
+        "rules",
+        "key",
+    ] {
         assert!(!seg[k].is_null(), "segment lacks {k}");
     }
     for k in [
@@ -672,6 +689,8 @@ fn judge_promotes_a_clean_canary_only_on_evidence() {
         "ci_high",
         "ci_high_level",
         "threshold",
+        "abort_above",
+        "past_threshold",
         "p_value",
         "p_adjusted",
         "verdict",
@@ -798,10 +817,12 @@ fn judge_markdown_and_default_policy() {
     let out = run_judge(&lake, "v1", "v2", &["--format", "markdown"]);
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("### "), "{md}");
-    // The decision first, the rules that decided it, then everything else folded away.
-    let decided = md.find("**Decided by**").expect("deciding rules");
+    // The decision first, one table of the rules that decided it with what would settle each,
+    // then everything else folded away; no bullet list repeating the table.
+    let decided = md.find("| decided by | where |").expect("deciding rules");
     let details = md.find("<details>").expect("a collapsed block");
     assert!(decided < details, "{md}");
+    assert!(!md[..details].contains("- **"), "{md}");
     assert!(md.contains("| where | rule |"));
     assert!(!md.contains("2683.8999"), "numbers are rounded for people");
 }

@@ -198,7 +198,6 @@ const TOUR_ROUTE: &str = "onboarding";
 const TOUR_POLICY: &str = r#"min_events = 200
 segment_by = []
 confidence = 0.95
-planned_events = 500
 [[rules]]
 metric = "flagged_rate"
 max_ratio = 1.5

@@ -11,6 +11,7 @@
 
 pub mod collect;
 pub mod evidence;
+pub mod measure;
 pub mod policy;
 pub mod samples;
 pub mod sequential;

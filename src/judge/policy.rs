@@ -8,27 +8,36 @@ use crate::event::SEGMENT_COLUMNS;
 /// The default policy, as printed by `promptgate judge --print-default-policy`.
 pub const DEFAULT_POLICY_TOML: &str = r#"# promptgate judge policy
 #
-# Each rule bounds the canary/baseline ratio of one metric by max_ratio. Per rule and segment
-# the judge reaches one of three outcomes:
-#   fail          the ratio is past max_ratio AND significantly above 1 (one-sided test,
-#                 Holm-adjusted over all rules x segments): the canary is aborted;
-#   pass          evidence that the ratio is within max_ratio: the one-sided upper bound is at
-#                 or below it (non-inferiority);
-#   inconclusive  neither yet: the canary must keep running; the output estimates how many
-#                 more events would settle it.
-# A canary is promoted only when every gating rule passes (rates and means on an estimate
-# stratified across segments, percentiles in every segment) and every segment has min_events.
+# Each rule bounds the canary/baseline ratio of one metric by max_ratio. Per rule, in each
+# segment and stratified over all segments, the judge reaches one of three outcomes:
+#   fail          the stop condition holds with evidence: the always-valid lower bound of the
+#                 ratio is above max_ratio (Holm-adjusted over all rules x segments), so a canary
+#                 at or inside a threshold is aborted at most at the nominal rate however often
+#                 it is judged; the canary is aborted;
+#   pass          evidence that the ratio is within max_ratio: the one-sided upper bound of the
+#                 estimate stratified over segments is at or below it (non-inferiority);
+#   inconclusive  neither yet: the canary keeps running; the output says how many more events
+#                 would settle it, or why no number of events would.
+# A canary is promoted when every gating rule passes on the stratified estimate, both arms have
+# min_events, and no material segment (material_share of an arm's events or more) is below
+# min_events or has an estimate past a threshold. Small segments count for what they weigh in
+# the stratified estimate and never hold a canary on their own.
 # Metrics: flagged_rate, error_rate, bad_label_rate, avg_<col>, p<NN>_<col> with <col> one of
 # duration_ms, tokens_in, tokens_out (e.g. p99_duration_ms, avg_tokens_out).
 # A rule may be report_only (shown, never decides) or abort_only (can abort, never holds a
 # promotion: for margins no canary can prove at realistic volume; the output says it was not
-# proven).
+# proven). abort_on = "any_harm" makes a rule abort on any significant deterioration (the lower
+# bound above 1, as risk-aware platforms treat guardrails) instead of on its threshold.
 
-# Events per arm per segment before a canary can be promoted. Below it a rule can still fail,
-# but only at early_abort_alpha.
+# Events per arm (over all segments, and in each material segment) before a canary can be
+# promoted. Below it a rule can still fail, but only at early_abort_alpha.
 min_events = 200
 # Columns that define a segment; canary and baseline are compared within each segment.
 segment_by = ["model", "tier"]
+# A segment with at least this share of either arm's events is material: it must reach
+# min_events and its estimates must not be past a threshold for the canary to be promoted, so a
+# regression confined to it is not averaged away by the other segments.
+material_share = 0.05
 # Confidence level: 1 - confidence is the one-sided level of every pass bound and the
 # family-wise level of the abort tests.
 confidence = 0.95
@@ -39,8 +48,6 @@ min_rate_events = 5
 # Always-valid bounds (confidence sequences): the error rates hold however often the canary is
 # judged while it runs. false: one planned look (fixed-horizon bounds, narrower).
 sequential = true
-# Events per arm at which the always-valid percentile bounds are tightest.
-planned_events = 2000
 
 [[rules]]
 metric = "flagged_rate"
@@ -164,7 +171,9 @@ impl Metric {
     pub fn test_name(&self) -> &'static str {
         match self {
             Metric::Rate { .. } => "log rate ratio (Poisson or clustered variance)",
-            Metric::Quantile { .. } => "order-statistic bounds per arm (distribution-free)",
+            Metric::Quantile { .. } => {
+                "delta method on log ratio of percentiles (order-statistic standard errors, tie-aware)"
+            }
             Metric::Mean { .. } => "delta method on log ratio of means",
         }
     }
@@ -196,6 +205,22 @@ pub struct RuleSpec {
     /// volumes a canary gets); the output says it was not proven.
     #[serde(default)]
     pub abort_only: bool,
+    /// What the abort test compares against (default: the threshold).
+    #[serde(default)]
+    pub abort_on: AbortOn,
+}
+
+/// When a rule aborts the canary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortOn {
+    /// The stop condition as written: the ratio's always-valid lower bound is above
+    /// `max_ratio`.
+    #[default]
+    Threshold,
+    /// Any significant deterioration: the lower bound is above 1 (opt-in; the threshold then
+    /// only gates promotion).
+    AnyHarm,
 }
 
 /// A validated stop condition.
@@ -207,12 +232,21 @@ pub struct PolicyRule {
     pub max_ratio: f64,
     pub report_only: bool,
     pub abort_only: bool,
+    pub abort_on: AbortOn,
 }
 
 impl PolicyRule {
     /// Whether this rule must pass for the canary to be promoted.
     pub fn must_pass(&self) -> bool {
         !self.report_only && !self.abort_only
+    }
+
+    /// The ratio the abort test must show the canary above: the threshold, or 1.
+    pub fn abort_ratio(&self) -> f64 {
+        match self.abort_on {
+            AbortOn::Threshold => self.max_ratio,
+            AbortOn::AnyHarm => 1.0,
+        }
     }
 }
 
@@ -232,8 +266,11 @@ struct PolicyFile {
     min_rate_events: u64,
     #[serde(default = "default_true")]
     sequential: bool,
-    #[serde(default = "default_planned_events")]
-    planned_events: u64,
+    #[serde(default = "default_material_share")]
+    material_share: f64,
+    /// Judge v2's tuning of percentile bounds; accepted so old policy files still load, unused.
+    #[serde(default)]
+    planned_events: Option<u64>,
     #[serde(default)]
     rules: Vec<RuleSpec>,
 }
@@ -256,8 +293,8 @@ fn default_min_rate_events() -> u64 {
 fn default_true() -> bool {
     true
 }
-fn default_planned_events() -> u64 {
-    2000
+fn default_material_share() -> f64 {
+    0.05
 }
 
 /// A validated policy.
@@ -270,9 +307,12 @@ pub struct Policy {
     pub min_rate_events: u64,
     /// Always-valid (confidence-sequence) bounds rather than a single fixed-horizon look.
     pub sequential: bool,
-    /// Events per arm at which always-valid percentile bounds are tightest.
-    pub planned_events: u64,
+    /// Share of an arm's events from which a segment is material (must not look past a
+    /// threshold, must reach `min_events`).
+    pub material_share: f64,
     pub rules: Vec<PolicyRule>,
+    /// Settings the file has that no longer do anything, said in the verdict's warnings.
+    pub notes: Vec<String>,
 }
 
 impl Default for Policy {
@@ -307,8 +347,11 @@ impl Policy {
         if f.min_events == 0 {
             return Err("min_events must be at least 1".into());
         }
-        if f.planned_events == 0 {
-            return Err("planned_events must be at least 1".into());
+        if !(f.material_share > 0.0 && f.material_share <= 1.0) {
+            return Err(format!(
+                "material_share must be a share in (0, 1] (0.05 = 5% of an arm's events), got {}",
+                f.material_share
+            ));
         }
         for c in &f.segment_by {
             if c == "prompt_sha" {
@@ -351,6 +394,7 @@ impl Policy {
                 max_ratio: r.max_ratio,
                 report_only: r.report_only,
                 abort_only: r.abort_only,
+                abort_on: r.abort_on,
             });
         }
         Ok(Policy {
@@ -360,8 +404,15 @@ impl Policy {
             early_abort_alpha: f.early_abort_alpha,
             min_rate_events: f.min_rate_events,
             sequential: f.sequential,
-            planned_events: f.planned_events,
+            material_share: f.material_share,
             rules,
+            notes: f
+                .planned_events
+                .map(|_| {
+                    "the policy's planned_events is no longer used (every bound is now tuned to its rule's threshold); remove it".to_string()
+                })
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -468,5 +519,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("exclude"), "{e}");
+        let e =
+            Policy::from_toml("[[rules]]\nmetric='error_rate'\nmax_ratio=2\nabort_on='sometimes'")
+                .unwrap_err();
+        assert!(e.contains("any_harm"), "{e}");
+        let e =
+            Policy::from_toml("material_share = 0\n[[rules]]\nmetric='error_rate'\nmax_ratio=2")
+                .unwrap_err();
+        assert!(e.contains("material_share"), "{e}");
+    }
+
+    #[test]
+    fn abort_on_any_harm_is_an_opt_in_and_old_settings_still_load() {
+        let p = Policy::from_toml(
+            "planned_events = 500\n[[rules]]\nmetric='error_rate'\nmax_ratio=2\nabort_on='any_harm'\n[[rules]]\nmetric='flagged_rate'\nmax_ratio=1.5",
+        )
+        .unwrap();
+        assert_eq!(p.rules[0].abort_ratio(), 1.0);
+        assert_eq!(p.rules[1].abort_ratio(), 1.5);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(Policy::default().notes.is_empty());
     }
 }

@@ -29,7 +29,7 @@
 //!
 //! `ρ²` tunes where the boundary is tightest. Following Howard et al. (eq. 14), a boundary is
 //! tightest near the information `I*` when `ρ² = (-2 ln α + ln(-2 ln α + 1)) / I*`; the judge sets
-//! `I*` per rule (see [`Boundary::for_margin`] and [`Boundary::for_events`]). Any fixed `ρ`
+//! `I*` per rule (see [`Boundary::for_margin`]). Any fixed `ρ`
 //! keeps validity; only power depends on it.
 //!
 //! `sequential = false` in the policy switches every bound to the fixed-horizon normal critical
@@ -78,11 +78,6 @@ impl Boundary {
         // A margin of exactly 1 has no finite planned information; tune as for 1%.
         let log_margin = max_ratio.max(1.01).ln();
         Self::tuned(sequential, alpha, ((z_a + z_b) / log_margin).powi(2))
-    }
-
-    /// For a count-based statistic (the rank of a quantile): tightest at `events` observations.
-    pub fn for_events(sequential: bool, alpha: f64, events: f64) -> Self {
-        Self::tuned(sequential, alpha, events)
     }
 
     /// Critical value in standard-error units for a one-sided test at `level` after `info` units

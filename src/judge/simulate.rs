@@ -25,9 +25,13 @@ pub enum Tokens {
 /// Events grouped by unit (user), with per-unit propensities: the source of correlation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Units {
-    /// Distinct units in the arm; event `i` belongs to unit `i % count` (so units interleave in
-    /// time as real users do).
+    /// Distinct units in the arm; without whales event `i` belongs to unit `i % count` (so
+    /// units interleave in time as real users do).
     pub count: usize,
+    /// Heavy users: this share of the units (at least one) sends `whale_events` of the events,
+    /// each event drawn to a random unit of its group. 0 for none.
+    pub whale_units: f64,
+    pub whale_events: f64,
     /// Intra-class correlation of the flagged indicator (per-unit rate ~ Beta with this ICC).
     pub flagged_icc: f64,
     /// Standard deviation of a per-unit log-normal latency multiplier.
@@ -116,9 +120,19 @@ fn draw_arm(rng: &mut ChaCha8Rng, spec: &ArmSpec, unit_base: u64) -> Vec<SimEven
         }
         None => (vec![spec.flagged], vec![1.0]),
     };
+    let whales = spec.units.and_then(|u| {
+        (u.whale_events > 0.0 && u.count >= 2).then(|| {
+            let w = ((u.count as f64 * u.whale_units).round() as usize).clamp(1, u.count - 1);
+            (w, u.whale_events)
+        })
+    });
     (0..spec.n)
         .map(|i| {
-            let u = spec.units.map(|u| i % u.count.max(1));
+            let u = spec.units.map(|u| match whales {
+                Some((w, share)) if rng.random::<f64>() < share => rng.random_range(0..w),
+                Some((w, _)) => rng.random_range(w..u.count),
+                None => i % u.count.max(1),
+            });
             let p = flag_p[u.unwrap_or(0)];
             let m = lat_m[u.unwrap_or(0)];
             let flagged = rng.random::<f64>() < p;
@@ -155,14 +169,21 @@ fn draw_arm(rng: &mut ChaCha8Rng, spec: &ArmSpec, unit_base: u64) -> Vec<SimEven
 
 /// The samples a judge sees at one look: the first `share` (0..=1) of every arm's events.
 pub fn samples_at(drawn: &Drawn, share: f64) -> Samples {
+    samples_with(drawn, |_, _, len| (len as f64 * share).round() as usize)
+}
+
+/// The samples a judge sees when `take(segment index, arm, events drawn)` of each arm's events
+/// have arrived (capped at what was drawn): for looks where the arms grow at different paces,
+/// as in a ramped rollout.
+pub fn samples_with(drawn: &Drawn, take: impl Fn(usize, Arm, usize) -> usize) -> Samples {
     let mut samples = Samples {
         segment_by: vec!["tier".into()],
         ..Samples::default()
     };
-    for (name, arms) in drawn {
+    for (s, (name, arms)) in drawn.iter().enumerate() {
         let mut seg = SegmentSample::default();
         for (arm, events) in [Arm::Baseline, Arm::Canary].into_iter().zip(arms) {
-            let take = ((events.len() as f64 * share).round() as usize).min(events.len());
+            let take = take(s, arm, events.len()).min(events.len());
             let a = seg.arm_mut(arm);
             for e in &events[..take] {
                 a.push(
@@ -179,7 +200,9 @@ pub fn samples_at(drawn: &Drawn, share: f64) -> Samples {
                 );
             }
         }
-        samples.segments.insert(vec![name.clone()], seg);
+        if seg.baseline.n + seg.canary.n > 0 {
+            samples.segments.insert(vec![name.clone()], seg);
+        }
     }
     samples
 }

@@ -71,6 +71,12 @@ pub fn normal_sf(z: f64) -> f64 {
     Normal::standard().sf(z)
 }
 
+/// The standard normal CDF, `Phi(z)`, as the upper tail of `-z` (precise in the lower tail).
+#[must_use]
+pub fn normal_cdf(z: f64) -> f64 {
+    normal_sf(-z)
+}
+
 /// A two-sided confidence interval. `high` may be `f64::INFINITY` when the data put no upper
 /// limit on the quantity (for example a rate ratio whose baseline has no events).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -480,34 +486,53 @@ pub fn mantel_haenszel_rate_ratio(strata: &[(u64, u64, u64, u64)]) -> Option<Log
     })
 }
 
-/// Inverse-variance weighted mean of log ratios: `Σ w·θ / Σ w` with `w = 1/se²`, standard error
-/// `1/sqrt(Σ w)`. Strata with `se == 0` (no variance left) are taken as known exactly: their
-/// mean is the answer, with `se = 0`. `None` for no strata or a non-finite input.
+/// Inverse-variance weighted mean of strata log ratios, `Σ w·θ / Σ w` with `w = 1/se²` and
+/// standard error `1/sqrt(Σ w)`: the stratified estimate of percentile and mean rules. Each part
+/// is `(log ratio, effective events)`, the events being `1/(1/n_c + 1/n_b)`.
+///
+/// A stratum whose standard error is 0 (its values are constant in both arms, so nothing
+/// estimates their spread) would take all the weight and decide the answer alone. It is given
+/// instead the pooled variance per event of the strata that have one (`Σ e·se² · e / Σ e` over
+/// them, divided by its own events), so it counts for its events and no more: "pool it with its
+/// neighbours" (`STATS.md`). When no stratum has a spread, every ratio is known exactly and the
+/// answer is their event-weighted mean with standard error 0. `None` for no strata or a
+/// non-finite input.
 #[must_use]
-pub fn inverse_variance_mean(parts: &[LogRatio]) -> Option<LogRatio> {
+pub fn stratified_log_ratio(parts: &[(LogRatio, f64)]) -> Option<LogRatio> {
     if parts.is_empty()
-        || parts
-            .iter()
-            .any(|p| !p.log_estimate.is_finite() || !p.se.is_finite() || p.se < 0.0)
+        || parts.iter().any(|(p, e)| {
+            !p.log_estimate.is_finite()
+                || !p.se.is_finite()
+                || p.se < 0.0
+                || e.is_nan()
+                || *e <= 0.0
+        })
     {
         return None;
     }
-    let exact: Vec<&LogRatio> = parts.iter().filter(|p| p.se == 0.0).collect();
-    if !exact.is_empty() {
-        let mean = exact.iter().map(|p| p.log_estimate).sum::<f64>() / exact.len() as f64;
+    let spread: Vec<&(LogRatio, f64)> = parts.iter().filter(|(p, _)| p.se > 0.0).collect();
+    if spread.is_empty() {
+        let total: f64 = parts.iter().map(|(_, e)| e).sum();
+        let mean = parts.iter().map(|(p, e)| p.log_estimate * e).sum::<f64>() / total;
         return Some(LogRatio {
             log_estimate: mean,
             se: 0.0,
         });
     }
-    let w: f64 = parts.iter().map(|p| 1.0 / (p.se * p.se)).sum();
-    let mean = parts
-        .iter()
-        .map(|p| p.log_estimate / (p.se * p.se))
-        .sum::<f64>()
-        / w;
+    let per_event = spread.iter().map(|(p, e)| p.se * p.se * e * e).sum::<f64>()
+        / spread.iter().map(|(_, e)| e).sum::<f64>();
+    let (mut w, mut wt) = (0.0, 0.0);
+    for (p, e) in parts {
+        let var = if p.se > 0.0 {
+            p.se * p.se
+        } else {
+            per_event / e
+        };
+        w += 1.0 / var;
+        wt += p.log_estimate / var;
+    }
     Some(LogRatio {
-        log_estimate: mean,
+        log_estimate: wt / w,
         se: (1.0 / w).sqrt(),
     })
 }
@@ -955,7 +980,7 @@ mod tests {
     }
 
     #[test]
-    fn inverse_variance_mean_weights_by_precision() {
+    fn stratified_log_ratio_weights_by_precision_and_floors_constant_strata() {
         let a = LogRatio {
             log_estimate: 0.2,
             se: 0.1,
@@ -964,11 +989,29 @@ mod tests {
             log_estimate: -0.1,
             se: 0.2,
         };
-        let m = inverse_variance_mean(&[a, b]).unwrap();
+        let m = stratified_log_ratio(&[(a, 100.0), (b, 25.0)]).unwrap();
         // weights 100 and 25: (20 - 2.5) / 125 = 0.14, se = 1/sqrt(125)
         assert_close(m.log_estimate, 0.14, 1e-12);
         assert_close(m.se, 1.0 / 125f64.sqrt(), 1e-12);
-        assert!(inverse_variance_mean(&[]).is_none());
+        assert!(stratified_log_ratio(&[]).is_none());
+        // A constant stratum (se 0) of 400 effective events beside b: the per-event variance of
+        // the strata with a spread is 0.2²·25 = 1, so it is weighted as se² = 1/400: weights 400
+        // and 25, estimate (0·400 - 0.1·25) / 425.
+        let constant = LogRatio {
+            log_estimate: 0.0,
+            se: 0.0,
+        };
+        let m = stratified_log_ratio(&[(constant, 400.0), (b, 25.0)]).unwrap();
+        assert_close(m.log_estimate, -2.5 / 425.0, 1e-12);
+        assert_close(m.se, 1.0 / 425f64.sqrt(), 1e-12);
+        // Every stratum exact: the event-weighted mean, known exactly.
+        let up = LogRatio {
+            log_estimate: 0.3,
+            se: 0.0,
+        };
+        let m = stratified_log_ratio(&[(constant, 300.0), (up, 100.0)]).unwrap();
+        assert_close(m.log_estimate, 0.075, 1e-12);
+        assert_eq!(m.se, 0.0);
     }
 
     #[test]

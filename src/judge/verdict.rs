@@ -1,34 +1,41 @@
 //! The decision, in small steps that each record why: per rule and segment a measurement
-//! (estimate, evidence, always-valid one-sided p-value), then Holm's adjustment across the
-//! family for the abort side, then a classification of each rule (fail / pass / inconclusive),
-//! then the pooled (stratified) evidence per rule for the promote side, then each segment, then
-//! the canary.
+//! ([`super::measure`]), the same rule stratified over segments, Holm's adjustment across the
+//! family for the abort side, a classification of each rule (fail / pass / inconclusive), each
+//! segment's part, then the canary.
 //!
 //! Two questions, answered differently (see `STATS.md`):
-//! - **Abort?** A rule fails in a segment when its estimate is past the threshold (material)
-//!   and the canary is significantly worse than the baseline after Holm's adjustment over every
-//!   gating rule × segment (real). Per segment, so a regression confined to one segment aborts.
+//! - **Abort?** Only when a stop condition holds with evidence: a rule fails when the
+//!   always-valid lower bound of its ratio is above its threshold (the one-sided test of
+//!   "ratio > max_ratio", Holm-adjusted over every gating rule × segment and the stratified
+//!   estimates). A canary at or inside a threshold is then aborted at most at the nominal rate
+//!   however often it is judged. Per segment, so a regression confined to one segment aborts;
+//!   stratified, so one spread thinly over all of them aborts too. A rule may opt in to
+//!   aborting on any significant deterioration (`abort_on = "any_harm"`: lower bound above 1).
+//!   Before `min_events`, a test needs `early_abort_alpha` (the catastrophe path).
 //! - **Promote?** Only on evidence: for every rule that must pass, the one-sided upper bound of
-//!   the ratio is at or below the threshold (non-inferiority). Requiring every such test to pass
-//!   is an intersection-union test (Berger 1982), valid at level α with no multiplicity
-//!   correction. Rates and means are judged on an estimate stratified across segments
-//!   (Mantel-Haenszel; inverse-variance weighted log ratios), which compares within segments
-//!   (Simpson-safe) and needs far fewer events than a proof in every small segment; percentile
-//!   bounds, which are order statistics, do not pool, so each segment must show its own.
-//! - Otherwise: continue, with an estimate of the events that would settle each open rule.
+//!   the estimate stratified over segments is at or below the threshold (non-inferiority;
+//!   requiring all of them is an intersection-union test, Berger 1982, valid at level α with no
+//!   correction). Stratified estimates compare within segments (Simpson-safe) and let small
+//!   segments count for what they weigh: a segment too small to judge alone never holds a
+//!   canary. A regression confined to one segment is kept from being averaged away by the
+//!   material-segment rule: a segment with at least `material_share` of an arm's events must
+//!   reach `min_events` per arm and must not have an estimate past a threshold.
+//! - Otherwise: continue, with the events that would settle each open rule, or why no number
+//!   of events would.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::evidence::{Evidence, QuantileArm};
-use super::policy::{Metric, Policy, PolicyRule, RateKind};
-use super::samples::{Arm, ArmSample, Samples, UnitMetric};
-use super::sequential::{Boundary, MIN_LEVEL};
-use super::stats::{self, LogRatio, Margin};
+use super::evidence::Settle;
+use super::measure::{Measurement, measure, pool};
+use super::policy::{AbortOn, Policy, PolicyRule};
+use super::samples::{Arm, Samples};
+use super::sequential::MIN_LEVEL;
+use super::stats::{self, Margin};
 
 /// Version of the JSON document [`Verdict`] serializes to.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Expected canary events in a segment the canary never served, above which that is a broken
 /// comparison rather than bad luck (P(0 | Poisson(20)) = 2e-9).
@@ -65,13 +72,13 @@ impl Decision {
     }
 }
 
-/// Outcome of one rule (in one segment, or pooled over segments).
+/// Outcome of one rule (in one segment, or stratified over segments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleOutcome {
     /// Evidence that the ratio is within the threshold (upper bound at or below it).
     Pass,
-    /// Past the threshold and significantly worse: aborts the canary.
+    /// The stop condition holds with evidence: aborts the canary.
     Fail,
     /// A report-only rule that would have failed.
     Warn,
@@ -93,12 +100,12 @@ impl RuleOutcome {
     }
 }
 
-/// One rule judged in one segment, or pooled over all segments.
+/// One rule judged in one segment, or stratified over all segments.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleResult {
     pub rule: String,
     pub metric: String,
-    pub test: &'static str,
+    pub test: String,
     pub report_only: bool,
     pub abort_only: bool,
     /// Events the metric is computed over, per arm (labeled events for bad_label_rate).
@@ -109,15 +116,20 @@ pub struct RuleResult {
     /// canary / baseline point estimate (null when undefined or infinite).
     pub ratio: Option<f64>,
     /// The bounds the decision used: `ci_low` is the one-sided lower bound at the level the
-    /// abort test applied (`ci_low_level`, after Holm), `ci_high` the one-sided upper bound at
-    /// 1 - confidence (`ci_high_level`) that a pass needs at or below `threshold`. Null =
-    /// unbounded.
+    /// abort test applied (`ci_low_level`, after Holm), above `abort_above` exactly when the
+    /// rule fails; `ci_high` the one-sided upper bound at 1 - confidence (`ci_high_level`) that
+    /// a pass needs at or below `threshold`. Null = unbounded.
     pub ci_low: Option<f64>,
     pub ci_low_level: Option<f64>,
     pub ci_high: Option<f64>,
     pub ci_high_level: f64,
     pub threshold: f64,
-    /// Always-valid one-sided p-value of "canary worse than baseline", and after Holm.
+    /// The ratio the abort test must show the canary above: the threshold, or 1 for a rule
+    /// with `abort_on = "any_harm"`.
+    pub abort_above: f64,
+    /// The point estimate is past the threshold (compared exactly).
+    pub past_threshold: bool,
+    /// Always-valid one-sided p-value of "ratio > abort_above", and after Holm.
     pub p_value: Option<f64>,
     pub p_adjusted: Option<f64>,
     /// Significance the adjusted p-value had to reach (1 - confidence, or early_abort_alpha).
@@ -125,21 +137,32 @@ pub struct RuleResult {
     pub verdict: RuleOutcome,
     pub reason: String,
     /// For an inconclusive rule: about how many more events per arm would settle it at the
-    /// current estimates (a projection, not a promise).
+    /// current estimates (a projection, not a promise)...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs_baseline: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs_canary: Option<u64>,
+    /// ...or why no number of events would (instead of a number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cannot_settle: Option<String>,
 }
 
-/// One segment's verdict.
+/// One segment's part in the verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SegmentVerdict {
     pub key: BTreeMap<String, String>,
     pub n_baseline: u64,
     pub n_canary: u64,
+    /// The larger of the segment's shares of the baseline's and the canary's events.
+    pub share: f64,
+    /// At least `material_share`: it must reach `min_events` and show no estimate past a
+    /// threshold before the canary is promoted.
+    pub material: bool,
+    /// `abort` (a rule failed here), `continue` (it holds the canary), `promote` (it does not).
     pub verdict: Decision,
     pub reason: String,
+    /// Why a material segment holds the canary (empty when it does not).
+    pub holds: Vec<String>,
     /// More events needed per arm before this segment stops holding the canary (estimate).
     pub needs_baseline: u64,
     pub needs_canary: u64,
@@ -172,6 +195,7 @@ pub struct Verdict {
     pub segment_by: Vec<String>,
     pub confidence: f64,
     pub min_events: u64,
+    pub material_share: f64,
     pub early_abort_alpha: f64,
     /// Whether bounds are always valid over repeated looks.
     pub sequential: bool,
@@ -189,39 +213,11 @@ pub struct Verdict {
     pub deciding: Vec<String>,
     /// Rules that hold no promotion but were not shown within their threshold.
     pub unproven: Vec<String>,
-    /// Per rule, the evidence pooled over segments (what a promotion is decided on).
+    /// Per rule, the evidence stratified over segments (what a promotion is decided on).
     pub overall: Vec<RuleResult>,
     pub segments: Vec<SegmentVerdict>,
     /// Assumptions behind the statistics.
     pub assumptions: Vec<String>,
-}
-
-/// A measurement of one rule in one segment, before the family-wide adjustment.
-struct Measurement {
-    result: RuleResult,
-    evidence: Option<Evidence>,
-    /// Rate rules: (x_c, n_c, x_b, n_b), for the Mantel-Haenszel pooling.
-    counts: Option<(u64, u64, u64, u64)>,
-    material: bool,
-    /// Rate rules: canary events of the kind below the floor.
-    below_floor: bool,
-}
-
-impl Measurement {
-    /// A measurement without evidence: its outcome and reason are set on `result`.
-    fn untested(result: RuleResult) -> Self {
-        Measurement {
-            result,
-            evidence: None,
-            counts: None,
-            material: false,
-            below_floor: false,
-        }
-    }
-
-    fn tested(&self) -> bool {
-        self.evidence.is_some()
-    }
 }
 
 /// Judges `samples` under `policy`. `expected_share` is the planned canary share, for the
@@ -232,15 +228,18 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
     let clustered = samples.clustered();
     let n_baseline = samples.total(Arm::Baseline);
     let n_canary = samples.total(Arm::Canary);
-    let mut warnings = Vec::new();
+    let mut warnings = policy.notes.clone();
     let (mut problems, srm) = check_comparison(&samples, expected_share, &mut warnings);
+    let share_of = |nb: u64, nc: u64| {
+        (nb as f64 / n_baseline.max(1) as f64).max(nc as f64 / n_canary.max(1) as f64)
+    };
 
     // Step 1: measure every rule in every segment with both arms.
     let mut segments: Vec<(Vec<String>, u64, u64, Vec<Measurement>)> = Vec::new();
     for (key, seg) in samples.segments.iter_mut() {
         let (nb, nc) = (seg.baseline.n, seg.canary.n);
         if nb == 0 || nc == 0 {
-            continue; // reported by check_comparison or waiting (see below)
+            continue; // reported by check_comparison, or waiting (see below)
         }
         let ms = policy
             .rules
@@ -250,8 +249,7 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
         segments.push((key.clone(), nb, nc, ms));
     }
 
-    // Step 2: the evidence per rule pooled over segments (rates and means; percentiles are
-    // decided per segment).
+    // Step 2: each rule's evidence stratified over segments.
     let mut pooled_ms: Vec<Measurement> = policy
         .rules
         .iter()
@@ -261,10 +259,10 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
             pool(rule, &parts, policy, clustered)
         })
         .collect();
-    // With one segment the pooled test is that segment's test: not tested twice.
+    // With one segment the stratified test is that segment's test: not tested twice.
     let pooled_tested = segments.len() > 1;
 
-    // Step 3: Holm over the gating tests (every segment's, and the pooled ones), and
+    // Step 3: Holm over the gating tests (every segment's, and the stratified ones), and
     // separately over report-only ones.
     let mut tests = 0;
     for report_only in [false, true] {
@@ -286,121 +284,55 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
         }
     }
 
-    // Step 4: classify rules per segment, then pooled.
-    let all_volume_ok = segments
-        .iter()
-        .all(|(_, nb, nc, _)| *nb >= policy.min_events && *nc >= policy.min_events);
+    // Step 4: classify each rule per segment, then stratified.
+    let level_for = |ok: bool| if ok { alpha } else { policy.early_abort_alpha };
     let mut classified: Vec<(Vec<String>, u64, u64, Vec<RuleResult>)> = Vec::new();
     for (key, nb, nc, ms) in segments {
         let volume_ok = nb >= policy.min_events && nc >= policy.min_events;
-        let level = if volume_ok {
-            alpha
-        } else {
-            policy.early_abort_alpha
-        };
         let rules = ms
             .into_iter()
             .zip(&policy.rules)
-            .map(|(m, rule)| classify(m, rule, level, volume_ok, alpha, policy))
+            .map(|(m, rule)| classify(m, rule, level_for(volume_ok), volume_ok, policy))
             .collect();
         classified.push((key, nb, nc, rules));
     }
-    let pooled_level = if all_volume_ok {
-        alpha
-    } else {
-        policy.early_abort_alpha
-    };
+    let volume_ok = n_baseline >= policy.min_events && n_canary >= policy.min_events;
     let overall: Vec<RuleResult> = pooled_ms
         .into_iter()
         .zip(&policy.rules)
         .enumerate()
-        .map(|(i, (m, rule))| {
-            let seg_results: Vec<&RuleResult> =
-                classified.iter().map(|(_, _, _, rs)| &rs[i]).collect();
-            let mut m = m;
-            if !pooled_tested {
-                // One segment: its own test and outcome are the pooled ones.
-                if let Some(only) = seg_results.first() {
-                    m.result.p_adjusted = only.p_adjusted;
-                }
+        .map(|(i, (mut m, rule))| {
+            if !pooled_tested && let Some((_, _, _, rs)) = classified.first() {
+                // One segment: its own test and outcome are the stratified ones.
+                m.result.p_adjusted = rs[i].p_adjusted;
             }
-            classify_pooled(m, rule, &seg_results, pooled_level, all_volume_ok, policy)
+            let mut r = classify(m, rule, level_for(volume_ok), volume_ok, policy);
+            let failed_in_segment = classified
+                .iter()
+                .any(|(_, _, _, rs)| rs[i].verdict == RuleOutcome::Fail);
+            if failed_in_segment && r.verdict != RuleOutcome::Fail && !rule.report_only {
+                r.verdict = RuleOutcome::Fail;
+                r.reason = format!("{}; failed in a segment", r.reason);
+            }
+            r
         })
         .collect();
 
-    // Step 5: segments.
+    // Step 5: each segment's part.
     let mut out_segments = Vec::new();
     for (key, nb, nc, rules) in classified {
-        let volume_ok = nb >= policy.min_events && nc >= policy.min_events;
-        let failed: Vec<&str> = rules
-            .iter()
-            .filter(|r| r.verdict == RuleOutcome::Fail)
-            .map(|r| r.rule.as_str())
-            .collect();
-        // Percentile rules that must pass are proven per segment: an open one holds it.
-        let open: Vec<&RuleResult> = rules
-            .iter()
-            .zip(&policy.rules)
-            .filter(|(r, p)| {
-                p.must_pass()
-                    && matches!(p.metric, Metric::Quantile { .. })
-                    && r.verdict == RuleOutcome::Inconclusive
-            })
-            .map(|(r, _)| r)
-            .collect();
-        let need = |n: u64, f: fn(&RuleResult) -> Option<u64>| {
-            open.iter()
-                .filter_map(|r| f(r))
-                .max()
-                .unwrap_or(0)
-                .max(policy.min_events.saturating_sub(n))
-        };
-        let needs_baseline = need(nb, |r| r.needs_baseline);
-        let needs_canary = need(nc, |r| r.needs_canary);
-        let (verdict, reason) = if !failed.is_empty() {
-            (Decision::Abort, format!("{} failed", failed.join(", ")))
-        } else if !volume_ok || !open.is_empty() {
-            let mut why = Vec::new();
-            if !volume_ok {
-                why.push(format!(
-                    "below min_events ({} per arm; has {nb} baseline, {nc} canary)",
-                    policy.min_events
-                ));
-            }
-            for r in &open {
-                why.push(format!(
-                    "{} not yet shown within {}",
-                    r.rule,
-                    ratio_text(r.threshold)
-                ));
-            }
-            let more = if needs_canary + needs_baseline > 0 {
-                format!(
-                    "; about {needs_canary} more canary and {needs_baseline} more baseline events"
-                )
-            } else {
-                "; a few more events".to_string()
-            };
-            (Decision::Continue, format!("{}{more}", why.join("; ")))
-        } else {
-            (
-                Decision::Promote,
-                "nothing in this segment holds the canary".to_string(),
-            )
-        };
-        out_segments.push(SegmentVerdict {
-            key: key_map(&samples.segment_by, &key),
-            n_baseline: nb,
-            n_canary: nc,
-            verdict,
-            reason,
-            needs_baseline,
-            needs_canary,
+        let share = share_of(nb, nc);
+        out_segments.push(segment_verdict(
+            key_map(&samples.segment_by, &key),
+            nb,
+            nc,
+            share,
             rules,
-        });
+            policy,
+        ));
     }
-    // Segments one arm has not reached yet (few events expected there): they wait.
-    let share = n_canary as f64 / n_baseline.max(1) as f64;
+    // Segments one arm has not reached yet (few events expected there): material ones wait.
+    let split = n_canary as f64 / n_baseline.max(1) as f64;
     for (key, seg) in &samples.segments {
         let (nb, nc) = (seg.baseline.n, seg.canary.n);
         let label = segment_label(&key_map(&samples.segment_by, key));
@@ -408,34 +340,52 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
             continue;
         }
         let (missing, expected) = if nc == 0 {
-            ("canary", nb as f64 * share)
+            ("canary", nb as f64 * split)
         } else {
-            ("baseline", nc as f64 / share.max(f64::MIN_POSITIVE))
+            ("baseline", nc as f64 / split.max(f64::MIN_POSITIVE))
         };
+        let share = share_of(nb, nc);
+        let material = share >= policy.material_share;
         out_segments.push(SegmentVerdict {
             key: key_map(&samples.segment_by, key),
             n_baseline: nb,
             n_canary: nc,
-            verdict: Decision::Continue,
+            share,
+            material,
+            verdict: if material {
+                Decision::Continue
+            } else {
+                Decision::Promote
+            },
             reason: format!(
-                "the {missing} has no events here yet (about {expected:.1} expected at the current split)"
+                "the {missing} has no events here yet (about {expected:.1} expected at the current split){}",
+                if material {
+                    ""
+                } else {
+                    "; a minor segment, it does not hold the canary"
+                }
             ),
-            needs_baseline: policy.min_events.saturating_sub(nb),
-            needs_canary: policy.min_events.saturating_sub(nc),
+            holds: if material {
+                vec![format!("no {missing} events yet")]
+            } else {
+                Vec::new()
+            },
+            needs_baseline: if material {
+                policy.min_events.saturating_sub(nb)
+            } else {
+                0
+            },
+            needs_canary: if material {
+                policy.min_events.saturating_sub(nc)
+            } else {
+                0
+            },
             rules: Vec::new(),
         });
     }
     out_segments.sort_by(|a, b| a.key.cmp(&b.key));
 
     // Step 6: the canary.
-    let gating_open: Vec<&RuleResult> = overall
-        .iter()
-        .zip(&policy.rules)
-        .filter(|(r, p)| {
-            p.must_pass() && !matches!(r.verdict, RuleOutcome::Pass | RuleOutcome::NoData)
-        })
-        .map(|(r, _)| r)
-        .collect();
     let unproven: Vec<String> = overall
         .iter()
         .zip(&policy.rules)
@@ -449,7 +399,7 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
                 format!(
                     "not shown within {} (upper bound {})",
                     ratio_text(r.threshold),
-                    r.ci_high.map_or("unbounded".into(), ratio_text)
+                    bound_text(r.ci_high)
                 )
             };
             if p.abort_only {
@@ -462,112 +412,21 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
     if problems.is_empty() && n_canary == 0 {
         problems.push("the canary has no events in the window".into());
     }
-    let mut deciding = Vec::new();
-    let (verdict, reason) = if !problems.is_empty() {
-        (Decision::Invalid, problems.join("; "))
-    } else if out_segments.iter().any(|s| s.verdict == Decision::Abort)
-        || overall
-            .iter()
-            .any(|r| r.verdict == RuleOutcome::Fail && !r.report_only)
-    {
-        let mut by_rule: Vec<(&str, Vec<String>)> = Vec::new();
-        for seg in out_segments.iter().filter(|s| s.verdict == Decision::Abort) {
-            for r in seg.rules.iter().filter(|r| r.verdict == RuleOutcome::Fail) {
-                let place = segment_label(&seg.key);
-                match by_rule.iter_mut().find(|(name, _)| *name == r.rule) {
-                    Some((_, places)) => places.push(place),
-                    None => by_rule.push((&r.rule, vec![place])),
-                }
-            }
-        }
-        // A regression spread over segments can fail pooled without failing in any one.
-        for r in overall
-            .iter()
-            .filter(|r| r.verdict == RuleOutcome::Fail && !r.report_only)
-        {
-            if !by_rule.iter().any(|(name, _)| *name == r.rule) {
-                by_rule.push((&r.rule, vec!["all segments pooled".into()]));
-            }
-        }
-        deciding = by_rule.iter().map(|(r, _)| r.to_string()).collect();
-        let parts: Vec<String> = by_rule
-            .iter()
-            .map(|(rule, places)| match places.len() {
-                1 | 2 => format!("{rule} in {}", places.join(" and ")),
-                n => format!("{rule} in {n} of {} segments", out_segments.len()),
-            })
-            .collect();
-        (
-            Decision::Abort,
-            format!("stop condition hit: {}", parts.join("; ")),
-        )
-    } else if !gating_open.is_empty()
-        || out_segments.iter().any(|s| s.verdict == Decision::Continue)
-    {
-        let mut parts: Vec<String> = Vec::new();
-        for r in &gating_open {
-            deciding.push(r.rule.clone());
-            parts.push(format!(
-                "{} not yet shown within {} (upper bound {}{})",
-                r.rule,
-                ratio_text(r.threshold),
-                r.ci_high.map_or("unbounded".into(), ratio_text),
-                match (r.needs_canary, r.needs_baseline) {
-                    (Some(c), Some(b)) =>
-                        format!("; about {c} more canary and {b} more baseline events"),
-                    _ => String::new(),
-                }
-            ));
-        }
-        let waiting: Vec<&SegmentVerdict> = out_segments
-            .iter()
-            .filter(|s| s.verdict == Decision::Continue)
-            .collect();
-        if !waiting.is_empty() {
-            let nc: u64 = waiting.iter().map(|s| s.needs_canary).sum();
-            let nb: u64 = waiting.iter().map(|s| s.needs_baseline).sum();
-            parts.push(format!(
-                "{} of {} segments still open (about {nc} more canary and {nb} more baseline events)",
-                waiting.len(),
-                out_segments.len()
-            ));
-        }
-        (
-            Decision::Continue,
-            format!("no rule failed; {}", parts.join("; ")),
-        )
+    let (verdict, reason, deciding) = if !problems.is_empty() {
+        (Decision::Invalid, problems.join("; "), Vec::new())
     } else {
-        let shown: Vec<String> = overall
-            .iter()
-            .zip(&policy.rules)
-            .filter(|(r, p)| p.must_pass() && r.verdict == RuleOutcome::Pass)
-            .map(|(r, _)| {
-                format!(
-                    "{} <= {}",
-                    r.rule,
-                    r.ci_high.map_or("unbounded".into(), ratio_text)
-                )
-            })
-            .collect();
-        deciding = overall
-            .iter()
-            .zip(&policy.rules)
-            .filter(|(_, p)| p.must_pass())
-            .map(|(r, _)| r.rule.clone())
-            .collect();
-        (
-            Decision::Promote,
-            format!(
-                "evidence that every gating rule is within its threshold ({}) across {} segments with at least {} events per arm",
-                shown.join(", "),
-                out_segments.len(),
-                policy.min_events
-            ),
+        decide(
+            &overall,
+            &out_segments,
+            policy,
+            volume_ok,
+            n_baseline,
+            n_canary,
         )
     };
 
     let mut assumptions = vec![if clustered {
-        "events carry unit_id: variances are per unit (delta method for ratio metrics; design effect for percentiles), so correlated events of one unit are not counted as independent evidence".to_string()
+        "events carry unit_id: variances are per unit (delta method for ratio metrics; design effect for percentiles) whenever that is the larger, so correlated events of one unit are not counted as independent evidence and a handful of units cannot narrow a bound".to_string()
     } else {
         "events are treated as independent (they carry no unit_id); calls from one user are correlated, so bounds are optimistic when a few users dominate traffic".to_string()
     }];
@@ -576,7 +435,10 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
     } else {
         "fixed-horizon bounds: valid for one planned look; judging repeatedly inflates both error rates".to_string()
     });
-    assumptions.push("canary and baseline are compared within each segment over the canary's time span; pooled numbers never decide".to_string());
+    assumptions.push(format!(
+        "canary and baseline are compared within each segment over the canary's time span and combined by stratification; a segment under {}% of an arm's events counts for what it weighs and never holds the canary alone",
+        stats_pct(policy.material_share)
+    ));
 
     Verdict {
         schema_version: SCHEMA_VERSION,
@@ -588,6 +450,7 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
         segment_by: samples.segment_by.clone(),
         confidence: policy.confidence,
         min_events: policy.min_events,
+        material_share: policy.material_share,
         early_abort_alpha: policy.early_abort_alpha,
         sequential: policy.sequential,
         clustered,
@@ -601,6 +464,256 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
         segments: out_segments,
         assumptions,
     }
+}
+
+/// A segment's part: abort when a rule failed here; hold the canary (continue) when it is
+/// material and below `min_events`, past a threshold in a gating rule's estimate, or unable to
+/// judge a gating rule; otherwise it does not hold the canary.
+fn segment_verdict(
+    key: BTreeMap<String, String>,
+    nb: u64,
+    nc: u64,
+    share: f64,
+    rules: Vec<RuleResult>,
+    policy: &Policy,
+) -> SegmentVerdict {
+    let material = share >= policy.material_share;
+    let volume_ok = nb >= policy.min_events && nc >= policy.min_events;
+    let failed: Vec<String> = rules
+        .iter()
+        .filter(|r| r.verdict == RuleOutcome::Fail)
+        .map(|r| {
+            format!(
+                "{} (lower bound {} above {})",
+                r.rule,
+                bound_text(r.ci_low),
+                ratio_text(r.abort_above)
+            )
+        })
+        .collect();
+    let gating = |r: &RuleResult| !r.report_only && !r.abort_only;
+    let mut holds: Vec<String> = Vec::new();
+    let (mut needs_baseline, mut needs_canary) = (0, 0);
+    if material {
+        if !volume_ok {
+            holds.push(format!(
+                "below min_events of {} per arm: {nb} baseline, {nc} canary",
+                policy.min_events
+            ));
+            needs_baseline = policy.min_events.saturating_sub(nb);
+            needs_canary = policy.min_events.saturating_sub(nc);
+        }
+        for r in &rules {
+            if !gating(r) || r.verdict == RuleOutcome::Fail {
+                continue;
+            }
+            if r.past_threshold {
+                holds.push(format!(
+                    "{} estimate {} past {}",
+                    r.rule,
+                    bound_text(r.ratio),
+                    ratio_text(r.threshold)
+                ));
+            } else if r.verdict == RuleOutcome::Inconclusive && r.p_value.is_none() {
+                holds.push(format!("{} cannot be judged here yet", r.rule));
+            } else {
+                continue;
+            }
+            needs_baseline = needs_baseline.max(r.needs_baseline.unwrap_or(0));
+            needs_canary = needs_canary.max(r.needs_canary.unwrap_or(0));
+        }
+    }
+    let too_small = !volume_ok
+        || rules
+            .iter()
+            .any(|r| gating(r) && r.p_value.is_none() && r.verdict != RuleOutcome::NoData);
+    let (verdict, reason) = if !failed.is_empty() {
+        (Decision::Abort, format!("{} failed", failed.join(", ")))
+    } else if !holds.is_empty() {
+        (
+            Decision::Continue,
+            format!(
+                "material segment ({}% of an arm's events) holds the canary: {}",
+                stats_pct(share),
+                holds.join("; ")
+            ),
+        )
+    } else if !material {
+        (
+            Decision::Promote,
+            format!(
+                "minor segment ({}% of an arm's events){}: counts in the stratified estimates for what it weighs, never holds the canary alone",
+                stats_pct(share),
+                if too_small {
+                    ", too small to judge alone"
+                } else {
+                    ""
+                }
+            ),
+        )
+    } else {
+        (
+            Decision::Promote,
+            "nothing in this segment holds the canary".to_string(),
+        )
+    };
+    SegmentVerdict {
+        key,
+        n_baseline: nb,
+        n_canary: nc,
+        share,
+        material,
+        verdict,
+        reason,
+        needs_baseline,
+        needs_canary,
+        rules,
+        holds,
+    }
+}
+
+/// The call, from the stratified rules and the segments: abort, continue or promote, the
+/// one-line reason naming the rule, place and bound that made it, and the deciding rules.
+fn decide(
+    overall: &[RuleResult],
+    segments: &[SegmentVerdict],
+    policy: &Policy,
+    volume_ok: bool,
+    n_baseline: u64,
+    n_canary: u64,
+) -> (Decision, String, Vec<String>) {
+    let gating: Vec<(&RuleResult, &PolicyRule)> = overall
+        .iter()
+        .zip(&policy.rules)
+        .filter(|(_, p)| p.must_pass())
+        .collect();
+    // Abort: every failed rule, with where and the bound that showed it.
+    let mut failed: Vec<(String, Vec<String>)> = Vec::new();
+    for seg in segments.iter().filter(|s| s.verdict == Decision::Abort) {
+        for r in seg.rules.iter().filter(|r| r.verdict == RuleOutcome::Fail) {
+            let place = format!(
+                "{} (lower bound {} above {})",
+                segment_label(&seg.key),
+                bound_text(r.ci_low),
+                ratio_text(r.abort_above)
+            );
+            match failed.iter_mut().find(|(name, _)| *name == r.rule) {
+                Some((_, places)) => places.push(place),
+                None => failed.push((r.rule.clone(), vec![place])),
+            }
+        }
+    }
+    // A regression spread over segments can fail stratified without failing in any one.
+    for r in overall
+        .iter()
+        .filter(|r| r.verdict == RuleOutcome::Fail && !r.report_only)
+    {
+        if !failed.iter().any(|(name, _)| *name == r.rule) {
+            failed.push((
+                r.rule.clone(),
+                vec![format!(
+                    "all segments stratified (lower bound {} above {})",
+                    bound_text(r.ci_low),
+                    ratio_text(r.abort_above)
+                )],
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        let parts: Vec<String> = failed
+            .iter()
+            .map(|(rule, places)| match places.len() {
+                1 | 2 => format!("{rule} in {}", places.join(" and ")),
+                n => format!(
+                    "{rule} in {n} of {} segments, first {}",
+                    segments.len(),
+                    places[0]
+                ),
+            })
+            .collect();
+        let deciding = failed.into_iter().map(|(r, _)| r).collect();
+        return (
+            Decision::Abort,
+            format!("stop condition hit: {}", parts.join("; ")),
+            deciding,
+        );
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut deciding = Vec::new();
+    if !volume_ok {
+        parts.push(format!(
+            "below min_events ({} per arm; has {n_baseline} baseline, {n_canary} canary)",
+            policy.min_events
+        ));
+    }
+    for (r, _) in gating
+        .iter()
+        .filter(|(r, _)| !matches!(r.verdict, RuleOutcome::Pass | RuleOutcome::NoData))
+    {
+        deciding.push(r.rule.clone());
+        let settle = match (&r.cannot_settle, r.needs_canary, r.needs_baseline) {
+            (Some(why), _, _) => format!("; cannot be shown on this data: {why}"),
+            (None, Some(c), Some(b)) => {
+                format!("; about {c} more canary and {b} more baseline events")
+            }
+            _ => String::new(),
+        };
+        parts.push(format!(
+            "{} not yet shown within {} (upper bound {}{settle})",
+            r.rule,
+            ratio_text(r.threshold),
+            bound_text(r.ci_high)
+        ));
+    }
+    let holding: Vec<&SegmentVerdict> = segments
+        .iter()
+        .filter(|s| s.verdict == Decision::Continue)
+        .collect();
+    for s in &holding {
+        for r in s
+            .rules
+            .iter()
+            .filter(|r| r.past_threshold && r.verdict != RuleOutcome::Fail)
+        {
+            if !deciding.contains(&r.rule) {
+                deciding.push(r.rule.clone());
+            }
+        }
+    }
+    if !holding.is_empty() {
+        let each: Vec<String> = holding
+            .iter()
+            .map(|s| format!("{} ({})", segment_label(&s.key), s.holds.join("; ")))
+            .collect();
+        parts.push(format!(
+            "held by {} material segment{}: {}",
+            holding.len(),
+            if holding.len() == 1 { "" } else { "s" },
+            each.join("; ")
+        ));
+    }
+    if !parts.is_empty() {
+        return (
+            Decision::Continue,
+            format!("no rule failed; {}", parts.join("; ")),
+            deciding,
+        );
+    }
+    let shown: Vec<String> = gating
+        .iter()
+        .filter(|(r, _)| r.verdict == RuleOutcome::Pass)
+        .map(|(r, _)| format!("{} <= {}", r.rule, bound_text(r.ci_high)))
+        .collect();
+    let material = segments.iter().filter(|s| s.material).count();
+    (
+        Decision::Promote,
+        format!(
+            "evidence that every gating rule is within its threshold ({}) on the estimates stratified over {} segments; none of the {material} material segments is past a threshold",
+            shown.join(", "),
+            segments.len(),
+        ),
+        gating.iter().map(|(r, _)| r.rule.clone()).collect(),
+    )
 }
 
 /// Checks that make the comparison itself untrustworthy (problems) or worth a warning.
@@ -753,272 +866,28 @@ pub fn ratio_text(x: f64) -> String {
     }
 }
 
-fn empty_result(rule: &PolicyRule, n_b: u64, n_c: u64, alpha: f64) -> RuleResult {
-    RuleResult {
-        rule: rule.name.clone(),
-        metric: rule.metric_name.clone(),
-        test: rule.metric.test_name(),
-        report_only: rule.report_only,
-        abort_only: rule.abort_only,
-        n_baseline: n_b,
-        n_canary: n_c,
-        baseline: None,
-        canary: None,
-        ratio: None,
-        ci_low: None,
-        ci_low_level: None,
-        ci_high: None,
-        ci_high_level: alpha,
-        threshold: rule.max_ratio,
-        p_value: None,
-        p_adjusted: None,
-        alpha: 0.0,
-        verdict: RuleOutcome::NoData,
-        reason: String::new(),
-        needs_baseline: None,
-        needs_canary: None,
-    }
+/// A bound for people; `None` is unbounded.
+fn bound_text(x: Option<f64>) -> String {
+    x.map_or("unbounded".into(), ratio_text)
 }
 
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
+/// A share as a percentage with meaningful digits (`5`, `0.15`).
+fn stats_pct(share: f64) -> String {
+    crate::report::sig(100.0 * share, 2)
 }
 
-fn rate_counts(rate: RateKind, a: &ArmSample) -> (u64, u64) {
-    match rate {
-        RateKind::Flagged => (a.flagged, a.n),
-        RateKind::Error => (a.errors, a.n),
-        RateKind::BadLabel => (a.bad, a.labeled),
-    }
-}
-
-fn unit_metric(rate: RateKind) -> UnitMetric {
-    match rate {
-        RateKind::Flagged => UnitMetric::Flagged,
-        RateKind::Error => UnitMetric::Errors,
-        RateKind::BadLabel => UnitMetric::Bad,
-    }
-}
-
-/// Variance of `ln(ΣS/ΣN)` over an arm's units (delta method), when it has at least two.
-fn clustered_log_var(arm: &ArmSample, metric: UnitMetric) -> Option<f64> {
-    let m = arm.ratio_moments(metric);
-    let r = m.s / m.n;
-    let v = stats::ratio_metric_var(&m)?;
-    (r > 0.0).then(|| v / (r * r))
-}
-
-fn measure(
-    rule: &PolicyRule,
-    b: &mut ArmSample,
-    c: &mut ArmSample,
-    policy: &Policy,
-) -> Measurement {
-    let mut m = measure_evidence(rule, b, c, policy);
-    if let Some(e) = &m.evidence {
-        m.result.p_value = Some(e.p_value());
-    }
-    m
-}
-
-fn measure_evidence(
-    rule: &PolicyRule,
-    b: &mut ArmSample,
-    c: &mut ArmSample,
-    policy: &Policy,
-) -> Measurement {
-    let alpha = policy.alpha();
-    let margin = Margin::new(rule.max_ratio);
-    let gaussian = Boundary::for_margin(policy.sequential, alpha, rule.max_ratio);
-    let clustered = b.clustered() || c.clustered();
-    match rule.metric {
-        Metric::Rate { rate } => {
-            let (xb, nb) = rate_counts(rate, b);
-            let (xc, nc) = rate_counts(rate, c);
-            let mut r = empty_result(rule, nb, nc, alpha);
-            let what = match rate {
-                RateKind::Flagged => "flagged",
-                RateKind::Error => "error",
-                RateKind::BadLabel => "bad-label",
-            };
-            let untested = |mut r: RuleResult, reason: String| {
-                r.reason = reason;
-                Measurement::untested(r)
-            };
-            if nb == 0 || nc == 0 {
-                let arm = if nc == 0 { "canary" } else { "baseline" };
-                let why = if rate == RateKind::BadLabel {
-                    format!("no labeled events in the {arm}")
-                } else {
-                    format!("no events in the {arm}")
-                };
-                return untested(r, why);
-            }
-            let (rate_b, rate_c) = (xb as f64 / nb as f64, xc as f64 / nc as f64);
-            r.baseline = Some(rate_b);
-            r.canary = Some(rate_c);
-            if xc + xb == 0 {
-                return untested(r, format!("no {what} events in either arm"));
-            }
-            // With unit ids and events of the kind in both arms, the per-unit (clustered)
-            // variance of the log ratio; otherwise the exact conditional test of the counts.
-            let evidence = match (
-                clustered && xb > 0 && xc > 0,
-                clustered_log_var(c, unit_metric(rate)),
-                clustered_log_var(b, unit_metric(rate)),
-            ) {
-                (true, Some(vc), Some(vb)) => Evidence::LogNormal {
-                    ratio: LogRatio {
-                        log_estimate: (rate_c / rate_b).ln(),
-                        se: (vc + vb).sqrt(),
-                    },
-                    boundary: gaussian,
-                },
-                _ => {
-                    r.test = if policy.sequential {
-                        "exact conditional rate ratio (beta-mixture, always valid)"
-                    } else {
-                        "exact conditional rate ratio (Clopper-Pearson)"
-                    };
-                    Evidence::ExactRate {
-                        x_c: xc,
-                        n_c: nc,
-                        x_b: xb,
-                        n_b: nb,
-                        boundary: gaussian,
-                    }
-                }
-            };
-            r.ratio = if xb > 0 { Some(rate_c / rate_b) } else { None };
-            r.reason = if xb == 0 {
-                format!("{xc} {what} canary events vs none in the baseline")
-            } else {
-                format!(
-                    "{what} rate {} vs {} ({})",
-                    pct(rate_c),
-                    pct(rate_b),
-                    ratio_text(rate_c / rate_b)
-                )
-            };
-            Measurement {
-                material: margin.exceeded_by_counts(xc, nc, xb, nb),
-                below_floor: xc < policy.min_rate_events,
-                evidence: Some(evidence),
-                counts: Some((xc, nc, xb, nb)),
-                result: r,
-            }
-        }
-        Metric::Quantile { q, column } => {
-            let col = column as usize;
-            let (nb, nc) = (b.values(column).len() as u64, c.values(column).len() as u64);
-            let mut r = empty_result(rule, nb, nc, alpha);
-            let boundary =
-                Boundary::for_events(policy.sequential, alpha, policy.planned_events as f64);
-            let qb = QuantileArm::new(b, col, q, boundary);
-            let qc = QuantileArm::new(c, col, q, boundary);
-            r.baseline = qb.estimate;
-            r.canary = qc.estimate;
-            let (Some(eb), Some(ec)) = (qb.estimate, qc.estimate) else {
-                r.reason = "no values in an arm".into();
-                return Measurement::untested(r);
-            };
-            let evidence = Evidence::Quantiles {
-                canary: qc,
-                baseline: qb,
-            };
-            r.ratio = finite(evidence.estimate());
-            r.reason = format!(
-                "{} {} vs {} ({})",
-                rule.metric_name,
-                num(ec),
-                num(eb),
-                r.ratio.map_or("unbounded".into(), ratio_text)
-            );
-            Measurement {
-                material: margin.exceeded_by_values(ec, eb) && ec > 0.0,
-                below_floor: false,
-                evidence: Some(evidence),
-                counts: None,
-                result: r,
-            }
-        }
-        Metric::Mean { column } => {
-            let (nb, nc) = (b.values(column).len() as u64, c.values(column).len() as u64);
-            let mut r = empty_result(rule, nb, nc, alpha);
-            let (mb, vb) = mean_var(b, column);
-            let (mc, vc) = mean_var(c, column);
-            r.baseline = mb;
-            r.canary = mc;
-            let ratio = match (mb, vb, mc, vc) {
-                (Some(mb), Some(vb), Some(mc), Some(vc)) if mb > 0.0 && mc > 0.0 => {
-                    Some(LogRatio {
-                        log_estimate: (mc / mb).ln(),
-                        se: (vc / (mc * mc) + vb / (mb * mb)).sqrt(),
-                    })
-                }
-                _ => None,
-            };
-            let Some(ratio) = ratio else {
-                r.verdict = RuleOutcome::Inconclusive;
-                r.reason = "too few events (two per arm), or a mean of 0, to compare means".into();
-                return Measurement::untested(r);
-            };
-            let (mb, mc) = (mb.unwrap_or(0.0), mc.unwrap_or(0.0));
-            r.ratio = Some(mc / mb);
-            r.reason = format!(
-                "{} {} vs {} ({})",
-                rule.metric_name,
-                num(mc),
-                num(mb),
-                ratio_text(mc / mb)
-            );
-            Measurement {
-                material: margin.exceeded_by_values(mc, mb),
-                below_floor: false,
-                evidence: Some(Evidence::LogNormal {
-                    ratio,
-                    boundary: gaussian,
-                }),
-                counts: None,
-                result: r,
-            }
-        }
-    }
-}
-
-/// Mean and variance of the mean of an arm's values: per unit (delta method for the ratio
-/// metric ΣS/ΣN) when the arm has unit ids, else `s²/n`.
-fn mean_var(a: &ArmSample, column: super::policy::ValueColumn) -> (Option<f64>, Option<f64>) {
-    let v = a.values(column);
-    let n = v.len();
-    if n == 0 {
-        return (None, None);
-    }
-    let mean = v.iter().sum::<f64>() / n as f64;
-    if n < 2 {
-        return (Some(mean), None);
-    }
-    if a.clustered() {
-        let m = a.ratio_moments(UnitMetric::Sum(column));
-        if let Some(var) = stats::ratio_metric_var(&m) {
-            return (Some(mean), Some(var));
-        }
-    }
-    let s2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (Some(mean), Some(s2 / n as f64))
-}
-
-/// Decides one rule in one segment from its measurement.
+/// Decides one rule (in one segment, or stratified) from its measurement.
 fn classify(
     m: Measurement,
     rule: &PolicyRule,
     level: f64,
     volume_ok: bool,
-    alpha: f64,
     policy: &Policy,
 ) -> RuleResult {
+    let alpha = policy.alpha();
     let mut r = m.result;
     r.alpha = level;
+    r.past_threshold = m.past_threshold;
     let Some(evidence) = m.evidence else {
         return r; // NoData / Inconclusive with its reason, set by `measure`
     };
@@ -1026,7 +895,7 @@ fn classify(
     let p_adj = r.p_adjusted.unwrap_or(1.0);
     // The level the abort test effectively applied to this p-value after Holm: rejecting at
     // p_adj <= level is rejecting p at level·p/p_adj, so the lower bound shown at that level
-    // exceeds 1 exactly when the test rejects.
+    // exceeds `abort_above` exactly when the test rejects.
     let abort_level = if p_adj > 0.0 {
         (level * p / p_adj).clamp(MIN_LEVEL, 0.5)
     } else {
@@ -1036,7 +905,7 @@ fn classify(
     let high = evidence.upper(alpha);
     r.ci_low = Some(low).filter(|x| x.is_finite());
     r.ci_low_level = Some(abort_level);
-    r.ci_high = finite(high);
+    r.ci_high = high.is_finite().then_some(high);
     r.ci_high_level = alpha;
     let significant = p_adj <= level;
     let base = std::mem::take(&mut r.reason);
@@ -1046,8 +915,11 @@ fn classify(
         " (before min_events: early-abort level)"
     };
     let threshold = ratio_text(r.threshold);
-    let within = Margin::new(rule.max_ratio).covers(high);
-    let (outcome, why) = if m.material && !m.below_floor && significant {
+    let above = match rule.abort_on {
+        AbortOn::Threshold => format!("past {threshold}"),
+        AbortOn::AnyHarm => "worse than the baseline (abort_on = any_harm)".to_string(),
+    };
+    let (outcome, why) = if significant && !m.below_floor {
         (
             if rule.report_only {
                 RuleOutcome::Warn
@@ -1055,12 +927,13 @@ fn classify(
                 RuleOutcome::Fail
             },
             format!(
-                "{base}: past {threshold} and significantly worse (adjusted p {} <= {}{early})",
+                "{base}: shown {above} (lower bound {}, adjusted p {} <= {}{early})",
+                ratio_text(low),
                 pval(p_adj),
                 level
             ),
         )
-    } else if within {
+    } else if Margin::new(rule.max_ratio).covers(high) {
         (
             RuleOutcome::Pass,
             format!(
@@ -1069,15 +942,16 @@ fn classify(
             ),
         )
     } else {
-        let detail = if m.material && m.below_floor {
+        let detail = if significant && m.below_floor {
             format!(
-                "past {threshold} on only {} canary events of the kind (a rate rule needs {} to fail)",
+                "{above} on only {} canary events of the kind (a rate rule needs {} to fail)",
                 (r.canary.unwrap_or(0.0) * r.n_canary as f64).round(),
                 policy.min_rate_events
             )
-        } else if m.material {
+        } else if m.past_threshold {
             format!(
-                "past {threshold} but not significantly worse yet (adjusted p {} > {}{early})",
+                "estimate past {threshold}, not yet shown {above} (lower bound {}, adjusted p {} > {}{early})",
+                ratio_text(low),
                 pval(p_adj),
                 level
             )
@@ -1096,202 +970,18 @@ fn classify(
     r.verdict = outcome;
     r.reason = why;
     if outcome == RuleOutcome::Inconclusive {
-        set_needs(&mut r, &evidence, alpha, level, rule.max_ratio);
-    }
-    r
-}
-
-/// Fills `needs_*` from the evidence's projected growth factor of the rule's events.
-fn set_needs(r: &mut RuleResult, evidence: &Evidence, alpha: f64, abort_level: f64, margin: f64) {
-    if let Some(k) = evidence
-        .growth_to_settle(alpha, abort_level, margin)
-        .filter(|k| *k > 1.0)
-    {
-        r.needs_baseline = Some(((k - 1.0) * r.n_baseline as f64).ceil() as u64);
-        r.needs_canary = Some(((k - 1.0) * r.n_canary as f64).ceil() as u64);
-    }
-}
-
-/// The evidence for one rule pooled over segments, as a measurement (not yet classified).
-/// Rates: Mantel-Haenszel over the segments' counts, or, with unit ids, inverse-variance
-/// weighting of the segments' clustered log ratios; means: inverse-variance weighting;
-/// percentiles: none (decided per segment, see [`classify_pooled`]).
-fn pool(
-    rule: &PolicyRule,
-    parts: &[&Measurement],
-    policy: &Policy,
-    clustered: bool,
-) -> Measurement {
-    let alpha = policy.alpha();
-    let n_b: u64 = parts.iter().map(|m| m.result.n_baseline).sum();
-    let n_c: u64 = parts.iter().map(|m| m.result.n_canary).sum();
-    let mut r = empty_result(rule, n_b, n_c, alpha);
-    // Each segment's log ratio, for inverse-variance pooling of means.
-    let log_ratios = || -> Vec<LogRatio> {
-        parts
-            .iter()
-            .filter_map(|m| match &m.evidence {
-                Some(Evidence::LogNormal { ratio, .. }) => Some(*ratio),
-                _ => None,
-            })
-            .collect()
-    };
-    if let [only] = parts
-        && only.tested()
-        && !matches!(rule.metric, Metric::Quantile { .. })
-    {
-        // One segment: its evidence is the pooled evidence.
-        let mut m = Measurement {
-            result: only.result.clone(),
-            evidence: only.evidence.clone(),
-            counts: only.counts,
-            material: only.material,
-            below_floor: only.below_floor,
-        };
-        m.result.reason = format!("in the only segment: {}", m.result.reason);
-        return m;
-    }
-    let (ratio, below_floor) = match rule.metric {
-        Metric::Quantile { .. } => {
-            r.test = "order-statistic bounds per arm, in every segment";
-            (None, false)
-        }
-        Metric::Rate { .. } => {
-            let counts: Vec<(u64, u64, u64, u64)> = parts.iter().filter_map(|m| m.counts).collect();
-            let sum = |f: fn(&(u64, u64, u64, u64)) -> u64| counts.iter().map(f).sum::<u64>();
-            let (xc, nc, xb, nb) = (sum(|c| c.0), sum(|c| c.1), sum(|c| c.2), sum(|c| c.3));
-            r.n_canary = nc;
-            r.n_baseline = nb;
-            r.canary = (nc > 0).then(|| xc as f64 / nc as f64);
-            r.baseline = (nb > 0).then(|| xb as f64 / nb as f64);
-            // Mantel-Haenszel, which copes with sparse segments (a zero count) where weighting
-            // log ratios by inverse variance does not. With unit ids its variance is scaled by
-            // the design effect the segments measured: the precision-weighted mean of each
-            // segment's per-unit variance over its Poisson variance (at least 1).
-            let mut ratio = stats::mantel_haenszel_rate_ratio(&counts);
-            r.test = "Mantel-Haenszel rate ratio (Greenland-Robins variance)";
-            if clustered {
-                let (mut num, mut den) = (0.0, 0.0);
-                for m in parts {
-                    if let (Some(Evidence::LogNormal { ratio, .. }), Some((xc, _, xb, _))) =
-                        (&m.evidence, m.counts)
-                    {
-                        let poisson = 1.0 / xc as f64 + 1.0 / xb as f64;
-                        num += ratio.se * ratio.se / (poisson * poisson);
-                        den += 1.0 / poisson;
-                    }
-                }
-                let deff = if den > 0.0 { (num / den).max(1.0) } else { 1.0 };
-                if let Some(rr) = &mut ratio {
-                    rr.se *= deff.sqrt();
-                }
-                r.test =
-                    "Mantel-Haenszel rate ratio (variance scaled by the per-unit design effect)";
+        match evidence.growth_to_settle(alpha, level, rule.max_ratio, rule.abort_ratio()) {
+            Settle::After(k) => {
+                r.needs_baseline = Some(((k - 1.0) * r.n_baseline as f64).ceil().max(1.0) as u64);
+                r.needs_canary = Some(((k - 1.0) * r.n_canary as f64).ceil().max(1.0) as u64);
             }
-            (ratio, xc < policy.min_rate_events)
-        }
-        Metric::Mean { .. } => {
-            r.test = "inverse-variance pooled log ratio of means";
-            (stats::inverse_variance_mean(&log_ratios()), false)
-        }
-    };
-    let Some(ratio) = ratio else {
-        r.reason = parts
-            .iter()
-            .find(|m| !m.tested())
-            .map_or("nothing to pool".into(), |m| m.result.reason.clone());
-        return Measurement::untested(r);
-    };
-    let evidence = Evidence::LogNormal {
-        ratio,
-        boundary: Boundary::for_margin(policy.sequential, alpha, rule.max_ratio),
-    };
-    let estimate = evidence.estimate();
-    r.ratio = finite(estimate);
-    r.p_value = Some(evidence.p_value());
-    r.reason = format!(
-        "pooled over segments {}",
-        r.ratio.map_or("unbounded".into(), ratio_text)
-    );
-    Measurement {
-        result: r,
-        material: Margin::new(rule.max_ratio).exceeded_by_values(estimate, 1.0),
-        below_floor,
-        evidence: Some(evidence),
-        counts: None,
-    }
-}
-
-/// Decides a rule on its pooled evidence; percentile rules, which do not pool, pass only when
-/// every segment passes.
-fn classify_pooled(
-    m: Measurement,
-    rule: &PolicyRule,
-    seg_results: &[&RuleResult],
-    level: f64,
-    volume_ok: bool,
-    policy: &Policy,
-) -> RuleResult {
-    let alpha = policy.alpha();
-    let any_fail = seg_results.iter().any(|s| s.verdict == RuleOutcome::Fail);
-    if seg_results.is_empty() || seg_results.iter().all(|s| s.verdict == RuleOutcome::NoData) {
-        let mut r = m.result;
-        r.alpha = level;
-        r.reason = seg_results
-            .first()
-            .map_or("no segment has both arms".into(), |s| s.reason.clone());
-        return r;
-    }
-    if !matches!(rule.metric, Metric::Quantile { .. }) {
-        let mut r = classify(m, rule, level, volume_ok, alpha, policy);
-        if any_fail && r.verdict != RuleOutcome::Fail {
-            r.verdict = RuleOutcome::Fail;
-            r.reason = format!("{}; failed in a segment", r.reason);
-        }
-        return r;
-    }
-    let mut r = m.result;
-    r.alpha = level;
-    let threshold = ratio_text(rule.max_ratio);
-    let passing = seg_results
-        .iter()
-        .filter(|s| s.verdict == RuleOutcome::Pass)
-        .count();
-    let worst = seg_results
-        .iter()
-        .map(|s| s.ci_high.unwrap_or(f64::INFINITY))
-        .fold(0.0_f64, f64::max);
-    r.ci_high = finite(worst);
-    r.verdict = if any_fail {
-        RuleOutcome::Fail
-    } else if passing == seg_results.len() {
-        RuleOutcome::Pass
-    } else {
-        RuleOutcome::Inconclusive
-    };
-    r.reason = format!(
-        "{passing} of {} segments within {threshold} (largest upper bound {})",
-        seg_results.len(),
-        ratio_text(worst)
-    );
-    if r.verdict == RuleOutcome::Inconclusive {
-        let open: Vec<&&RuleResult> = seg_results
-            .iter()
-            .filter(|s| s.verdict != RuleOutcome::Pass)
-            .collect();
-        if open.iter().all(|s| s.needs_canary.is_some()) {
-            r.needs_baseline = Some(open.iter().filter_map(|s| s.needs_baseline).sum());
-            r.needs_canary = Some(open.iter().filter_map(|s| s.needs_canary).sum());
+            Settle::Never(why) => r.cannot_settle = Some(why),
         }
     }
     r
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.2}%", 100.0 * x)
-}
-
-/// A value for people: 3 significant digits, no float noise (`2683.9`, `0.0123`).
+/// A value for people: 4 significant digits, no float noise (`2683.9`, `0.0123`).
 pub fn num(x: f64) -> String {
     crate::report::sig(x, 4)
 }
@@ -1308,7 +998,7 @@ fn pval(p: f64) -> String {
 mod tests {
     use super::*;
     use crate::judge::policy::ValueColumn;
-    use crate::judge::samples::{EventObs, SegmentSample};
+    use crate::judge::samples::{ArmSample, EventObs, SegmentSample};
     use std::collections::BTreeSet;
 
     /// `n` events, `flagged` of them flagged, durations cycling 100..=1099.
@@ -1360,18 +1050,107 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_the_canary_has_not_reached_yet_waits() {
-        // 3 expected canary events in "rare": bad luck, not a broken comparison.
+    fn a_segment_the_canary_has_not_reached_yet_waits_only_when_material() {
+        // 3 expected canary events in "rare": bad luck, not a broken comparison; a minor
+        // segment, so it does not hold the canary.
         let s = samples(vec![
             ("free", arm(20000, 600, |_| None), arm(1000, 30, |_| None)),
             ("rare", arm(60, 2, |_| None), ArmSample::default()),
         ]);
         let v = judge(s, &policy(FLAGGED), None);
-        assert_eq!(v.verdict, Decision::Continue, "{}", v.reason);
         let rare = v.segments.iter().find(|g| g.key["tier"] == "rare").unwrap();
-        assert_eq!(rare.verdict, Decision::Continue);
+        assert!(!rare.material);
+        assert_eq!(rare.verdict, Decision::Promote, "{}", rare.reason);
         // Expected 60 · 1000/20060 ≈ 3.0 canary events there.
         assert!(rare.reason.contains("3.0 expected"), "{}", rare.reason);
+        // 2,000 baseline events (9% of the baseline) and about 18 canary events expected: a
+        // material segment the canary has not reached yet holds it.
+        let s = samples(vec![
+            ("free", arm(20000, 600, |_| None), arm(200, 6, |_| None)),
+            ("gold", arm(2000, 60, |_| None), ArmSample::default()),
+        ]);
+        let v = judge(s, &policy(FLAGGED), None);
+        let gold = v.segments.iter().find(|g| g.key["tier"] == "gold").unwrap();
+        assert!(gold.material);
+        assert_eq!(gold.verdict, Decision::Continue, "{}", gold.reason);
+        assert_eq!(v.verdict, Decision::Continue);
+    }
+
+    #[test]
+    fn abort_needs_the_lower_bound_past_the_threshold() {
+        // 4.2% against 3% (1.4x) at 200,000 per arm: clearly worse than the baseline, clearly
+        // inside 1.5x: shown within, not aborted.
+        let s = samples(vec![(
+            "free",
+            arm(200_000, 6_000, |_| None),
+            arm(200_000, 8_400, |_| None),
+        )]);
+        let v = judge(s, &policy(FLAGGED), None);
+        assert_eq!(v.verdict, Decision::Promote, "{}", v.reason);
+        assert!(v.overall[0].p_value.unwrap() > 0.5);
+        // Twice the rate at 40,000 per arm: the lower bound is past 1.5x, and the reason says
+        // which rule, where, and the bound.
+        let s = samples(vec![(
+            "free",
+            arm(40_000, 1_200, |_| None),
+            arm(40_000, 2_400, |_| None),
+        )]);
+        let v = judge(s, &policy(FLAGGED), None);
+        assert_eq!(v.verdict, Decision::Abort, "{}", v.reason);
+        let r = &v.segments[0].rules[0];
+        assert!(r.ci_low.unwrap() > 1.5, "{r:#?}");
+        assert!(
+            v.reason.contains("flagged_rate in tier=free (lower bound"),
+            "{}",
+            v.reason
+        );
+    }
+
+    #[test]
+    fn a_minor_segment_never_holds_and_a_material_one_past_a_threshold_does() {
+        let p95 = "[[rules]]\nmetric = 'p95_duration_ms'\nmax_ratio = 1.25\n";
+        // "rare" has 30 events per arm: too few to bracket its p95; it does not hold.
+        let s = samples(vec![
+            ("free", arm(20_000, 0, |_| None), arm(20_000, 0, |_| None)),
+            ("rare", arm(30, 0, |_| None), arm(30, 0, |_| None)),
+        ]);
+        let v = judge(s, &policy(p95), None);
+        assert_eq!(v.verdict, Decision::Promote, "{}", v.reason);
+        let rare = v.segments.iter().find(|g| g.key["tier"] == "rare").unwrap();
+        assert!(
+            rare.reason.contains("too small to judge alone"),
+            "{}",
+            rare.reason
+        );
+        // "mid" has 7% of the events and durations 1.3x: the stratified p95 is shown inside
+        // 1.25x and mid's own lower bound is not yet past it, but mid is material and its
+        // estimate is past the threshold: it holds the canary.
+        let slow = |n: u64| {
+            let mut a = ArmSample::default();
+            for i in 0..n {
+                a.push(
+                    EventObs::default(),
+                    &[(ValueColumn::DurationMs, 1.3 * (100.0 + (i % 1000) as f64))],
+                    None,
+                );
+            }
+            a
+        };
+        let s = samples(vec![
+            ("free", arm(2_000, 0, |_| None), arm(2_000, 0, |_| None)),
+            ("mid", arm(150, 0, |_| None), slow(150)),
+        ]);
+        let v = judge(s, &policy(p95), None);
+        assert_eq!(v.verdict, Decision::Continue, "{}", v.reason);
+        assert_eq!(
+            v.overall[0].verdict,
+            RuleOutcome::Pass,
+            "{:#?}",
+            v.overall[0]
+        );
+        let mid = v.segments.iter().find(|g| g.key["tier"] == "mid").unwrap();
+        assert!(mid.material);
+        assert!(mid.reason.contains("past 1.25x"), "{}", mid.reason);
     }
 
     #[test]
@@ -1463,15 +1242,39 @@ mod tests {
     }
 
     #[test]
+    fn a_per_unit_variance_needs_enough_units() {
+        // 9/49 vs 2/60 bad labels, all from 3 units per arm: the per-unit variance of so few
+        // units is far too small; the exact test of the counts is used and says why.
+        let mut b = ArmSample::default();
+        let mut c = ArmSample::default();
+        for (a, bad, labeled) in [(&mut b, 2u64, 60u64), (&mut c, 9, 49)] {
+            for u in 0..3u64 {
+                let share = labeled / 3 + u64::from(u < labeled % 3);
+                let bad_here = bad / 3 + u64::from(u < bad % 3);
+                a.push(EventObs::default(), &[], Some(u));
+                a.add_labels(share, bad_here, Some(u));
+            }
+        }
+        let rules =
+            "[[rules]]\nmetric = 'bad_label_rate'\nmax_ratio = 1.1\nabort_on = 'any_harm'\n";
+        let v = judge(samples(vec![("free", b, c)]), &policy(rules), None);
+        let r = &v.overall[0];
+        assert!(r.test.contains("effective units"), "{}", r.test);
+        // scipy.stats.binomtest(9, 11, 49/109, alternative='greater').pvalue -> 0.0147 at one
+        // look; the always-valid p-value is larger, never the clustered 6.8e-5.
+        assert!(r.p_value.unwrap() > 0.0147, "{r:#?}");
+    }
+
+    #[test]
     fn correlated_units_widen_rate_bounds() {
-        // 20 units; flagged events concentrated in two of them.
-        let units = |base: u64| move |i: u64| Some(base + i % 20);
+        // 40 units; flagged events concentrated in two of them.
+        let units = |base: u64| move |i: u64| Some(base + i % 40);
         let mut b = ArmSample::default();
         let mut c = ArmSample::default();
         for (a, base) in [(&mut b, 0), (&mut c, 100)] {
             for i in 0..4000u64 {
                 let unit = units(base)(i);
-                let flagged = unit.unwrap() % 20 < 2 && i % 3 == 0;
+                let flagged = unit.unwrap() % 40 < 2 && i % 3 == 0;
                 a.push(
                     EventObs {
                         flagged,

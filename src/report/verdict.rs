@@ -115,8 +115,9 @@ fn rule_name(r: &RuleResult) -> String {
 }
 
 fn needs(r: &RuleResult) -> Option<String> {
-    match (r.needs_canary, r.needs_baseline) {
-        (Some(c), Some(b)) => Some(format!(
+    match (&r.cannot_settle, r.needs_canary, r.needs_baseline) {
+        (Some(why), _, _) => Some(format!("cannot be shown on this data: {why}")),
+        (None, Some(c), Some(b)) => Some(format!(
             "about {c} more canary and {b} more baseline events (estimate at the current values)"
         )),
         _ => None,
@@ -125,7 +126,7 @@ fn needs(r: &RuleResult) -> Option<String> {
 
 fn settings(v: &Verdict) -> String {
     format!(
-        "{} baseline / {} canary events; segments by {}; {:.0}% confidence ({}){}; abort tests Holm-adjusted over {}; min_events {} per arm; early-abort alpha {}",
+        "{} baseline / {} canary events; segments by {} (material from {}% of an arm's events); {:.0}% confidence ({}){}; abort tests Holm-adjusted over {}; min_events {} per arm; early-abort alpha {}",
         v.n_baseline,
         v.n_canary,
         if v.segment_by.is_empty() {
@@ -133,6 +134,7 @@ fn settings(v: &Verdict) -> String {
         } else {
             v.segment_by.join(", ")
         },
+        sig(100.0 * v.material_share, 2),
         100.0 * v.confidence,
         if v.sequential {
             "always valid over repeated looks"
@@ -217,7 +219,7 @@ fn table(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     if !v.overall.is_empty() && !v.segments.is_empty() {
         writeln!(
             out,
-            "\nall segments (pooled evidence: what promotion is decided on)"
+            "\nall segments (stratified evidence: what promotion is decided on)"
         )
         .map_err(w)?;
         writeln!(out, "{}", rules_table(&v.overall, false)).map_err(w)?;
@@ -233,7 +235,11 @@ fn table(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
             segment_label(&seg.key),
             seg.n_baseline,
             seg.n_canary,
-            seg.verdict.as_str(),
+            match seg.verdict {
+                Decision::Abort => "abort",
+                Decision::Continue => "holds the canary",
+                _ => "does not hold the canary",
+            },
             seg.reason
         )
         .map_err(w)?;
@@ -247,7 +253,7 @@ fn table(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(
         out,
-        "\nbounds: ratio [lower at the abort test's level, upper at {}]; a rule passes when the upper bound is within its threshold",
+        "\nbounds: ratio [lower at the abort test's level, upper at {}]; a rule fails when the lower bound is above its threshold, passes when the upper bound is within it",
         sig(1.0 - v.confidence, 2)
     )
     .map_err(w)?;
@@ -273,8 +279,80 @@ fn md_row(out: &mut dyn Write, place: &str, r: &RuleResult) -> Result<()> {
 
 const MD_HEADER: &str = "| where | rule | n (b/c) | baseline | canary | ratio [bounds] | threshold | outcome |\n|---|---|---|---|---|---|---|---|";
 
-/// The Markdown for a pull request: the decision and the rules that decided it first, then the
-/// open rules with the events they still need, then everything else folded away.
+/// What would settle an open rule, for the decided-by table.
+fn next_step(r: &RuleResult) -> String {
+    match (&r.cannot_settle, r.needs_canary, r.needs_baseline) {
+        (Some(why), _, _) => format!("cannot be shown on this data: {why}"),
+        (None, Some(c), Some(b)) => format!("about {c} more canary, {b} more baseline events"),
+        _ => match r.verdict {
+            RuleOutcome::Fail => format!("lower bound above {}", ratio_text(r.abort_above)),
+            RuleOutcome::Pass => format!("upper bound within {}", ratio_text(r.threshold)),
+            _ => "-".into(),
+        },
+    }
+}
+
+/// The rows that made the decision: the failures (abort); the open stratified rules and the
+/// rules past a threshold in a segment that holds the canary (continue); every gating rule's
+/// stratified evidence (promote).
+fn deciding_rows(v: &Verdict) -> Vec<(String, &RuleResult)> {
+    fn stratified(r: &RuleResult) -> (String, &RuleResult) {
+        ("all segments (stratified)".to_string(), r)
+    }
+    match v.verdict {
+        Decision::Abort => {
+            let mut rows: Vec<(String, &RuleResult)> = v
+                .segments
+                .iter()
+                .flat_map(|seg| {
+                    seg.rules
+                        .iter()
+                        .filter(|r| r.verdict == RuleOutcome::Fail)
+                        .map(move |r| (segment_label(&seg.key), r))
+                })
+                .collect();
+            let spread: Vec<&RuleResult> = v
+                .overall
+                .iter()
+                .filter(|r| {
+                    r.verdict == RuleOutcome::Fail && !rows.iter().any(|(_, x)| x.rule == r.rule)
+                })
+                .collect();
+            rows.extend(spread.into_iter().map(stratified));
+            rows
+        }
+        Decision::Continue => {
+            let mut rows: Vec<(String, &RuleResult)> = v
+                .overall
+                .iter()
+                .filter(|r| {
+                    v.deciding.contains(&r.rule)
+                        && !matches!(r.verdict, RuleOutcome::Pass | RuleOutcome::NoData)
+                })
+                .map(stratified)
+                .collect();
+            for seg in v
+                .segments
+                .iter()
+                .filter(|s| s.verdict == Decision::Continue)
+            {
+                for r in seg.rules.iter().filter(|r| r.past_threshold) {
+                    rows.push((segment_label(&seg.key), r));
+                }
+            }
+            rows
+        }
+        _ => v
+            .overall
+            .iter()
+            .filter(|r| v.deciding.contains(&r.rule))
+            .map(stratified)
+            .collect(),
+    }
+}
+
+/// The Markdown for a pull request: the decision and its reason, one table of the rows that
+/// decided it with what would settle each, then everything else folded away.
 fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     let icon = match v.verdict {
         Decision::Promote => "✅",
@@ -292,61 +370,29 @@ fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     for x in v.problems.iter().chain(&v.warnings) {
         writeln!(out, "- ⚠️ {x}").map_err(w)?;
     }
-    // Rows that decided: failures (abort), or the open gating rules (continue), or every
-    // gating rule's pooled evidence (promote).
-    let deciding: Vec<(String, &RuleResult)> = match v.verdict {
-        Decision::Abort => v
-            .segments
-            .iter()
-            .flat_map(|seg| {
-                seg.rules
-                    .iter()
-                    .filter(|r| r.verdict == RuleOutcome::Fail)
-                    .map(move |r| (segment_label(&seg.key), r))
-            })
-            .collect(),
-        _ => v
-            .overall
-            .iter()
-            .filter(|r| v.deciding.contains(&r.rule))
-            .map(|r| ("all segments".to_string(), r))
-            .collect(),
-    };
-    if !deciding.is_empty() {
-        writeln!(out, "\n**Decided by**\n\n{MD_HEADER}").map_err(w)?;
-        for (place, r) in &deciding {
-            md_row(out, place, r)?;
-        }
-        writeln!(out).map_err(w)?;
-        for (place, r) in &deciding {
-            writeln!(out, "- **{}** ({place}): {}", r.rule, r.reason).map_err(w)?;
-        }
-    }
-    // Still open: for each rule that holds the canary, where it is still open and what it
-    // waits for (percentiles are shown per segment; pooled rules are in the table above).
-    let open: Vec<(String, &RuleResult)> = v
-        .segments
-        .iter()
-        .flat_map(|seg| {
-            seg.rules
-                .iter()
-                .filter(|r| {
-                    r.verdict == RuleOutcome::Inconclusive
-                        && v.deciding.contains(&r.rule)
-                        && r.metric.starts_with('p')
-                })
-                .map(move |r| (segment_label(&seg.key), r))
-        })
-        .collect();
-    if v.verdict == Decision::Continue && !open.is_empty() {
-        writeln!(out, "\n**Still open** (no evidence either way yet)\n").map_err(w)?;
-        for (place, r) in &open {
-            let more = needs(r).map(|n| format!(" Needs {n}.")).unwrap_or_default();
-            writeln!(out, "- **{}** ({place}): {}.{more}", rule_name(r), r.reason).map_err(w)?;
-        }
-    }
     for x in &v.unproven {
         writeln!(out, "- not proven: {x}").map_err(w)?;
+    }
+    let deciding = deciding_rows(v);
+    if !deciding.is_empty() {
+        writeln!(
+            out,
+            "\n| decided by | where | ratio [bounds] | threshold | outcome | next |\n|---|---|---|---|---|---|"
+        )
+        .map_err(w)?;
+        for (place, r) in &deciding {
+            writeln!(
+                out,
+                "| {} | {} | {} | ≤ {} | **{}** | {} |",
+                rule_name(r),
+                place.replace('|', "\\|"),
+                ratio_ci(r),
+                ratio_text(r.threshold),
+                r.verdict.as_str(),
+                next_step(r).replace('|', "\\|")
+            )
+            .map_err(w)?;
+        }
     }
     writeln!(
         out,
@@ -354,7 +400,7 @@ fn markdown(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
     )
     .map_err(w)?;
     for r in &v.overall {
-        md_row(out, "all segments", r)?;
+        md_row(out, "all segments (stratified)", r)?;
     }
     for seg in &v.segments {
         for r in &seg.rules {

@@ -320,10 +320,17 @@ pub fn stop_conditions(p: &Policy) -> Vec<String> {
             ));
             continue;
         }
+        let shown = match r.abort_on {
+            crate::judge::policy::AbortOn::Threshold => {
+                format!("above {}x the baseline's", r.max_ratio)
+            }
+            crate::judge::policy::AbortOn::AnyHarm => {
+                "above the baseline's (any significant harm)".to_string()
+            }
+        };
         let mut s = format!(
-            "abort when {} is above {}x the baseline's and significantly worse (one-sided, Holm-adjusted, α {}; before {} events per arm only at α {})",
+            "abort when {} is shown {shown} (always-valid lower bound, one-sided, Holm-adjusted, α {}; before {} events per arm only at α {})",
             r.name,
-            r.max_ratio,
             p.alpha(),
             p.min_events,
             p.early_abort_alpha
@@ -334,9 +341,10 @@ pub fn stop_conditions(p: &Policy) -> Vec<String> {
         out.push(s);
     }
     out.push(format!(
-        "promote a step when every gating rule is shown within its margin ({}% confidence) with at least {} events per arm in every segment ({})",
+        "promote a step when every gating rule is shown within its margin ({}% confidence) on estimates stratified over segments, with at least {} events per arm, and no segment of {}% or more of an arm's events below that or past a threshold ({})",
         pct(p.confidence),
         p.min_events,
+        pct(p.material_share),
         if p.segment_by.is_empty() {
             "one segment".to_string()
         } else {
