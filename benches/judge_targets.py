@@ -125,6 +125,8 @@ SCENARIOS = {
     "A/A over 9 uneven segments (one of 30 per arm), 400K events": (lambda: nine_uneven(200000), 1, None, "promote >= 80%"),
     "A/A, one segment, 20K per arm": (lambda: one(healthy(20000), healthy(20000)), 1, None, "promote >= 90%"),
     "doubled flagged rate, 10K per arm": (lambda: one(healthy(10000), healthy(10000, flagged=0.06)), LOOKS, None, "abort >= 90%"),
+    # The restatement of the target above (README: the price of honoring the threshold).
+    "doubled flagged rate, 16K per arm": (lambda: one(healthy(16000), healthy(16000, flagged=0.06)), LOOKS, None, "abort >= 90%"),
     "p95 +60% in one segment of 10% of traffic, 40K per arm": (
         lambda: [("gpt-a", "free", healthy(36000), healthy(36000)), ("gpt-b", "pro", healthy(4000), healthy(4000, latency_mult=1.6))],
         LOOKS, None, "promote 0%"),

@@ -11,7 +11,9 @@
 //! Run: `cargo bench --bench judge_volumes` (`--profile dev` for a quicker build; the numbers do
 //! not depend on the profile).
 
-use promptgate::judge::simulate::{ArmSpec, Tokens, draw, samples_at, samples_with};
+use promptgate::judge::simulate::{
+    ArmSpec, Tokens, draw, nine_uneven_segments, samples_at, samples_with,
+};
 use promptgate::judge::{Arm, Decision, Policy, judge};
 
 const SEEDS: u64 = 100;
@@ -65,39 +67,6 @@ fn healthy(n: usize) -> ArmSpec {
     ArmSpec::healthy(n)
 }
 
-/// Nine uneven segments over `per_arm` events per arm (40, 20, 12, 10, 8, 5, 3, 2% and one of
-/// 30 events), each with its own baseline levels, as in `tests/judge_simulation.rs`.
-fn nine_uneven(per_arm: usize) -> Segments {
-    let shares = [
-        ("gpt-a/free", 0.40, 0.03, 600.0),
-        ("gpt-a/pro", 0.20, 0.02, 900.0),
-        ("gpt-b/free", 0.12, 0.05, 450.0),
-        ("gpt-b/pro", 0.10, 0.03, 1200.0),
-        ("gpt-c/free", 0.08, 0.04, 700.0),
-        ("gpt-c/pro", 0.05, 0.02, 800.0),
-        ("gpt-a/team", 0.03, 0.06, 650.0),
-        ("gpt-b/team", 0.02, 0.03, 1500.0),
-    ];
-    let mut out: Segments = shares
-        .iter()
-        .map(|&(name, share, flagged, latency)| {
-            let b = ArmSpec {
-                flagged,
-                latency_median: latency,
-                ..healthy((per_arm as f64 * share) as usize)
-            };
-            (name, b, b)
-        })
-        .collect();
-    let rare = ArmSpec {
-        flagged: 0.1,
-        latency_median: 2500.0,
-        ..healthy(30)
-    };
-    out.push(("rare", rare, rare));
-    out
-}
-
 /// Over `looks` evenly spaced looks at `n` per arm: shares of runs aborted and promoted.
 fn over_looks(policy: &Policy, canary: ArmSpec, n: usize, salt: u64) -> (f64, f64) {
     let segs = vec![("all", healthy(n), ArmSpec { n, ..canary })];
@@ -140,7 +109,7 @@ fn main() {
     );
     println!(
         "| promote a healthy canary, nine uneven segments (one of 30 events per arm) | {} |",
-        needed(&policy, nine_uneven, Decision::Promote)
+        needed(&policy, nine_uneven_segments, Decision::Promote)
     );
     let flagged2 = |n| ArmSpec {
         flagged: 0.06,

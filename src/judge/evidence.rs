@@ -583,6 +583,28 @@ impl Evidence {
         Settle::After(hi)
     }
 
+    /// Whether both arms growing at today's values would measure the log ratio to a standard
+    /// error of at most `target_se`: `After(k)` with the growth factor, or `Never(why)` (a
+    /// percentile stuck on a jump between tied values does not narrow).
+    pub fn growth_to_precision(&self, target_se: f64) -> Settle {
+        let se_at = |k: f64| self.log_ratio_at(k).map(|r| r.se);
+        const MOST: f64 = 1024.0;
+        if !se_at(MOST).is_some_and(|se| se <= target_se) {
+            let theta = self.log_ratio_at(1.0).map_or(0.0, |r| r.log_estimate);
+            return Settle::Never(self.stuck_reason(theta, f64::INFINITY, f64::INFINITY));
+        }
+        let (mut lo, mut hi) = (1.0, MOST);
+        for _ in 0..40 {
+            let mid = (lo * hi).sqrt();
+            if se_at(mid).is_some_and(|se| se <= target_se) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Settle::After(hi)
+    }
+
     /// Why 1,000 times today's events would not settle the rule.
     fn stuck_reason(&self, theta: f64, margin: f64, abort_ratio: f64) -> String {
         if let Evidence::Quantiles { strata, .. } = self {
@@ -597,6 +619,9 @@ impl Evidence {
                     }
                 }
             }
+        }
+        if !margin.is_finite() {
+            return "more than 1,000 times today's events would be needed".into();
         }
         let near = if theta < margin.ln() {
             margin
@@ -792,45 +817,28 @@ mod tests {
 
     #[test]
     fn growth_to_settle_is_a_real_factor_or_a_reason() {
-        let e = Evidence::LogNormal {
+        let log_normal = |ratio: f64, se: f64, boundary: Boundary| Evidence::LogNormal {
             ratio: LogRatio {
-                log_estimate: 0.0,
-                se: 0.3,
+                log_estimate: ratio.ln(),
+                se,
             },
-            boundary: Boundary::for_margin(true, 0.05, 1.5),
+            boundary,
         };
-        let Settle::After(k) = e.growth_to_settle(0.05, 0.05, 1.5, 1.5) else {
+        let tuned = Boundary::for_margin(true, 0.05, 1.5);
+        let Settle::After(k) = log_normal(1.0, 0.3, tuned).growth_to_settle(0.05, 0.05, 1.5, 1.5)
+        else {
             panic!("a ratio of 1 settles within 1.5x with more events");
         };
         assert!(k > 1.0);
         // After that growth the bound is within the margin.
-        let grown = Evidence::LogNormal {
-            ratio: LogRatio {
-                log_estimate: 0.0,
-                se: 0.3 / k.sqrt(),
-            },
-            boundary: Boundary::for_margin(true, 0.05, 1.5),
-        };
-        assert!(grown.upper(0.05) <= 1.5 + 1e-6);
-        let at = Evidence::LogNormal {
-            ratio: LogRatio {
-                log_estimate: 1.5f64.ln(),
-                se: 0.3,
-            },
-            boundary: Boundary::Fixed,
-        };
+        assert!(log_normal(1.0, 0.3 / k.sqrt(), tuned).upper(0.05) <= 1.5 + 1e-6);
+        // At the threshold: never; past it: settles by an abort.
+        let at = log_normal(1.5, 0.3, Boundary::Fixed);
         assert!(matches!(
             at.growth_to_settle(0.05, 0.05, 1.5, 1.5),
             Settle::Never(_)
         ));
-        // Past the threshold: settles by an abort.
-        let past = Evidence::LogNormal {
-            ratio: LogRatio {
-                log_estimate: 2f64.ln(),
-                se: 0.3,
-            },
-            boundary: Boundary::Fixed,
-        };
+        let past = log_normal(2.0, 0.3, Boundary::Fixed);
         assert!(matches!(
             past.growth_to_settle(0.05, 0.05, 1.5, 1.5),
             Settle::After(_)

@@ -83,6 +83,7 @@ pub(super) fn empty_result(rule: &PolicyRule, n_b: u64, n_c: u64, alpha: f64) ->
         threshold: rule.max_ratio,
         abort_above: rule.abort_ratio(),
         past_threshold: false,
+        log_se: None,
         p_value: None,
         p_adjusted: None,
         alpha: 0.0,
@@ -91,6 +92,7 @@ pub(super) fn empty_result(rule: &PolicyRule, n_b: u64, n_c: u64, alpha: f64) ->
         needs_baseline: None,
         needs_canary: None,
         cannot_settle: None,
+        precision: None,
     }
 }
 

@@ -19,9 +19,10 @@ pub const DEFAULT_POLICY_TOML: &str = r#"# promptgate judge policy
 #   inconclusive  neither yet: the canary keeps running; the output says how many more events
 #                 would settle it, or why no number of events would.
 # A canary is promoted when every gating rule passes on the stratified estimate, both arms have
-# min_events, and no material segment (material_share of an arm's events or more) is below
-# min_events or has an estimate past a threshold. Small segments count for what they weigh in
-# the stratified estimate and never hold a canary on their own.
+# min_events, and every material segment (material_share of an arm's events or more) has
+# min_events, measures each gating rule to within half its threshold (log-ratio standard error
+# at most ln(max_ratio)/2) and has no estimate past it. Small segments count for what they weigh
+# in the stratified estimate and never hold a canary on their own.
 # Metrics: flagged_rate, error_rate, bad_label_rate, avg_<col>, p<NN>_<col> with <col> one of
 # duration_ms, tokens_in, tokens_out (e.g. p99_duration_ms, avg_tokens_out).
 # A rule may be report_only (shown, never decides) or abort_only (can abort, never holds a
@@ -35,8 +36,9 @@ min_events = 200
 # Columns that define a segment; canary and baseline are compared within each segment.
 segment_by = ["model", "tier"]
 # A segment with at least this share of either arm's events is material: it must reach
-# min_events and its estimates must not be past a threshold for the canary to be promoted, so a
-# regression confined to it is not averaged away by the other segments.
+# min_events, measure each gating rule to within half its threshold, and show no estimate past
+# a threshold for the canary to be promoted, so a regression confined to it is not averaged
+# away by the other segments.
 material_share = 0.05
 # Confidence level: 1 - confidence is the one-sided level of every pass bound and the
 # family-wise level of the abort tests.

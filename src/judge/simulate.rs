@@ -74,6 +74,40 @@ impl ArmSpec {
     }
 }
 
+/// Nine uneven segments of an A/A canary over `per_arm` events per arm: 40, 20, 12, 10, 8, 5, 3
+/// and 2% of them, each with its own baseline levels (flagged rate, latency), and one rare
+/// segment of 30 events per arm (10% flagged, 2.5 s): real traffic's shape, where judge v2's
+/// percentile-per-segment rule held every canary.
+pub fn nine_uneven_segments(per_arm: usize) -> Vec<(&'static str, ArmSpec, ArmSpec)> {
+    let shares = [
+        ("gpt-a/free", 0.40, 0.03, 600.0),
+        ("gpt-a/pro", 0.20, 0.02, 900.0),
+        ("gpt-b/free", 0.12, 0.05, 450.0),
+        ("gpt-b/pro", 0.10, 0.03, 1200.0),
+        ("gpt-c/free", 0.08, 0.04, 700.0),
+        ("gpt-c/pro", 0.05, 0.02, 800.0),
+        ("gpt-a/team", 0.03, 0.06, 650.0),
+        ("gpt-b/team", 0.02, 0.03, 1500.0),
+        ("rare", 0.0, 0.1, 2500.0),
+    ];
+    shares
+        .iter()
+        .map(|&(name, share, flagged, latency)| {
+            let n = if share > 0.0 {
+                (per_arm as f64 * share) as usize
+            } else {
+                30
+            };
+            let arm = ArmSpec {
+                flagged,
+                latency_median: latency,
+                ..ArmSpec::healthy(n)
+            };
+            (name, arm, arm)
+        })
+        .collect()
+}
+
 /// One drawn event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SimEvent {

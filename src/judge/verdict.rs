@@ -129,6 +129,9 @@ pub struct RuleResult {
     pub abort_above: f64,
     /// The point estimate is past the threshold (compared exactly).
     pub past_threshold: bool,
+    /// Standard error of the log ratio (null when it cannot be estimated): how precisely the
+    /// rule is measured here.
+    pub log_se: Option<f64>,
     /// Always-valid one-sided p-value of "ratio > abort_above", and after Holm.
     pub p_value: Option<f64>,
     pub p_adjusted: Option<f64>,
@@ -145,6 +148,10 @@ pub struct RuleResult {
     /// ...or why no number of events would (instead of a number).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cannot_settle: Option<String>,
+    /// When `log_se` is above half the log threshold: the events that would measure the rule
+    /// that precisely, or why none would (what a material segment waits for; in its `holds`).
+    #[serde(skip)]
+    pub precision: Option<Settle>,
 }
 
 /// One segment's part in the verdict.
@@ -503,24 +510,42 @@ fn segment_verdict(
             needs_baseline = policy.min_events.saturating_sub(nb);
             needs_canary = policy.min_events.saturating_sub(nc);
         }
-        for r in &rules {
-            if !gating(r) || r.verdict == RuleOutcome::Fail {
-                continue;
+        for r in rules.iter().filter(|r| holds_its_segment(r)) {
+            let enough = guard_se(r.threshold);
+            match r.log_se {
+                None => holds.push(format!("{} cannot be judged here yet", r.rule)),
+                Some(se) if se > enough => match &r.precision {
+                    Some(Settle::Never(why)) => holds.push(format!(
+                        "{} cannot be measured to within half its threshold here: {why}",
+                        r.rule
+                    )),
+                    _ => {
+                        let k = match r.precision {
+                            Some(Settle::After(k)) => k,
+                            // Events grow the information linearly.
+                            _ => (se / enough).powi(2),
+                        };
+                        needs_baseline =
+                            needs_baseline.max(((k - 1.0) * r.n_baseline as f64).ceil() as u64);
+                        needs_canary =
+                            needs_canary.max(((k - 1.0) * r.n_canary as f64).ceil() as u64);
+                        holds.push(format!(
+                            "{} not yet precise here (log-ratio standard error {:.2}, needs {:.2})",
+                            r.rule, se, enough
+                        ));
+                    }
+                },
+                Some(_) => {
+                    holds.push(format!(
+                        "{} estimate {} past {}",
+                        r.rule,
+                        bound_text(r.ratio),
+                        ratio_text(r.threshold)
+                    ));
+                    needs_baseline = needs_baseline.max(r.needs_baseline.unwrap_or(0));
+                    needs_canary = needs_canary.max(r.needs_canary.unwrap_or(0));
+                }
             }
-            if r.past_threshold {
-                holds.push(format!(
-                    "{} estimate {} past {}",
-                    r.rule,
-                    bound_text(r.ratio),
-                    ratio_text(r.threshold)
-                ));
-            } else if r.verdict == RuleOutcome::Inconclusive && r.p_value.is_none() {
-                holds.push(format!("{} cannot be judged here yet", r.rule));
-            } else {
-                continue;
-            }
-            needs_baseline = needs_baseline.max(r.needs_baseline.unwrap_or(0));
-            needs_canary = needs_canary.max(r.needs_canary.unwrap_or(0));
         }
     }
     let too_small = !volume_ok
@@ -670,11 +695,7 @@ fn decide(
         .filter(|s| s.verdict == Decision::Continue)
         .collect();
     for s in &holding {
-        for r in s
-            .rules
-            .iter()
-            .filter(|r| r.past_threshold && r.verdict != RuleOutcome::Fail)
-        {
+        for r in s.rules.iter().filter(|r| holds_its_segment(r)) {
             if !deciding.contains(&r.rule) {
                 deciding.push(r.rule.clone());
             }
@@ -707,11 +728,18 @@ fn decide(
     let material = segments.iter().filter(|s| s.material).count();
     (
         Decision::Promote,
-        format!(
-            "evidence that every gating rule is within its threshold ({}) on the estimates stratified over {} segments; none of the {material} material segments is past a threshold",
-            shown.join(", "),
-            segments.len(),
-        ),
+        if segments.len() == 1 {
+            format!(
+                "evidence that every gating rule is within its threshold ({})",
+                shown.join(", ")
+            )
+        } else {
+            format!(
+                "evidence that every gating rule is within its threshold ({}) on the estimates stratified over {} segments; none of the {material} material ones holds the canary",
+                shown.join(", "),
+                segments.len(),
+            )
+        },
         gating.iter().map(|(r, _)| r.rule.clone()).collect(),
     )
 }
@@ -866,6 +894,29 @@ pub fn ratio_text(x: f64) -> String {
     }
 }
 
+/// Whether this rule, in a material segment, holds the canary: a gating rule that did not fail
+/// and is either not measured precisely enough here to be trusted (standard error of the log
+/// ratio above half the log threshold, or none at all) or has its estimate past the threshold.
+/// Measured to within half the threshold, a segment at par shows an estimate past it in at most
+/// 2.3% of looks, so its estimate can be trusted.
+pub fn holds_its_segment(r: &RuleResult) -> bool {
+    if r.report_only || r.abort_only || matches!(r.verdict, RuleOutcome::Fail | RuleOutcome::NoData)
+    {
+        return false;
+    }
+    match r.log_se {
+        None => true,
+        Some(se) => se > guard_se(r.threshold) || r.past_threshold,
+    }
+}
+
+/// The standard error of a log ratio (at most) at which a material segment's estimate is
+/// trusted to say whether the segment is past `threshold`: half the log threshold (a threshold
+/// of exactly 1 is taken as 1.01).
+fn guard_se(threshold: f64) -> f64 {
+    threshold.max(1.01).ln() / 2.0
+}
+
 /// A bound for people; `None` is unbounded.
 fn bound_text(x: Option<f64>) -> String {
     x.map_or("unbounded".into(), ratio_text)
@@ -891,6 +942,13 @@ fn classify(
     let Some(evidence) = m.evidence else {
         return r; // NoData / Inconclusive with its reason, set by `measure`
     };
+    r.log_se = evidence
+        .log_ratio_at(1.0)
+        .map(|x| x.se)
+        .filter(|se| se.is_finite());
+    if r.log_se.is_none_or(|se| se > guard_se(r.threshold)) {
+        r.precision = Some(evidence.growth_to_precision(guard_se(r.threshold)));
+    }
     let p = r.p_value.unwrap_or(1.0);
     let p_adj = r.p_adjusted.unwrap_or(1.0);
     // The level the abort test effectively applied to this p-value after Holm: rejecting at

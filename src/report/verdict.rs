@@ -7,7 +7,7 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 
 use super::sig;
 use crate::error::{Error, Result};
-use crate::judge::verdict::{ratio_text, segment_label};
+use crate::judge::verdict::{holds_its_segment, ratio_text, segment_label};
 use crate::judge::{Decision, RuleOutcome, RuleResult, Verdict};
 
 /// Output format of `promptgate judge`.
@@ -336,7 +336,7 @@ fn deciding_rows(v: &Verdict) -> Vec<(String, &RuleResult)> {
                 .iter()
                 .filter(|s| s.verdict == Decision::Continue)
             {
-                for r in seg.rules.iter().filter(|r| r.past_threshold) {
+                for r in seg.rules.iter().filter(|r| holds_its_segment(r)) {
                     rows.push((segment_label(&seg.key), r));
                 }
             }
