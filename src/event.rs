@@ -632,7 +632,12 @@ pub fn validate_event<'a>(mut f: EventFields<'a>) -> Result<Event<'a>, RejectRea
     let attributes = match take(F::Attributes) {
         None | Some(RawValue::Null) => None,
         Some(RawValue::Json(j)) if j.starts_with('{') => Some(Cow::Borrowed(j)),
-        Some(RawValue::Text(t)) if t.trim_start().starts_with('{') => Some(t),
+        Some(RawValue::Text(t)) if t.trim_start().starts_with('{') => {
+            // Text that only looks like an object ("{bad json") is not stored as one.
+            serde_json::from_str::<serde::de::IgnoredAny>(&t)
+                .map_err(|e| format!("`attributes` is not a valid JSON object: {e}"))?;
+            Some(t)
+        }
         Some(other) => {
             return Err(format!(
                 "`attributes` must be a JSON object, got {} {}",

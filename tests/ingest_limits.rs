@@ -390,3 +390,63 @@ fn sql_out_of_memory_pool_fails_cleanly() {
     );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "n\n20000\n");
 }
+
+/// Input is never changed silently: a CSV header naming one column twice is refused as a whole
+/// (nothing ingested; the second value would have been dropped), and `attributes` text that
+/// only looks like a JSON object is a reject, quarantined with its reason, not stored as is.
+#[test]
+fn input_is_never_changed_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let csv = dir.path().join("dup.csv");
+    std::fs::write(
+        &csv,
+        format!("{HEADER},foo,foo\n{},a,b\n", csv_row(1, "hi")),
+    )
+    .unwrap();
+    let out = run(&lake, &["ingest", "--no-progress", csv.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("names the column `foo` twice"), "{err}");
+    let n = run(
+        &lake,
+        &[
+            "sql",
+            "SELECT COUNT(*) AS n FROM llm_events",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&n.stdout),
+        "n\n0\n",
+        "nothing ingested"
+    );
+
+    let ndjson = dir.path().join("attrs.ndjson");
+    let event = |id: &str, attrs: &str| {
+        format!(
+            r#"{{"event_id":"{id}","ts":"2026-11-20T10:00:00Z","route":"r","env":"prod","model":"m","prompt_version":"v1","duration_ms":1,"tokens_in":1,"tokens_out":1,"status":"ok","attributes":{attrs}}}"#
+        )
+    };
+    std::fs::write(
+        &ndjson,
+        [
+            event("bad", r#""{bad json""#),
+            event("text", r#""{\"top_k\":5}""#),
+            event("object", r#"{"top_k":5}"#),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let r = ingest(&lake, &[ndjson.to_str().unwrap()]);
+    assert_eq!(counts(&r), (3, 2, 0, 1));
+    let (reasons, _) = quarantine(&r);
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].0, 1);
+    assert!(
+        reasons[0].1.contains("not a valid JSON object"),
+        "{reasons:?}"
+    );
+}

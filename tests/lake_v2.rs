@@ -117,6 +117,123 @@ fn a_writer_killed_at_any_step_of_its_commit_leaves_old_or_new() {
     }
 }
 
+/// A writer killed while it creates a new lake leaves a table directory whose Delta log has no
+/// committed version yet (empty, or holding a temporary file). That is a table not yet created:
+/// the next writer creates it. Planted by hand, then with 30 real SIGKILLs timed to the moment
+/// the events table's log directory appears.
+#[test]
+fn a_lake_killed_while_it_is_born_is_created_by_the_next_writer() {
+    for planted in [None, Some("00000000000000000000.json#1")] {
+        let lake = Lake::new();
+        let a = events(&lake, "a.ndjson", 2000, 61);
+        let log = lake.lake.join("llm_events").join("_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        if let Some(name) = planted {
+            std::fs::write(log.join(name), b"{\"commitInfo\":").unwrap();
+        }
+        ingest(&lake, &[&a]);
+        assert_eq!(
+            counts(&lake, "llm_events", "event_id"),
+            (2000, 2000),
+            "{planted:?}"
+        );
+    }
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 2000, 62);
+    let mut states = BTreeSet::new();
+    for round in 0..30 {
+        let _ = std::fs::remove_dir_all(&lake.lake);
+        // The events table's directory exists (empty, as a new lake's does not yet), so that
+        // inotify can say the moment the writer creates `_delta_log` in it.
+        let table = lake.lake.join("llm_events");
+        std::fs::create_dir_all(&table).unwrap();
+        let watch = CreationWatch::new(&table);
+        let mut child = bin()
+            .arg("--lake")
+            .arg(&lake.lake)
+            .args(["ingest", "--no-progress", &a])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(watch.wait(30_000), "round {round}: no _delta_log appeared");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let files = std::fs::read_dir(table.join("_delta_log"))
+            .map(|d| d.flatten().count())
+            .unwrap_or(0);
+        states.insert(files.min(2));
+        // Whatever the kill left, the next writer finishes and every event is there once.
+        ingest(&lake, &[&a]);
+        assert_eq!(
+            counts(&lake, "llm_events", "event_id"),
+            (2000, 2000),
+            "round {round}"
+        );
+    }
+    // Files in llm_events/_delta_log when the kill landed: 0 is the state that bricked lakes.
+    eprintln!("files in llm_events/_delta_log when killed: {states:?}");
+    assert!(states.contains(&0), "{states:?}");
+}
+
+/// Says when anything is created in a directory (Linux inotify), so a test can kill a writer
+/// the moment it creates a file or directory there.
+struct CreationWatch(std::os::fd::OwnedFd);
+
+impl CreationWatch {
+    fn new(dir: &std::path::Path) -> Self {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: plain syscalls; the descriptor is owned by the returned value.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_CLOEXEC);
+            assert!(
+                fd >= 0,
+                "inotify_init1: {}",
+                std::io::Error::last_os_error()
+            );
+            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+            let wd = libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE);
+            assert!(
+                wd >= 0,
+                "inotify_add_watch: {}",
+                std::io::Error::last_os_error()
+            );
+            CreationWatch(owned)
+        }
+    }
+
+    /// Whether something was created within `ms` milliseconds.
+    fn wait(&self, ms: i32) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) > 0 }
+    }
+}
+
+/// Only names of exactly twenty digits and `.json` are entries of the lake's log: a stray file
+/// whose name also parses as a number changes nothing for readers or writers.
+#[test]
+fn a_stray_file_in_the_lake_log_is_not_an_entry() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 2000, 63);
+    ingest(&lake, &[&a]);
+    let log = lake.lake.join("_promptgate").join("log");
+    for stray in ["+0000000000000000099.json", " 0000000000000000098.json"] {
+        std::fs::write(log.join(stray), b"{}").unwrap();
+    }
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (2000, 2000));
+    let b = events(&lake, "b.ndjson", 2000, 64);
+    ingest(&lake, &[&b]);
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (4000, 4000));
+}
+
 /// A commit that fails after some of its table commits undoes them and exits 1: nothing of
 /// it is visible, and the same ingest run again commits every event once.
 #[test]

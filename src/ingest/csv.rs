@@ -427,7 +427,19 @@ fn resolve_header(names: Vec<String>, kind: RecordKind) -> Result<CsvHeader> {
                     "unknown column `{name}` in a labels CSV (expected event_id, label, labeler, ts, note)"
                 )));
             }
-            None => columns.push(Column::Unknown),
+            None => {
+                // An unknown column goes into `attributes` under its name: two of one name
+                // would silently keep one value.
+                if let Some(prev) = names[..columns.len()].iter().position(|n| n == name) {
+                    return Err(Error::input(format!(
+                        "the CSV header names the column `{name}` twice (columns {} and {})",
+                        prev + 1,
+                        columns.len() + 1
+                    ))
+                    .with_hint("rename or drop one of them; nothing was ingested"));
+                }
+                columns.push(Column::Unknown)
+            }
         }
     }
     Ok(CsvHeader { columns, names })

@@ -32,9 +32,27 @@ pub const PARTITION_COLUMN: &str = "date";
 /// The Delta log directory inside a table.
 pub const LOG_DIR: &str = "_delta_log";
 
-/// Whether `dir` holds a Delta table.
+/// Whether `dir` holds a Delta table: its log has a committed version (a commit file or a
+/// checkpoint). A log directory without one, empty or holding only a temporary file, is what a
+/// writer killed while it created the table leaves: a table not yet created, which the next
+/// writer creates.
 pub fn is_table(dir: &Path) -> bool {
-    dir.join(LOG_DIR).is_dir()
+    let Ok(entries) = std::fs::read_dir(dir.join(LOG_DIR)) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| is_version_file(&e.file_name().to_string_lossy()))
+}
+
+/// `00000000000000000007.json`, or a checkpoint of a version (`...07.checkpoint.parquet`, also
+/// in parts): twenty digits, then the kind. Temporary files beside them are not versions.
+fn is_version_file(name: &str) -> bool {
+    let Some((digits, rest)) = name.split_at_checked(20) else {
+        return false;
+    };
+    digits.bytes().all(|b| b.is_ascii_digit())
+        && (rest == ".json" || (rest.starts_with(".checkpoint") && rest.ends_with(".parquet")))
 }
 
 pub fn table_url(dir: &Path) -> Result<Url> {

@@ -69,14 +69,16 @@ pub fn versions(root: &Path) -> Result<Vec<u64>> {
     Ok(versions_named(names))
 }
 
-/// The versions among the names of files in the log directory, ascending: temp files and
-/// anything else beside the log are not entries.
+/// The versions among the names of files in the log directory, ascending: only names of exactly
+/// twenty ASCII digits and `.json` are entries; temp files and anything else beside the log
+/// (`+0000000000000000099.json` parses as a number, but is not an entry) are ignored.
 fn versions_named(names: impl IntoIterator<Item = String>) -> Vec<u64> {
     let mut out: Vec<u64> = names
         .into_iter()
         .filter_map(|name| {
             let stem = name.strip_suffix(".json")?;
-            (stem.len() == 20).then(|| stem.parse::<u64>().ok())?
+            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| stem.parse::<u64>().ok())?
         })
         .collect();
     out.sort_unstable();
@@ -221,6 +223,19 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_twenty_digit_names_are_entries() {
+        let names = [
+            "00000000000000000001.json",
+            "+0000000000000000099.json",
+            " 0000000000000000098.json",
+            "00000000000000000002.json.tmp",
+            "0000000000000000003.json",
+            "00000000000000000000.json",
+        ];
+        assert_eq!(versions_named(names.map(String::from)), vec![0, 1]);
+    }
 
     fn entry(v: u64, ts: i64) -> Entry {
         Entry {
