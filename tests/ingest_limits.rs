@@ -449,4 +449,28 @@ fn input_is_never_changed_silently() {
         reasons[0].1.contains("not a valid JSON object"),
         "{reasons:?}"
     );
+
+    // An unknown field's value keeps its digits: a 30-digit integer was 1.2345678901234568e+29.
+    let big = dir.path().join("big.ndjson");
+    let line = event("big", r#"{"k":1}"#).replace(
+        r#""attributes""#,
+        r#""order":123456789012345678901234567890,"nested":{"n":18446744073709551617},"attributes""#,
+    );
+    std::fs::write(&big, line + "\n").unwrap();
+    assert_eq!(
+        counts(&ingest(&lake, &[big.to_str().unwrap()])),
+        (1, 1, 0, 0)
+    );
+    let out = run(
+        &lake,
+        &[
+            "sql",
+            "SELECT attributes FROM llm_events WHERE event_id = 'big'",
+            "--format",
+            "csv",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("123456789012345678901234567890"), "{text}");
+    assert!(text.contains("18446744073709551617"), "{text}");
 }

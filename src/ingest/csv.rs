@@ -483,9 +483,7 @@ pub(crate) fn parse_chunk(
                         let slot = &mut fields[EventField::Attributes.index()];
                         let merged = merge_attributes(
                             slot.take(),
-                            unknown
-                                .into_iter()
-                                .map(|(k, v)| (k, serde_json::Value::String(v.into_owned()))),
+                            unknown.into_iter().map(|(k, v)| (k, json_string(&v))),
                         )?;
                         *slot = Some(RawValue::Text(Cow::Owned(merged)));
                     }
@@ -538,6 +536,11 @@ fn cells<'a>(record: &[Cow<'a, [u8]>], header: &'a CsvHeader) -> Result<Cells<'a
         }
     }
     Ok((fields, unknown))
+}
+
+/// A CSV cell as a JSON string value (cells are text; `attributes` keeps them as strings).
+fn json_string(text: &str) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(text).expect("a string serializes")
 }
 
 fn not_utf8(header: &CsvHeader, i: usize) -> String {

@@ -5,7 +5,7 @@
 //! the field it belongs to. Unknown keys are folded into `attributes`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use foldhash::fast::RandomState;
@@ -195,7 +195,7 @@ pub(crate) fn event_fields(line: &[u8]) -> Result<EventFields<'_>, RejectReason>
         let values = unknown
             .iter()
             .map(|(k, raw)| {
-                serde_json::from_str(raw)
+                serde_json::from_str::<Box<JsonRaw>>(raw)
                     .map(|v| (k.as_ref(), v))
                     .map_err(|e| format!("invalid JSON: {e}"))
             })
@@ -219,13 +219,16 @@ pub(crate) fn label_fields(line: &[u8]) -> Result<[Option<RawValue<'_>>; 5], Rej
 }
 
 /// Builds the `attributes` object: the record's own `attributes` (which win on a clash) plus
-/// every unknown top-level key (NDJSON) or column (CSV).
+/// every unknown top-level key (NDJSON) or column (CSV). Values are kept as the JSON text they
+/// came as (`serde_json`'s `RawValue`), so a number too large for 64 bits keeps its digits
+/// instead of becoming `1.2345678901234568e+29`; keys come out sorted, as before.
 pub(crate) fn merge_attributes<'k>(
     explicit: Option<RawValue<'_>>,
-    unknown: impl IntoIterator<Item = (&'k str, serde_json::Value)>,
+    unknown: impl IntoIterator<Item = (&'k str, Box<JsonRaw>)>,
 ) -> Result<String, RejectReason> {
-    let mut obj: serde_json::Map<String, serde_json::Value> = match &explicit {
-        None | Some(RawValue::Null) => serde_json::Map::new(),
+    type Object = BTreeMap<String, Box<JsonRaw>>;
+    let mut obj: Object = match &explicit {
+        None | Some(RawValue::Null) => Object::new(),
         Some(RawValue::Json(j)) if j.starts_with('{') => {
             serde_json::from_str(j).map_err(|e| format!("invalid `attributes`: {e}"))?
         }
@@ -238,7 +241,7 @@ pub(crate) fn merge_attributes<'k>(
     for (k, v) in unknown {
         obj.entry(k.to_string()).or_insert(v);
     }
-    Ok(serde_json::Value::Object(obj).to_string())
+    serde_json::to_string(&obj).map_err(|e| format!("cannot write `attributes`: {e}"))
 }
 
 #[cfg(test)]
