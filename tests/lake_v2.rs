@@ -217,6 +217,54 @@ impl CreationWatch {
     }
 }
 
+/// A damaged file in a table's Delta log (a 1-byte stray checkpoint, a truncated commit) is
+/// named in one line with what is wrong and what to do, for readers and writers alike, not a
+/// wrong hint or a 170-line backtrace; following the hint for the checkpoint makes the lake
+/// readable again.
+#[test]
+fn a_damaged_delta_log_file_is_named_in_one_line() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 1000, 65);
+    let b = events(&lake, "b.ndjson", 1000, 66);
+    ingest(&lake, &[&a]);
+    ingest(&lake, &[&b]);
+    let log = lake.lake.join("llm_events").join("_delta_log");
+    let checkpoint = log.join("00000000000000000001.checkpoint.parquet");
+    std::fs::write(&checkpoint, b"x").unwrap();
+    for args in [
+        &["sql", "SELECT COUNT(*) FROM llm_events"][..],
+        &["ingest", "--no-progress", &a][..],
+    ] {
+        let err = lake.stderr(args, 1);
+        assert_eq!(err.lines().count(), 2, "{args:?}: {err}");
+        assert!(
+            err.contains("00000000000000000001.checkpoint.parquet is not a Parquet file (1 bytes)"),
+            "{err}"
+        );
+        assert!(err.contains("move the checkpoint"), "{err}");
+    }
+    std::fs::remove_file(&checkpoint).unwrap();
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (2000, 2000));
+
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    let last = commits.last().unwrap();
+    let text = std::fs::read(last).unwrap();
+    std::fs::write(last, &text[..100]).unwrap();
+    let err = lake.stderr(&["sql", "SELECT COUNT(*) FROM llm_events"], 1);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("has a line that is not JSON (line 1)"),
+        "{err}"
+    );
+    assert!(err.contains("restore it from a backup"), "{err}");
+}
+
 /// Only names of exactly twenty digits and `.json` are entries of the lake's log: a stray file
 /// whose name also parses as a number changes nothing for readers or writers.
 #[test]

@@ -8,7 +8,7 @@
 //! Delta readers (Spark, DuckDB, the `deltalake` Python package) and file skipping see them.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::DataType as ArrowType;
@@ -69,7 +69,84 @@ fn log_store(url: &Url) -> Result<LogStoreRef> {
 }
 
 fn delta_err(url: &Url) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
-    move |e| Error::runtime(format!("Delta table {}: {e}", shown(url)))
+    move |e| {
+        damaged_or(
+            url,
+            format!("Delta table {}: {}", shown(url), first_line(&e)),
+            None,
+        )
+    }
+}
+
+/// The first line of an error's text: delta-rs' kernel errors carry a backtrace after it.
+fn first_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// An error reading or writing a table: when a file of its local `_delta_log` is damaged, that
+/// is what the message says (which file, what is wrong, what to do); otherwise `message` with
+/// `hint`.
+fn damaged_or(url: &Url, message: String, hint: Option<&str>) -> Error {
+    if let Some((file, what)) = url.to_file_path().ok().and_then(|d| damaged_log_file(&d)) {
+        let checkpoint = file.to_string_lossy().contains(".checkpoint");
+        return Error::runtime(format!(
+            "the Delta log of {} has a damaged file: {} {what}",
+            shown(url),
+            file.display()
+        ))
+        .with_hint(if checkpoint {
+            "a checkpoint only repeats the commits before it: if every NNNNNNNNNNNNNNNNNNNN.json up to its version is still in _delta_log, move the checkpoint (and _last_checkpoint, if it names that version) out of _delta_log; otherwise restore it from a backup"
+        } else {
+            "a commit of the table was truncated or edited by hand; restore it from a backup (each commit is needed to read the versions after it)"
+        });
+    }
+    let e = Error::runtime(message);
+    match hint {
+        Some(h) => e.with_hint(h),
+        None => e,
+    }
+}
+
+/// The first damaged file of a table's `_delta_log`, and what is wrong with it: a checkpoint
+/// that is not a Parquet file (too short, or without the `PAR1` magic at both ends), or a commit
+/// with a line that is not JSON. Run only after an error (it reads the log's commits).
+fn damaged_log_file(dir: &Path) -> Option<(PathBuf, String)> {
+    let log = dir.join(LOG_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(&log)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_version_file(n))
+        .collect();
+    names.sort();
+    for name in names {
+        let path = log.join(&name);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if name.ends_with(".parquet") {
+            if bytes.len() < 12 || !bytes.starts_with(b"PAR1") || !bytes.ends_with(b"PAR1") {
+                return Some((
+                    path,
+                    format!("is not a Parquet file ({} bytes)", bytes.len()),
+                ));
+            }
+        } else if let Some(line) = bytes.split(|b| *b == b'\n').position(|l| {
+            !l.iter().all(u8::is_ascii_whitespace)
+                && serde_json::from_slice::<serde::de::IgnoredAny>(l).is_err()
+        }) {
+            return Some((
+                path,
+                format!("has a line that is not JSON (line {})", line + 1),
+            ));
+        }
+    }
+    None
 }
 
 /// Whether a Delta table exists at `url` (its log has a commit).
@@ -87,11 +164,15 @@ pub async fn load(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
         b = b.with_version(v);
     }
     b.load().await.map_err(|e| match version {
-        Some(v) => Error::runtime(format!(
-            "cannot read version {v} of the Delta table {}: {e}",
-            shown(url)
-        ))
-        .with_hint("a version whose files a vacuum removed can no longer be read"),
+        Some(v) => damaged_or(
+            url,
+            format!(
+                "cannot read version {v} of the Delta table {}: {}",
+                shown(url),
+                first_line(&e)
+            ),
+            Some("a version whose files a vacuum removed can no longer be read"),
+        ),
         None => delta_err(url)(e),
     })
 }
@@ -207,14 +288,39 @@ pub async fn commit(url: &Url, base: u64, actions: Vec<Action>, op: Operation) -
         .build(Some(snapshot), table.log_store(), operation)
         .await
         .map_err(|e| {
-            Error::runtime(format!(
-                "cannot commit version {} of {}: {e}",
+            let message = format!(
+                "cannot commit version {} of {}: {}",
                 base + 1,
-                shown(url)
-            ))
-            .with_hint("another writer may have committed at the same time; nothing of this command was committed, run it again")
+                shown(url),
+                first_line(&e)
+            );
+            if no_space_left(&e) {
+                return Error::runtime(format!("{message}: the disk is full")).with_hint(
+                    "free space on the lake's disk and run the command again; nothing of this command was committed",
+                );
+            }
+            Error::runtime(message).with_hint("another writer may have committed at the same time; nothing of this command was committed, run it again")
         })?;
     Ok(done.version as u64)
+}
+
+/// Whether an error comes from a full disk (ENOSPC anywhere in its chain or text).
+fn no_space_left(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.raw_os_error() == Some(libc::ENOSPC)
+                || io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        let text = err.to_string();
+        if text.contains("No space left on device") || text.contains("os error 28") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A data file of a table version, as its log records it.
@@ -484,6 +590,64 @@ pub async fn revert(url: &Url, version: u64, actions: &[Action], now_ms: i64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_commits_and_checkpoints_are_versions() {
+        for yes in [
+            "00000000000000000000.json",
+            "00000000000000000099.checkpoint.parquet",
+            "00000000000000000100.checkpoint.0000000001.0000000002.parquet",
+        ] {
+            assert!(is_version_file(yes), "{yes}");
+        }
+        for no in [
+            "00000000000000000000.json#1",
+            "+0000000000000000099.json",
+            "0000000000000000099.json",
+            "_last_checkpoint",
+            ".00000000000000000000.json.tmp",
+            "00000000000000000000.crc",
+        ] {
+            assert!(!is_version_file(no), "{no}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(LOG_DIR);
+        std::fs::create_dir_all(&log).unwrap();
+        assert!(!is_table(dir.path()), "an empty log is no table yet");
+        std::fs::write(log.join("00000000000000000000.json#1"), b"{").unwrap();
+        assert!(!is_table(dir.path()), "a temporary file is no commit");
+        std::fs::write(log.join("00000000000000000000.json"), b"{}").unwrap();
+        assert!(is_table(dir.path()));
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_a_concurrent_writer() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(no_space_left(&full));
+        let other = std::io::Error::other("version 3 already exists");
+        assert!(!no_space_left(&other));
+    }
+
+    #[test]
+    fn damaged_log_files_are_found_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(LOG_DIR);
+        std::fs::create_dir_all(&log).unwrap();
+        std::fs::write(
+            log.join("00000000000000000000.json"),
+            b"{\"a\":1}\n{\"b\":2}\n",
+        )
+        .unwrap();
+        assert_eq!(damaged_log_file(dir.path()), None);
+        std::fs::write(log.join("00000000000000000001.json"), b"{\"a\":1}\n{\"b\":").unwrap();
+        let (file, what) = damaged_log_file(dir.path()).unwrap();
+        assert!(file.ends_with("00000000000000000001.json"), "{file:?}");
+        assert_eq!(what, "has a line that is not JSON (line 2)");
+        std::fs::write(log.join("00000000000000000001.json"), b"{}").unwrap();
+        std::fs::write(log.join("00000000000000000001.checkpoint.parquet"), b"PAR1").unwrap();
+        let (_, what) = damaged_log_file(dir.path()).unwrap();
+        assert_eq!(what, "is not a Parquet file (4 bytes)");
+    }
     use crate::lake::LakeFileWriter;
 
     /// A table that has seen many commits is read from a checkpoint, not from every commit.
