@@ -409,3 +409,41 @@ fn a_fixed_id_reproduces_the_assignment_and_is_not_reused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A hand-edited rollout the code cannot follow (no steps, a step past the plan, a share out of
+/// range) is refused when the state is read, with the rollout named, by every command that
+/// reads it: exit 1 and one message, never a panic (`resolve` exited 101 on no steps).
+#[test]
+fn a_hand_edited_rollout_is_refused_not_a_panic() {
+    let w = World::new();
+    w.start(&[]);
+    let path = w.lake.join("registry").join("state.json");
+    let original: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (edit, says) in [
+        (serde_json::json!({"steps": []}), "has no steps"),
+        (serde_json::json!({"step": 9}), "is at step 10 of a plan of"),
+        (
+            serde_json::json!({"steps": [{"percent": 250.0}]}),
+            "has a step of 250%",
+        ),
+    ] {
+        let mut state = original.clone();
+        let rollout = &mut state["routes"]["support"]["rollouts"][0];
+        for (k, v) in edit.as_object().unwrap() {
+            rollout[k] = v.clone();
+        }
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        for args in [
+            &[
+                "resolve", "--route", "support", "--env", "prod", "--unit", "u1",
+            ][..],
+            &["rollout", "status"][..],
+        ] {
+            let err = w.stderr(args, 1);
+            assert!(
+                err.contains("rollout \"r-test\" of route \"support\"") && err.contains(says),
+                "{edit} {args:?}: {err}"
+            );
+        }
+    }
+}

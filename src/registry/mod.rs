@@ -79,6 +79,18 @@ pub fn parse_state(bytes: &[u8], path: &Path) -> Result<State> {
         ))
         .with_hint("use the promptgate version that wrote it"));
     }
+    for (route, r) in &state.routes {
+        for ro in &r.rollouts {
+            if let Some(problem) = ro.problem() {
+                return Err(Error::input(format!(
+                    "{}: rollout {:?} of route {route:?} {problem}",
+                    path.display(),
+                    ro.id
+                ))
+                .with_hint("it was edited by hand; restore it from the registry's git history"));
+            }
+        }
+    }
     Ok(state)
 }
 

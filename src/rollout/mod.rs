@@ -116,6 +116,29 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// What is wrong with a rollout read from a state file, if anything: every step, index and
+    /// share the code relies on, so no hand-edited state reaches an index or arithmetic panic.
+    pub fn problem(&self) -> Option<String> {
+        if self.steps.is_empty() {
+            return Some("has no steps".into());
+        }
+        if self.step >= self.steps.len() {
+            return Some(format!(
+                "is at step {} of a plan of {} steps",
+                self.step + 1,
+                self.steps.len()
+            ));
+        }
+        for s in &self.steps {
+            if let Step::Percent(p) = s
+                && !(p.is_finite() && *p > 0.0 && *p <= 100.0)
+            {
+                return Some(format!("has a step of {p}% (steps are shares in (0, 100])"));
+            }
+        }
+        None
+    }
+
     pub fn is_active(&self) -> bool {
         self.status == RolloutStatus::Active
     }
