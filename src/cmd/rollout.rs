@@ -362,6 +362,7 @@ async fn run_step(
     meta: &WriteMeta,
 ) -> Result<i32> {
     let o = judge_step(lake, reg, route, env, meta).await?;
+    let exit_code = o.action.exit_code(o.decided.exit_code);
     let mut summary = o.action.describe(&o.after);
     for n in &o.notes {
         summary.push_str(&format!("; {n}"));
@@ -385,7 +386,7 @@ async fn run_step(
                 summary,
                 arms: &o.arms,
                 registry_mismatch: &o.mismatch,
-                exit_code: o.decided.exit_code,
+                exit_code,
                 judge,
             };
             serde_json::to_writer_pretty(&mut out, &doc)
@@ -426,7 +427,7 @@ async fn run_step(
         }
     }
     super::flush(&mut out)?;
-    Ok(o.decided.exit_code)
+    Ok(exit_code)
 }
 
 #[derive(Serialize)]

@@ -353,6 +353,17 @@ pub enum StepAction {
 }
 
 impl StepAction {
+    /// Exit code of `rollout step`: the verdict's, for what was done on it, except when nothing
+    /// was done because the rollout changed while the judge ran (3, as for a step that holds:
+    /// running `step` again judges the rollout as it is now). A promote that was not applied is
+    /// never 0.
+    pub fn exit_code(&self, verdict_code: i32) -> i32 {
+        match self {
+            StepAction::Stale { .. } => 3,
+            _ => verdict_code,
+        }
+    }
+
     pub fn describe(&self, r: &Rollout) -> String {
         match self {
             StepAction::Advanced { from, to } => {
@@ -570,6 +581,8 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(a, StepAction::Stale { .. }));
+        // Nothing was done: never the promote's 0.
+        assert_eq!(a.exit_code(0), 3);
         assert_eq!(r.step, 1);
         let (a, _, _) = apply_verdict(
             &mut s,
