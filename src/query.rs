@@ -101,7 +101,11 @@ pub fn missing_file_hint(e: Error, as_of: &AsOf) -> Error {
 /// The environment variable that sets the query memory pool, in MiB.
 pub const MEMORY_ENV: &str = "PROMPTGATE_MEMORY_MIB";
 
-/// Bytes of the query memory pool: `PROMPTGATE_MEMORY_MIB`, or half the machine's memory.
+/// Bytes of the query memory pool: `PROMPTGATE_MEMORY_MIB`, or half the memory this process may
+/// really use: the smallest of the machine's physical memory, its cgroup's limit
+/// (`memory.max`, or v1's `memory.limit_in_bytes`) and the room left under its address-space
+/// limit (`ulimit -v`). Half of physical memory alone let a query under a 4 GB address-space
+/// limit reach for 12 GB and abort the process instead of failing with the pool's hint.
 pub fn query_memory_bytes() -> Result<usize> {
     if let Ok(v) = std::env::var(MEMORY_ENV) {
         return match v.trim().parse::<usize>() {
@@ -119,11 +123,66 @@ pub fn query_memory_bytes() -> Result<usize> {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
-    Ok(if pages > 0 && page > 0 {
-        (pages as usize).saturating_mul(page as usize) / 2
-    } else {
-        4 << 30
+    let physical = (pages > 0 && page > 0).then(|| (pages as u64).saturating_mul(page as u64));
+    Ok(pool_bytes(
+        physical,
+        cgroup_memory_limit(),
+        address_space_room(),
+    ))
+}
+
+/// Half the smallest of the limits that are known; 4 GiB when none is.
+fn pool_bytes(physical: Option<u64>, cgroup: Option<u64>, address_room: Option<u64>) -> usize {
+    let limit = [physical, cgroup, address_room]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(8 << 30);
+    usize::try_from(limit / 2).unwrap_or(usize::MAX)
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, v1 `memory.limit_in_bytes`),
+/// `None` when there is none or it cannot be read.
+fn cgroup_memory_limit() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut candidates = Vec::new();
+    for line in own.lines() {
+        if let Some(path) = line.strip_prefix("0::") {
+            candidates.push(format!("/sys/fs/cgroup{path}/memory.max"));
+        } else if let Some((_, path)) = line.split_once(":memory:") {
+            candidates.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+        }
+    }
+    candidates.push("/sys/fs/cgroup/memory.max".into());
+    candidates.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".into());
+    candidates.iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        // "max" (v2) or a value near 2^63 (v1) means no limit.
+        text.trim().parse::<u64>().ok().filter(|v| *v < (1 << 62))
     })
+}
+
+/// Room left under the address-space limit (`RLIMIT_AS`, `ulimit -v`): the limit less what the
+/// process has mapped already (its code, stacks, the allocator's reservations). `None` without a
+/// limit.
+fn address_space_room() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let mapped_kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Some((lim.rlim_cur as u64).saturating_sub(mapped_kib * 1024))
 }
 
 /// Plans `sql` read-only with named parameters (`$name`) bound to `params`.
@@ -283,4 +342,40 @@ pub async fn rollout_arms(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_half_the_smallest_known_limit() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(pool_bytes(Some(24 * GIB), None, None), (12 * GIB) as usize);
+        // A 4 GB address-space limit with 0.5 GB already mapped: 1.75 GB, not 12.
+        assert_eq!(
+            pool_bytes(Some(24 * GIB), None, Some(4 * GIB - GIB / 2)),
+            (7 * GIB / 4) as usize
+        );
+        assert_eq!(
+            pool_bytes(Some(24 * GIB), Some(2 * GIB), None),
+            GIB as usize
+        );
+        assert_eq!(pool_bytes(None, None, None), (4 * GIB) as usize);
+    }
+
+    #[test]
+    fn an_address_space_limit_is_read_as_room_left() {
+        // No limit in the test process (the default), or a finite room below the limit.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) }, 0);
+        match address_space_room() {
+            None => assert_eq!(lim.rlim_cur, libc::RLIM_INFINITY),
+            Some(room) => assert!(room < lim.rlim_cur as u64),
+        }
+    }
 }
