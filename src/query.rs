@@ -182,7 +182,7 @@ fn address_space_room() -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmSize:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    Some((lim.rlim_cur as u64).saturating_sub(mapped_kib * 1024))
+    Some(lim.rlim_cur.saturating_sub(mapped_kib * 1024))
 }
 
 /// Plans `sql` read-only with named parameters (`$name`) bound to `params`.
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) }, 0);
         match address_space_room() {
             None => assert_eq!(lim.rlim_cur, libc::RLIM_INFINITY),
-            Some(room) => assert!(room < lim.rlim_cur as u64),
+            Some(room) => assert!(room < lim.rlim_cur),
         }
     }
 }
