@@ -4,10 +4,10 @@
 //! separation of measurement, scoring and the final call):
 //! [`collect`] reads both arms from the lake into [`samples`], the plain data checked (per
 //! segment, arm and unit); [`policy`] says what to check; [`stats`] holds the formulas,
-//! [`sequential`] the always-valid critical values and [`evidence`] the bounds and tests built
-//! from them; [`verdict`] measures each rule in each segment, adjusts for multiplicity,
-//! classifies, pools the evidence across segments, and makes the call. Everything after
-//! [`collect`] is a pure function of plain data.
+//! [`sequential`] the always-valid critical values and [`evidence`] the bounds, tests and
+//! projections built from them; [`measure`] measures each rule in each segment and stratifies
+//! it over segments; [`verdict`] adjusts for multiplicity, classifies, says which segments hold
+//! the canary, and makes the call. Everything after [`collect`] is a pure function of plain data.
 
 pub mod collect;
 pub mod evidence;
