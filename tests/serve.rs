@@ -249,6 +249,22 @@ async fn a_token_guards_every_endpoint() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["version"], "v2");
+    // The scheme is case-insensitive (RFC 9110), and more than one space may follow it; the
+    // token itself must match exactly.
+    for (value, expected) in [
+        ("bearer s3cret-token", 200),
+        ("BEARER  s3cret-token", 200),
+        ("bearer S3CRET-TOKEN", 401),
+        ("Basic s3cret-token", 401),
+    ] {
+        let req = hyper::Request::builder()
+            .uri(format!("{}/v1/registry", s.base))
+            .header("authorization", value)
+            .body(Empty::new())
+            .unwrap();
+        let status = c.request(req).await.unwrap().status().as_u16();
+        assert_eq!(status, expected, "{value}");
+    }
 
     // Any address but loopback needs a token; the server refuses to start without one.
     let out = bin()

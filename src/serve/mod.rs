@@ -157,10 +157,13 @@ async fn require_token(
     next: Next,
 ) -> Response {
     let expected = state.inner.token.as_deref().unwrap_or_default();
+    // RFC 9110 §11.1: the scheme is case-insensitive, and one or more spaces follow it.
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start_matches(' '));
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         return next.run(request).await;
     }
