@@ -567,20 +567,10 @@ impl Evidence {
                 theta > log_abort && theta - boundary.z(abort_level, info) * r.se > log_abort;
             pass || abort
         };
-        const MOST: f64 = 1024.0;
-        if !settles(MOST) {
-            return Settle::Never(self.stuck_reason(theta, margin, abort_ratio));
-        }
-        let (mut lo, mut hi) = (1.0, MOST);
-        for _ in 0..40 {
-            let mid = (lo * hi).sqrt();
-            if settles(mid) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        Settle::After(hi)
+        smallest_growth(settles).map_or_else(
+            || Settle::Never(self.stuck_reason(theta, margin, abort_ratio)),
+            Settle::After,
+        )
     }
 
     /// Whether both arms growing at today's values would measure the log ratio to a standard
@@ -588,21 +578,13 @@ impl Evidence {
     /// percentile stuck on a jump between tied values does not narrow).
     pub fn growth_to_precision(&self, target_se: f64) -> Settle {
         let se_at = |k: f64| self.log_ratio_at(k).map(|r| r.se);
-        const MOST: f64 = 1024.0;
-        if !se_at(MOST).is_some_and(|se| se <= target_se) {
-            let theta = self.log_ratio_at(1.0).map_or(0.0, |r| r.log_estimate);
-            return Settle::Never(self.stuck_reason(theta, f64::INFINITY, f64::INFINITY));
-        }
-        let (mut lo, mut hi) = (1.0, MOST);
-        for _ in 0..40 {
-            let mid = (lo * hi).sqrt();
-            if se_at(mid).is_some_and(|se| se <= target_se) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        Settle::After(hi)
+        smallest_growth(|k| se_at(k).is_some_and(|se| se <= target_se)).map_or_else(
+            || {
+                let theta = self.log_ratio_at(1.0).map_or(0.0, |r| r.log_estimate);
+                Settle::Never(self.stuck_reason(theta, f64::INFINITY, f64::INFINITY))
+            },
+            Settle::After,
+        )
     }
 
     /// Why 1,000 times today's events would not settle the rule.
@@ -634,6 +616,25 @@ impl Evidence {
             super::verdict::ratio_text(near)
         )
     }
+}
+
+/// The smallest growth factor in `1..=1024` at which `done` holds (`done` must be monotone), by
+/// bisection on the log scale; `None` when even 1,024 times today's events are not enough.
+fn smallest_growth(done: impl Fn(f64) -> bool) -> Option<f64> {
+    const MOST: f64 = 1024.0;
+    if !done(MOST) {
+        return None;
+    }
+    let (mut lo, mut hi) = (1.0, MOST);
+    for _ in 0..40 {
+        let mid = (lo * hi).sqrt();
+        if done(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
 }
 
 /// A stratum's percentile comparison built from its two arms, for [`Evidence::Quantiles`].

@@ -154,6 +154,25 @@ pub struct RuleResult {
     pub precision: Option<Settle>,
 }
 
+impl RuleResult {
+    /// Whether the rule decides promotion (neither report-only nor abort-only).
+    pub fn gating(&self) -> bool {
+        !self.report_only && !self.abort_only
+    }
+
+    /// For an open rule, what would settle it, in words: about how many more events per arm
+    /// (at the current estimates), or why no number would. `None` when neither is known.
+    pub fn what_settles(&self) -> Option<String> {
+        match (&self.cannot_settle, self.needs_canary, self.needs_baseline) {
+            (Some(why), _, _) => Some(format!("cannot be shown on this data: {why}")),
+            (None, Some(c), Some(b)) => Some(format!(
+                "about {c} more canary and {b} more baseline events"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// One segment's part in the verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SegmentVerdict {
@@ -498,7 +517,6 @@ fn segment_verdict(
             )
         })
         .collect();
-    let gating = |r: &RuleResult| !r.report_only && !r.abort_only;
     let mut holds: Vec<String> = Vec::new();
     let (mut needs_baseline, mut needs_canary) = (0, 0);
     if material {
@@ -551,7 +569,7 @@ fn segment_verdict(
     let too_small = !volume_ok
         || rules
             .iter()
-            .any(|r| gating(r) && r.p_value.is_none() && r.verdict != RuleOutcome::NoData);
+            .any(|r| r.gating() && r.p_value.is_none() && r.verdict != RuleOutcome::NoData);
     let (verdict, reason) = if !failed.is_empty() {
         (Decision::Abort, format!("{} failed", failed.join(", ")))
     } else if !holds.is_empty() {
@@ -676,13 +694,10 @@ fn decide(
         .filter(|(r, _)| !matches!(r.verdict, RuleOutcome::Pass | RuleOutcome::NoData))
     {
         deciding.push(r.rule.clone());
-        let settle = match (&r.cannot_settle, r.needs_canary, r.needs_baseline) {
-            (Some(why), _, _) => format!("; cannot be shown on this data: {why}"),
-            (None, Some(c), Some(b)) => {
-                format!("; about {c} more canary and {b} more baseline events")
-            }
-            _ => String::new(),
-        };
+        let settle = r
+            .what_settles()
+            .map(|t| format!("; {t}"))
+            .unwrap_or_default();
         parts.push(format!(
             "{} not yet shown within {} (upper bound {}{settle})",
             r.rule,
@@ -900,8 +915,7 @@ pub fn ratio_text(x: f64) -> String {
 /// Measured to within half the threshold, a segment at par shows an estimate past it in at most
 /// 2.3% of looks, so its estimate can be trusted.
 pub fn holds_its_segment(r: &RuleResult) -> bool {
-    if r.report_only || r.abort_only || matches!(r.verdict, RuleOutcome::Fail | RuleOutcome::NoData)
-    {
+    if !r.gating() || matches!(r.verdict, RuleOutcome::Fail | RuleOutcome::NoData) {
         return false;
     }
     match r.log_se {

@@ -114,16 +114,6 @@ fn rule_name(r: &RuleResult) -> String {
     format!("{}{tag}", r.rule)
 }
 
-fn needs(r: &RuleResult) -> Option<String> {
-    match (&r.cannot_settle, r.needs_canary, r.needs_baseline) {
-        (Some(why), _, _) => Some(format!("cannot be shown on this data: {why}")),
-        (None, Some(c), Some(b)) => Some(format!(
-            "about {c} more canary and {b} more baseline events (estimate at the current values)"
-        )),
-        _ => None,
-    }
-}
-
 fn settings(v: &Verdict) -> String {
     format!(
         "{} baseline / {} canary events; segments by {} (material from {}% of an arm's events); {:.0}% confidence ({}){}; abort tests Holm-adjusted over {}; min_events {} per arm; early-abort alpha {}",
@@ -224,7 +214,10 @@ fn table(v: &Verdict, s: &Subject<'_>, out: &mut dyn Write) -> Result<()> {
         .map_err(w)?;
         writeln!(out, "{}", rules_table(&v.overall, false)).map_err(w)?;
         for r in &v.overall {
-            let more = needs(r).map(|n| format!("; {n}")).unwrap_or_default();
+            let more = r
+                .what_settles()
+                .map(|n| format!("; {n} (a projection at the current values)"))
+                .unwrap_or_default();
             writeln!(out, "  {} [{}]: {}{more}", r.rule, r.test, r.reason).map_err(w)?;
         }
     }
@@ -281,15 +274,11 @@ const MD_HEADER: &str = "| where | rule | n (b/c) | baseline | canary | ratio [b
 
 /// What would settle an open rule, for the decided-by table.
 fn next_step(r: &RuleResult) -> String {
-    match (&r.cannot_settle, r.needs_canary, r.needs_baseline) {
-        (Some(why), _, _) => format!("cannot be shown on this data: {why}"),
-        (None, Some(c), Some(b)) => format!("about {c} more canary, {b} more baseline events"),
-        _ => match r.verdict {
-            RuleOutcome::Fail => format!("lower bound above {}", ratio_text(r.abort_above)),
-            RuleOutcome::Pass => format!("upper bound within {}", ratio_text(r.threshold)),
-            _ => "-".into(),
-        },
-    }
+    r.what_settles().unwrap_or_else(|| match r.verdict {
+        RuleOutcome::Fail => format!("lower bound above {}", ratio_text(r.abort_above)),
+        RuleOutcome::Pass => format!("upper bound within {}", ratio_text(r.threshold)),
+        _ => "-".into(),
+    })
 }
 
 /// The rows that made the decision: the failures (abort); the open stratified rules and the
