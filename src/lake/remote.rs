@@ -25,6 +25,59 @@ use url::Url;
 use super::Table;
 use crate::error::{Error, Result};
 
+/// The S3 store of the bucket `url` names, configured from the `AWS_*` environment (the
+/// credential chain, region, endpoint and `AWS_ALLOW_HTTP` of `object_store`).
+fn s3_store(url: &Url) -> object_store::Result<object_store::aws::AmazonS3> {
+    AmazonS3Builder::from_env().with_url(url.as_str()).build()
+}
+
+/// Lets delta-rs open `s3://` and `s3a://` tables with `object_store`'s own S3 client and
+/// delta-rs' default log store, whose commits are conditional puts (`If-None-Match: *`, which S3
+/// and the S3-compatible stores support): the same store and the same kind of commit as the
+/// lake's own log and lease. This replaces the `deltalake-aws` crate, which brought the AWS SDK
+/// for credentials alone (see the README's notes on dependencies).
+fn register_delta_s3() {
+    use deltalake_core::logstore::{logstore_factories, object_store_factories};
+    let stores = Arc::new(DeltaS3);
+    for scheme in ["s3://", "s3a://"] {
+        let scheme = Url::parse(scheme).expect("a scheme is a URL");
+        object_store_factories().insert(scheme.clone(), stores.clone());
+        logstore_factories().insert(scheme, stores.clone());
+    }
+}
+
+/// delta-rs' object store and log store factories for S3 (see [`register_delta_s3`]).
+struct DeltaS3;
+
+impl deltalake_core::logstore::ObjectStoreFactory for DeltaS3 {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        _config: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<(deltalake_core::logstore::ObjectStoreRef, ObjectPath)> {
+        let store = s3_store(url)?;
+        let path = ObjectPath::from_url_path(url.path())?;
+        Ok((Arc::new(store), path))
+    }
+}
+
+impl deltalake_core::logstore::LogStoreFactory for DeltaS3 {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<deltalake_core::logstore::LogStoreRef> {
+        Ok(deltalake_core::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
 /// A lake under a prefix of an object store.
 #[derive(Debug)]
 pub struct Remote {
@@ -81,15 +134,11 @@ impl Remote {
                 .with_hint("a prefix is made of non-empty segments without `.` or `..`")
         })?;
         static HANDLERS: Once = Once::new();
-        // delta-rs opens s3:// tables through the handlers this registers (once per process).
-        HANDLERS.call_once(|| deltalake_aws::register_handlers(None));
-        let store = AmazonS3Builder::from_env()
-            .with_url(url.as_str())
-            .build()
-            .map_err(|e| {
-                Error::usage(format!("cannot use the store of {arg}: {e}"))
-                    .with_hint(CREDENTIALS_HINT)
-            })?;
+        // delta-rs opens s3:// tables through the factories this registers (once per process).
+        HANDLERS.call_once(register_delta_s3);
+        let store = s3_store(&url).map_err(|e| {
+            Error::usage(format!("cannot use the store of {arg}: {e}")).with_hint(CREDENTIALS_HINT)
+        })?;
         Ok(Some(Remote {
             url,
             store: Arc::new(store),
