@@ -107,6 +107,18 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8719")]
         addr: String,
+        /// Seconds a connection has to send a whole request head, from when it opens or gets
+        /// its previous answer: slow senders and idle keep-alive connections are closed after it.
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout: f64,
+        /// Connections served at once; one more is answered 503 and closed (clamped below the
+        /// process's file-descriptor limit).
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight before closing
+        /// what is left.
+        #[arg(long, default_value_t = 10.0)]
+        drain_timeout: f64,
     },
     /// Blind human review of real requests: sample, run both versions, import answers.
     #[command(subcommand)]
@@ -133,6 +145,10 @@ enum Command {
         /// Why the change is made (default: the note given when the canary was registered).
         #[arg(long)]
         why: Option<String>,
+        /// Without a promptgate rollout (traffic split by another tool): judge the events from
+        /// this time on (RFC 3339 or YYYY-MM-DD; default: the canary's first event).
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         format: promptgate::report::checklist::ChecklistFormat,
     },
@@ -453,6 +469,10 @@ struct SqlArgs {
     as_of: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     format: OutputFormat,
+    /// Stop the query after this many seconds (exit 1; what was printed stays printed).
+    /// Default: no limit.
+    #[arg(long, value_name = "SECS", env = "PROMPTGATE_SQL_TIMEOUT")]
+    timeout: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -644,7 +664,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 (None, None) => unreachable!("clap requires one"),
             };
             let as_of = as_of_arg(a.as_of.as_deref())?;
-            cmd::sql::run(&lake, text, &a.params, &as_of, a.format).await
+            cmd::sql::run(&lake, text, &a.params, &as_of, a.format, a.timeout).await
         }
         Command::Rollup(a) => {
             let spec = RollupSpec {
@@ -670,6 +690,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 since_us: time_arg("since", a.since.as_ref())?,
                 until_us: time_arg("until", a.until.as_ref())?,
                 expected_share: a.expected_share,
+                srm_exclude: Vec::new(),
                 pins: a.pin,
                 as_of: a.as_of,
                 format: a.format,
@@ -805,7 +826,19 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rollout(RolloutCmd::Status { route, format }) => {
             cmd::rollout::status(&lake, &registry, route.as_deref(), format).await
         }
-        Command::Serve { addr } => cmd::serve::run(registry, &addr).await,
+        Command::Serve {
+            addr,
+            header_timeout,
+            max_connections,
+            drain_timeout,
+        } => {
+            let limits = cmd::serve::LimitArgs {
+                header_timeout,
+                max_connections,
+                drain_timeout,
+            };
+            cmd::serve::run(registry, &addr, limits).await
+        }
         Command::Checklist {
             route,
             baseline,
@@ -813,6 +846,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             env,
             review,
             why,
+            since,
             format,
         } => {
             let args = cmd::checklist::ChecklistArgs {
@@ -822,6 +856,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 env,
                 review,
                 why,
+                since_us: time_arg("since", since.as_ref())?,
                 format,
             };
             Ok(cmd::checklist::run(&lake, &registry, args).await)

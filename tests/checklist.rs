@@ -289,6 +289,29 @@ fn a_clean_canary_with_a_winning_review_passes() {
     let doc = w.checklist_json(&["--review", &id, "--why", "a better next step"], 0);
     assert_eq!(doc["why"]["text"], "a better next step");
     assert_eq!(doc["why"]["source"], "--why");
+    // Killed: the same canary, the same winning review, and it cannot pass while the kill
+    // stands; the checklist says when, why and by whom.
+    w.ok(&[
+        "registry",
+        "kill",
+        "--route",
+        "support",
+        "--env",
+        "prod",
+        "--why",
+        "v2 cites the wrong docs",
+    ]);
+    let doc = w.checklist_json(&["--review", &id], 1);
+    let j = check(&doc, "judge");
+    assert_eq!(j["passed"], false, "{j}");
+    let evidence = j["evidence"].as_str().unwrap();
+    for says in [
+        "v2 is out of service: killed in env prod at ",
+        "by tester (v2 cites the wrong docs)",
+        "traffic goes to v1",
+    ] {
+        assert!(evidence.contains(says), "{says:?} in {evidence}");
+    }
 }
 
 #[test]
@@ -345,6 +368,62 @@ fn a_failing_canary_is_unticked_with_its_evidence() {
     assert_eq!(doc["canary_plan"]["judge"]["verdict"], "abort", "{doc:#}");
 }
 
+/// Traffic split by another tool (no promptgate rollout): the judge check judges the canary
+/// against the baseline over a window, as `promptgate judge` does, and says there is no rollout.
+#[test]
+fn without_a_rollout_the_judge_compares_the_versions_over_a_window() {
+    let w = World::new();
+    let sha = |v: &str| {
+        sha256_hex(&std::fs::read(testdata(&format!("prompts/support-{v}.txt"))).unwrap())[..12]
+            .to_string()
+    };
+    let mut nd = String::new();
+    for i in 0..600u32 {
+        let v = if i % 2 == 0 { "v1" } else { "v2" };
+        let e = serde_json::json!({
+            "event_id": format!("split-{i}"),
+            "ts": format!("2026-11-20T{:02}:{:02}:00Z", 8 + i / 60, i % 60),
+            "route": "support", "env": "prod", "model": "m1", "tier": "free",
+            "unit_id": format!("user-{}", i / 2),
+            "prompt_version": v, "prompt_sha": sha(v),
+            "duration_ms": 100 + (i * 37) % 400, "tokens_in": 10, "tokens_out": 5,
+            "status": "ok",
+        });
+        nd.push_str(&e.to_string());
+        nd.push('\n');
+    }
+    let path = w.path("split.ndjson");
+    std::fs::write(&path, nd).unwrap();
+    w.ok(&["ingest", "--no-progress", path.to_str().unwrap()]);
+    let doc = w.checklist_json(&["--env", "prod"], 1);
+    assert!(doc["canary_plan"]["rollout"].is_null());
+    let judge = &doc["canary_plan"]["judge"];
+    // Both arms over the canary's span: the baseline's first event (08:00) precedes the
+    // canary's first (08:01).
+    assert_eq!(judge["n_canary"], 300, "{doc:#}");
+    assert_eq!(judge["n_baseline"], 299, "{doc:#}");
+    let evidence = check(&doc, "judge")["evidence"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        evidence.starts_with(
+            "no promptgate rollout of this change (traffic split elsewhere): the judge on both versions' events from the canary's first event: "
+        ),
+        "{evidence}"
+    );
+    // A window that starts after every event leaves nothing to judge.
+    let doc = w.checklist_json(&["--env", "prod", "--since", "2026-11-21"], 1);
+    assert_eq!(doc["canary_plan"]["judge"]["n_canary"], 0, "{doc:#}");
+    assert!(
+        check(&doc, "judge")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("events since 2026-11-21T00:00:00"),
+        "{doc:#}"
+    );
+}
+
 #[test]
 fn before_traffic_and_review_it_says_so() {
     let w = World::new();
@@ -358,7 +437,7 @@ fn before_traffic_and_review_it_says_so() {
         j["evidence"]
             .as_str()
             .unwrap()
-            .starts_with("no rollout of this change"),
+            .starts_with("no promptgate rollout of this change (traffic split elsewhere)"),
         "{j}"
     );
     // The 60 older requests of v1 carry its sha.
@@ -453,6 +532,14 @@ fn the_demo_ends_with_a_review_and_the_checklist() {
         .find("# What the metrics missed: a blind review of v2 against v1")
         .expect("the review part");
     assert!(tour < kill && kill < review, "{text}");
+    // In a terminal the judge reports are tables, with a pointer to the Markdown for a PR.
+    let judged = &text[..tour];
+    assert!(!judged.contains("<details>"), "{judged}");
+    assert!(
+        judged.contains("the same command with --format markdown"),
+        "{judged}"
+    );
+    assert!(text.contains("The demo's lake is "), "{text}");
     let rest = &text[review..];
     assert!(rest.contains("redacted 15: "), "{rest}");
     assert!(rest.contains("ran 80 (80 answered, 0 failed)"), "{rest}");
@@ -464,12 +551,15 @@ fn the_demo_ends_with_a_review_and_the_checklist() {
     assert!(rest.contains("canary wins 10, losses 25, ties 5"), "{rest}");
     assert_shape(rest);
     assert!(rest.contains("(rollout `tour-v2`, completed at "), "{rest}");
+    // The tour pulled the kill switch on v2 before the review: a killed canary cannot pass.
     assert!(
-        rest.contains("  - [x] Judge: promote, or in progress without abort: promote"),
+        rest.contains(
+            "  - [ ] Judge: promote, or in progress without abort: v2 is out of service: killed in env prod at "
+        ),
         "{rest}"
     );
     assert!(
-        rest.contains("**1 of 4 required checks fail: review** (exit 1).\n(exit code 1)"),
+        rest.contains("**2 of 4 required checks fail: judge, review** (exit 1).\n(exit code 1)"),
         "{rest}"
     );
     assert!(

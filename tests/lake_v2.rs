@@ -282,6 +282,39 @@ fn a_stray_file_in_the_lake_log_is_not_an_entry() {
     assert_eq!(counts(&lake, "llm_events", "event_id"), (4000, 4000));
 }
 
+/// Forging every id-hash file (a valid header, the data file's real length, no hashes) cannot
+/// hide a duplicate: the commit records each id-hash file's digest, a forged one does not match
+/// it, and the data file's ids are read instead.
+#[test]
+fn a_forged_id_hash_file_never_hides_a_duplicate() {
+    let lake = Lake::new();
+    let a = events(&lake, "a.ndjson", 5000, 65);
+    let first = ingest(&lake, &[&a]);
+    assert_eq!(first["accepted"], 5000, "{first}");
+    let mut files = Vec::new();
+    walk(&lake.lake.join("llm_events"), &mut files);
+    let mut forged = 0;
+    for ids in files.iter().filter(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".part-") && n.ends_with(".parquet.ids"))
+    }) {
+        let name = ids.file_name().unwrap().to_str().unwrap();
+        let data = ids.with_file_name(&name[1..name.len() - 4]);
+        let len = std::fs::metadata(&data).unwrap().len();
+        let mut bytes = b"PGIDS\0\0\x01".to_vec();
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        std::fs::write(ids, bytes).unwrap();
+        forged += 1;
+    }
+    assert!(forged > 0, "no id-hash file to forge in {files:?}");
+    let again = ingest(&lake, &[&a]);
+    assert_eq!(again["accepted"], 0, "{again}");
+    assert_eq!(again["duplicates"], 5000, "{again}");
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (5000, 5000));
+}
+
 /// A commit that fails after some of its table commits undoes them and exits 1: nothing of
 /// it is visible, and the same ingest run again commits every event once.
 #[test]

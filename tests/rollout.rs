@@ -294,7 +294,7 @@ fn a_cohort_goes_first_then_shares() {
         "--cohort-units",
         cohort.to_str().unwrap(),
         "--plan",
-        "10,100",
+        "10,25,100",
     ]);
     assert_eq!(w.resolve("u7")["arm"], "canary");
     assert_eq!(w.resolve("u300")["arm"], "baseline");
@@ -306,6 +306,54 @@ fn a_cohort_goes_first_then_shares() {
     let r = w.step(0);
     assert_eq!(r["judge"]["n_canary"], 600);
     assert_eq!(r["rollout"]["step"], 1);
+    // At 10% and then 25%, every cohort unit is still on the canary (the canary set only
+    // grows), and the sample-ratio check holds the units outside the cohort to the share: on
+    // 5,000 units the cohort alone would be 6% of them on top of the plan.
+    let population: Vec<String> = (0..5_000).map(|u| format!("u{u}")).collect();
+    let mut was_canary = vec![true; 300];
+    for (step, share) in [(1, 0.10), (2, 0.25)] {
+        let state = w.registry().load().unwrap();
+        let canary: Vec<bool> = population
+            .iter()
+            .map(|u| {
+                let req = promptgate::registry::ResolveRequest {
+                    route: "support",
+                    env: "prod",
+                    tier: None,
+                    unit: u,
+                };
+                promptgate::registry::resolve(&state, &req).unwrap().arm
+                    == promptgate::registry::ResolvedArm::Canary
+            })
+            .collect();
+        assert!(
+            canary[..300].iter().all(|&c| c),
+            "step {step}: a cohort unit left"
+        );
+        assert!(
+            was_canary.iter().zip(&canary).all(|(p, n)| !p || *n),
+            "step {step}: a canary unit left the canary"
+        );
+        was_canary = canary.clone();
+        // The binary agrees with the library on a few of them.
+        for u in ["u0", "u150", "u299"] {
+            assert_eq!(w.resolve(u)["arm"], "canary", "step {step}: {u}");
+        }
+        let outside = canary[300..].iter().filter(|&&c| c).count() as f64 / 4_700.0;
+        let se = (share * (1.0 - share) / 4_700.0_f64).sqrt();
+        assert!((outside - share).abs() < 4.0 * se, "step {step}: {outside}");
+        w.traffic(Traffic {
+            units: 5_000,
+            seed: step,
+            ..Traffic::default()
+        });
+        let r = w.step(0);
+        assert_eq!(r["judge"]["verdict"], "promote", "step {step}: {r}");
+        let srm = &r["judge"]["srm"];
+        assert_eq!(srm["basis"], "units", "step {step}: {srm}");
+        assert_eq!(srm["mismatch"], false, "step {step}: {srm}");
+    }
+    assert_eq!(w.status()[0]["status"], "completed");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::judge::Policy;
 use crate::lake::Lake;
 use crate::query;
-use crate::registry::state::check_name;
+use crate::registry::state::{ALL_ENVS, check_name};
 use crate::registry::{Registry, State};
 use crate::report::checklist::{
     self as render, CanaryPlan, Checklist, ChecklistFormat, ReviewResult, Rollback, RolloutPlan,
@@ -32,6 +32,8 @@ pub struct ChecklistArgs {
     pub env: Option<String>,
     pub review: Option<String>,
     pub why: Option<String>,
+    /// The judge's window without a rollout: events from here on (default: the canary's first).
+    pub since_us: Option<i64>,
     pub format: ChecklistFormat,
 }
 
@@ -195,10 +197,63 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
 
     let review = review_result(lake, a, &env)?;
     let rollback = rollback(&state, a, &env)?;
-    let verdict = assessment.as_ref().map(|s: &StepAssessment| &s.verdict);
-    let decided = assessment.as_ref().map(StepAssessment::decision);
+    // Without a promptgate rollout (traffic split by another tool), the judge compares the two
+    // versions over a window, as `promptgate judge` does, with the default policy.
+    let external = match (rollout, has_events) {
+        (None, true) => {
+            let ctx = query::judge_session(lake).await?;
+            let args = JudgeArgs {
+                as_of: None,
+                route: a.route.clone(),
+                baseline: a.baseline.clone(),
+                canary: a.canary.clone(),
+                env: Some(env.clone()),
+                policy: None,
+                since_us: a.since_us,
+                until_us: None,
+                expected_share: None,
+                srm_exclude: Vec::new(),
+                pins: Vec::new(),
+                format: crate::report::VerdictFormat::Json,
+            };
+            Some(evaluate(&ctx, &args, &Policy::default()).await?)
+        }
+        _ => None,
+    };
+    let external_window = a.since_us.map_or_else(
+        || "from the canary's first event".to_string(),
+        |s| format!("since {}", crate::registry::format_us(s)),
+    );
+    let verdict = assessment
+        .as_ref()
+        .map(|s: &StepAssessment| &s.verdict)
+        .or(external.as_ref());
+    let decided = assessment
+        .as_ref()
+        .map(StepAssessment::decision)
+        .or_else(|| external.as_ref().map(|v| (v.verdict, v.reason.clone())));
+    // A canary a kill switch took out of service cannot pass, whatever its rollout said.
+    let killed = [env.as_str(), ALL_ENVS]
+        .iter()
+        .filter_map(|scope| route.kills.get(*scope).map(|k| (*scope, k)))
+        .find(|(_, k)| k.killed.contains(&a.canary))
+        .map(|(scope, k)| {
+            let scope = match scope {
+                ALL_ENVS => "every env".to_string(),
+                e => format!("env {e}"),
+            };
+            format!(
+                "{} is out of service: killed in {scope} at {} by {} ({}); traffic goes to {}",
+                a.canary, k.at, k.actor, k.why, k.version
+            )
+        });
     let checks = vec![
-        render::judge_check(plan.as_ref(), decided.as_ref()),
+        render::judge_check(
+            plan.as_ref(),
+            decided.as_ref(),
+            killed.as_deref(),
+            &external_window,
+        ),
         sha.to_check(),
         render::pins_check(rollout.map_or(&[][..], |r| &r.pins[..]), verdict),
         render::review_check(&review),
@@ -220,10 +275,9 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
         canary_plan: CanaryPlan {
             rollout: plan,
             stop_conditions: render::stop_conditions(&policy),
-            judge: assessment
-                .as_ref()
+            judge: verdict
                 .zip(decided.as_ref())
-                .map(|(s, (d, reason))| render::judge_now(&s.verdict, *d, reason)),
+                .map(|(v, (d, reason))| render::judge_now(v, *d, reason)),
         },
         review,
         rollback,
@@ -274,6 +328,7 @@ async fn measure(
         since_us,
         until_us,
         expected_share: None,
+        srm_exclude: Vec::new(),
         pins: Vec::new(),
         format: crate::report::VerdictFormat::Json,
     };

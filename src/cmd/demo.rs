@@ -145,7 +145,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
         };
         writeln!(
             out,
-            "\n# {what}\n$ promptgate judge --route {route} --baseline v1 --canary v2 --env prod{until_flag} --format markdown"
+            "\n# {what}\n$ promptgate judge --route {route} --baseline v1 --canary v2 --env prod{until_flag}"
         )
         .map_err(w)?;
         let args = super::judge::JudgeArgs {
@@ -158,8 +158,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
             since_us: None,
             until_us: until,
             expected_share: None,
+            srm_exclude: Vec::new(),
             pins: Vec::new(),
-            format: report::VerdictFormat::Markdown,
+            format: report::VerdictFormat::Table,
         };
         let verdict = super::judge::evaluate(&ctx, &args, &policy).await?;
         let subject = report::Subject {
@@ -168,24 +169,55 @@ pub async fn run(dir: Option<PathBuf>) -> Result<i32> {
             canary: "v2",
             env: Some("prod"),
         };
-        report::write_verdict(
-            &verdict,
-            &subject,
-            report::VerdictFormat::Markdown,
-            &mut out,
-        )?;
+        // The table for a terminal; `--format markdown` is the report for a PR comment.
+        report::write_verdict(&verdict, &subject, report::VerdictFormat::Table, &mut out)?;
         writeln!(out, "(exit code {})", verdict.exit_code).map_err(w)?;
     }
-    rollout_tour(&lake, &dir, &mut out).await?;
-    review_tour(&lake, &dir, &mut out).await?;
     writeln!(
         out,
-        "\nExplore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} lake history   # every version; sql and judge take --as-of VERSION\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} checklist --route onboarding --baseline v1 --canary v2 --env prod --format json\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
+        "# For a pull-request comment: the same command with --format markdown (--format json for a program)"
+    )
+    .map_err(w)?;
+    rollout_tour(&lake, &dir, &mut out).await?;
+    review_tour(&lake, &dir, &mut out).await?;
+    let (files, bytes) = tree_size(lake.root());
+    writeln!(
+        out,
+        "\nThe demo's lake is {} ({files} files, {:.1} MB; a temporary directory: delete it when done).",
+        lake.root().display(),
+        bytes as f64 / 1e6
+    )
+    .map_err(w)?;
+    writeln!(
+        out,
+        "Explore it yourself:\n  promptgate --lake {0} sql \"SELECT route, prompt_version, COUNT(*) FROM llm_events GROUP BY 1, 2 ORDER BY 1, 2\"\n  promptgate --lake {0} judge --route support --baseline v1 --canary v2 --env prod\n  promptgate --lake {0} lake history   # every version; sql and judge take --as-of VERSION\n  promptgate --lake {0} registry history --route onboarding\n  promptgate --lake {0} checklist --route onboarding --baseline v1 --canary v2 --env prod --format json\n  promptgate --lake {0} serve   # then: curl 'http://127.0.0.1:8719/v1/resolve?route=onboarding&env=prod&unit=u7'",
         lake.root().display()
     )
     .map_err(w)?;
     super::flush(&mut out)?;
     Ok(0)
+}
+
+/// Files under `dir` and their bytes (what is unreadable is not counted).
+fn tree_size(dir: &std::path::Path) -> (u64, u64) {
+    let mut stack = vec![dir.to_path_buf()];
+    let (mut files, mut bytes) = (0u64, 0u64);
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => {
+                    files += 1;
+                    bytes += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
 }
 
 /// Route of the rollout tour (no events of the week above, so every step sees only its own).
@@ -593,6 +625,7 @@ async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) ->
             env: Some("prod".into()),
             review: Some(id.clone()),
             why: None,
+            since_us: None,
             format: crate::report::checklist::ChecklistFormat::Markdown,
         },
     )
@@ -601,7 +634,7 @@ async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) ->
     if code == 1 {
         writeln!(
             out,
-            "# The judge promoted v2 at every step; the blind review would have stopped it."
+            "# The judge promoted v2 at every step; the blind review would have stopped it before the kill switch had to."
         )
         .map_err(w)?;
     }

@@ -22,6 +22,9 @@ pub struct JudgeArgs {
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
     pub expected_share: Option<f64>,
+    /// Units the sample-ratio check leaves out: a rollout's cohort, on the canary whatever
+    /// their bucket, so only the units assigned by bucket are held to `expected_share`.
+    pub srm_exclude: Vec<String>,
     /// Attributes (keys of `attributes`) that must take the same values in both arms.
     pub pins: Vec<String>,
     /// `--as-of`: judge the lake as it was at a version or time.
@@ -58,6 +61,7 @@ pub(crate) async fn evaluate(
         value_columns: policy.value_columns(),
         labels: policy.needs_labels(),
         pins: a.pins.clone(),
+        srm_exclude: a.srm_exclude.clone(),
     };
     let samples = judge::collect_samples(ctx, &q).await?;
     Ok(judge::judge(samples, policy, a.expected_share))

@@ -5,19 +5,10 @@
 use std::io::Write;
 
 use crate::error::{Error, Result};
-use crate::registry::state::check_name;
 use crate::registry::{self, Registry, ResolveRequest};
 
 pub fn run(reg: &Registry, req: &ResolveRequest<'_>) -> Result<i32> {
-    check_name("route", req.route)?;
-    check_name("env", req.env)?;
-    if let Some(t) = req.tier {
-        check_name("tier", t)?;
-    }
-    if req.unit.is_empty() {
-        return Err(Error::usage("--unit is empty")
-            .with_hint("pass the id of the user, session or customer the request is for"));
-    }
+    req.check()?;
     let state = reg.load()?;
     let resolution = registry::resolve(&state, req)?;
     let mut out = super::stdout();

@@ -243,6 +243,8 @@ pub(crate) fn step_judge_args(
         since_us: Some(since_us),
         until_us,
         expected_share: r.steps[step.min(r.steps.len() - 1)].expected_share(),
+        // The cohort stays on the canary at every share (see `Rollout::in_cohort`).
+        srm_exclude: r.cohort.clone(),
         pins: r.pins.clone(),
         format: VerdictFormat::Json,
     }

@@ -1,5 +1,7 @@
 //! `promptgate sql`: ad-hoc, read-only SQL over the lake.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 use crate::lake::{AsOf, Lake};
 use crate::query;
@@ -12,6 +14,37 @@ pub enum SqlText {
 }
 
 pub async fn run(
+    lake: &Lake,
+    text: SqlText,
+    params: &[String],
+    as_of: &AsOf,
+    format: OutputFormat,
+    timeout_secs: Option<f64>,
+) -> Result<i32> {
+    let timeout = match timeout_secs {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            return Err(Error::usage(format!(
+                "--timeout {s}: give a number of seconds above 0"
+            )));
+        }
+    };
+    let work = query(lake, text, params, as_of, format);
+    match timeout {
+        None => work.await,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(done) => done,
+            // Dropping the query's stream stops its tasks; nothing was written to the lake.
+            Err(_) => Err(Error::runtime(format!(
+                "the query ran longer than its {limit:?} timeout and was stopped (any rows printed above are a partial result)"
+            ))
+            .with_hint("narrow it (a WHERE on date or route, a LIMIT), or give a larger --timeout")),
+        },
+    }
+}
+
+async fn query(
     lake: &Lake,
     text: SqlText,
     params: &[String],

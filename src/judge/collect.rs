@@ -40,6 +40,9 @@ pub struct CanaryQuery {
     pub labels: bool,
     /// Attributes whose values per arm are collected (pinned knobs).
     pub pins: Vec<String>,
+    /// Units left out of the distinct-unit counts of the sample-ratio check (a rollout's
+    /// cohort, which is on the canary whatever its buckets).
+    pub srm_exclude: Vec<String>,
 }
 
 fn canary_filter(q: &CanaryQuery, versions: Vec<Expr>) -> Expr {
@@ -147,11 +150,14 @@ pub async fn collect_samples(ctx: &SessionContext, q: &CanaryQuery) -> Result<Sa
             .collect(),
     );
     let distinct_units = scan.any_unit.then(|| {
+        let excluded: std::collections::HashSet<u64> =
+            q.srm_exclude.iter().map(|u| unit_key_of(u)).collect();
         // A unit may appear in several segments (it used two models): count it once.
         let count = |arm: Arm| {
             let mut keys: Vec<u64> = segments
                 .values()
                 .flat_map(|seg| seg.arm(arm).unit_keys().iter().copied())
+                .filter(|k| !excluded.contains(k))
                 .collect();
             keys.sort_unstable();
             keys.dedup();
@@ -227,6 +233,20 @@ fn unit_key(units: Option<&StringViewArray>, row: usize) -> Option<u64> {
     } else {
         xxhash_rust::xxh3::xxh3_64(u.value(row).as_bytes())
     })
+}
+
+/// [`unit_key`] of a unit id given as text (the same key as in a column).
+pub fn unit_key_of(unit: &str) -> u64 {
+    let b = unit.as_bytes();
+    if b.len() <= 12 {
+        // Arrow's inline view: the length (u32, little-endian), then the bytes, zero-padded.
+        let mut view = [0u8; 16];
+        view[..4].copy_from_slice(&(b.len() as u32).to_le_bytes());
+        view[4..4 + b.len()].copy_from_slice(b);
+        xxhash_rust::xxh3::xxh3_64(&view)
+    } else {
+        xxhash_rust::xxh3::xxh3_64(b)
+    }
 }
 
 /// Streams the two arms' events through per-segment counts, metric values and unit totals. Each
@@ -660,6 +680,22 @@ mod tests {
 
     fn strings(v: &[Option<&str>]) -> StringViewArray {
         StringViewArray::from(v.to_vec())
+    }
+
+    #[test]
+    fn a_unit_has_one_key_as_text_and_in_a_column() {
+        let ids = [
+            "",
+            "u",
+            "user-0000042",
+            "user-00000042",
+            "ünïcode-ünit-id-long",
+        ];
+        let col = strings(&ids.map(Some));
+        for (row, id) in ids.iter().enumerate() {
+            assert_eq!(unit_key(Some(&col), row), Some(unit_key_of(id)), "{id:?}");
+        }
+        assert_ne!(unit_key_of("user-0000042"), unit_key_of("user-0000043"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 use url::Url;
 
-use super::Table;
+use super::{Table, ids};
 use crate::error::{Error, Result};
 
 /// The partition column every table has (a `YYYY-MM-DD` string, as in the `date=` paths).
@@ -304,6 +304,44 @@ pub async fn commit(url: &Url, base: u64, actions: Vec<Action>, op: Operation) -
     Ok(done.version as u64)
 }
 
+/// Commits between two checkpoints of a table: its `checkpointInterval`, delta-rs' default.
+const CHECKPOINT_INTERVAL: u64 = 100;
+
+/// Writes a checkpoint of the table at `url`'s latest version when the last one is
+/// [`CHECKPOINT_INTERVAL`] commits behind or more. A commit writes the checkpoint when it
+/// crosses the interval; a writer killed right after that commit never wrote it, and without
+/// this every reader would replay more and more commits. Returns the version checkpointed.
+pub async fn ensure_checkpoint(url: &Url) -> Result<Option<u64>> {
+    let table = load(url, None).await?;
+    let err = delta_err(url);
+    let head = table.version().unwrap_or(0).max(0) as u64;
+    if head + 1 < CHECKPOINT_INTERVAL {
+        return Ok(None);
+    }
+    use object_store::ObjectStoreExt;
+    let hint = object_store::path::Path::from(format!("{LOG_DIR}/_last_checkpoint"));
+    let last = match table.log_store().object_store(None).get(&hint).await {
+        Ok(got) => {
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| err(deltalake_core::DeltaTableError::from(e)))?;
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["version"].as_u64())
+        }
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => return Err(err(deltalake_core::DeltaTableError::from(e))),
+    };
+    if last.is_some_and(|v| head < v + CHECKPOINT_INTERVAL) {
+        return Ok(None);
+    }
+    deltalake_core::checkpoints::create_checkpoint(&table, None)
+        .await
+        .map_err(&err)?;
+    Ok(Some(head))
+}
+
 /// Whether an error comes from a full disk (ENOSPC anywhere in its chain or text).
 fn no_space_left(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
@@ -333,6 +371,9 @@ pub struct DataFile {
     pub size: u64,
     /// Rows, from the log's statistics (None when the writer recorded none).
     pub rows: Option<u64>,
+    /// The digest of the file's id-hash file, as its add action records it (see
+    /// [`super::ids`]); None when it recorded none.
+    pub ids_digest: Option<String>,
 }
 
 /// The files of a loaded table version, sorted by path.
@@ -348,11 +389,19 @@ pub fn files(table: &DeltaTable) -> Result<Vec<DataFile>> {
                 .cloned()
                 .flatten()
                 .unwrap_or_default();
+            // The tags are only reachable through the add action (deprecated as a way to
+            // build actions, not to read them).
+            #[allow(deprecated)]
+            let ids_digest = f
+                .add_action()
+                .tags
+                .and_then(|mut t| t.remove(ids::DIGEST_TAG).flatten());
             DataFile {
                 path: f.path().into_owned(),
                 day,
                 size: f.size().max(0) as u64,
                 rows: f.num_records().map(|n| n as u64),
+                ids_digest,
             }
         })
         .collect();
@@ -446,6 +495,8 @@ pub fn add_action(path: &Path, rel: &str, day: Option<&str>, data_change: bool) 
         modification_time: modified,
         data_change,
         stats: Some(stats.to_string()),
+        // The id-hash file beside it, tied to it by its digest (see `ids`).
+        tags: ids::digest_of(path).map(|d| HashMap::from([(ids::DIGEST_TAG.to_string(), Some(d))])),
         ..Default::default()
     })
 }
@@ -463,6 +514,11 @@ pub fn remove_action(file: &DataFile, data_change: bool, now_ms: i64) -> Remove 
             HashMap::from([(PARTITION_COLUMN.to_string(), Some(file.day.clone()))])
         }),
         size: Some(file.size as i64),
+        // Kept so that a revert re-adds the file with its id-hash digest.
+        tags: file
+            .ids_digest
+            .clone()
+            .map(|d| HashMap::from([(ids::DIGEST_TAG.to_string(), Some(d))])),
         ..Default::default()
     }
 }
@@ -509,6 +565,9 @@ pub async fn restore(url: &Url, to: Option<u64>) -> Result<u64> {
     if let Some(v) = to {
         let old = load(url, Some(v)).await?;
         for f in old.snapshot().map_err(delta_err(url))?.log_data().iter() {
+            // The id-hash digest comes back with the file (tags are only reachable this way).
+            #[allow(deprecated)]
+            let tags = f.add_action().tags;
             let add = Add {
                 path: f.path().into_owned(),
                 partition_values: f.partition_values_map(),
@@ -516,6 +575,7 @@ pub async fn restore(url: &Url, to: Option<u64>) -> Result<u64> {
                 modification_time: f.modification_time(),
                 data_change: true,
                 stats: f.stats(),
+                tags,
                 ..Default::default()
             };
             target.insert(add.path.clone(), add);
@@ -563,6 +623,10 @@ pub async fn revert(url: &Url, version: u64, actions: &[Action], now_ms: i64) ->
                         .unwrap_or_default(),
                     size: add.size.max(0) as u64,
                     rows: None,
+                    ids_digest: add
+                        .tags
+                        .as_ref()
+                        .and_then(|t| t.get(ids::DIGEST_TAG).cloned().flatten()),
                 };
                 Some(Action::Remove(remove_action(&file, true, now_ms)))
             }
@@ -572,6 +636,7 @@ pub async fn revert(url: &Url, version: u64, actions: &[Action], now_ms: i64) ->
                 size: rm.size.unwrap_or(0),
                 modification_time: now_ms,
                 data_change: true,
+                tags: rm.tags.clone(),
                 ..Default::default()
             })),
             _ => None,
@@ -697,5 +762,20 @@ mod tests {
                 .is_err()
         );
         assert_eq!(latest_version(&url).await.unwrap(), 100);
+        // Nothing to do while the last checkpoint is recent.
+        assert_eq!(ensure_checkpoint(&url).await.unwrap(), None);
+        // A writer killed right after the commit that crossed the interval left no checkpoint:
+        // the next writer's recovery writes one, and readers replay from it.
+        let log = dir.join(LOG_DIR);
+        for f in std::fs::read_dir(&log).unwrap() {
+            let name = f.unwrap().file_name().into_string().unwrap();
+            if name.contains("checkpoint") {
+                std::fs::remove_file(log.join(name)).unwrap();
+            }
+        }
+        assert_eq!(ensure_checkpoint(&url).await.unwrap(), Some(100));
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 100)).exists());
+        assert_eq!(ensure_checkpoint(&url).await.unwrap(), None);
+        assert_eq!(files(&load(&url, None).await.unwrap()).unwrap().len(), 100);
     }
 }

@@ -4,9 +4,14 @@
 //! `event_id` column, and reads the ids themselves only of the files where a hash matches.
 //!
 //! Format: the magic `PGIDS\0\0\x01`, the Parquet file's length and the number of hashes (u64
-//! little-endian each), then the hashes, sorted ascending. An id-hash file that is missing,
-//! malformed, or recorded for a Parquet file of another length is ignored: that file's ids are
-//! read instead, so a hand-copied or hand-edited file can never hide a duplicate.
+//! little-endian each), then the hashes, sorted ascending.
+//!
+//! **Tied to its data file by the commit.** The Delta add action of the data file records the
+//! id-hash file's digest (XXH3-64 of its bytes) in its `tags` ([`DIGEST_TAG`]). An id-hash file
+//! is trusted only when its bytes have that digest (and its header the data file's length); one
+//! that is missing, malformed, edited or planted, and any file committed without a digest, is
+//! ignored and that data file's ids are read instead: a hand-edited file can never hide a
+//! duplicate, because forging one means forging the table's log too.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -18,6 +23,19 @@ use super::Table;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"PGIDS\0\0\x01";
+
+/// The add action's tag that records the digest of the data file's id-hash file.
+pub const DIGEST_TAG: &str = "promptgate.idsXxh3";
+
+/// The digest of an id-hash file's bytes, as [`DIGEST_TAG`] records it (16 hex digits).
+pub fn digest(bytes: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// The digest of the id-hash file beside `parquet`, if there is one to read.
+pub fn digest_of(parquet: &Path) -> Option<String> {
+    fs::read(ids_path(parquet)).ok().map(|b| digest(&b))
+}
 
 /// The hash of one id, as stored (and as ingest remembers its own ids).
 pub fn id_hash(id: &str) -> u64 {
@@ -83,18 +101,34 @@ impl IdHashes {
 }
 
 /// Whether the id-hash file of `parquet` holds any of `sorted` (ascending hashes). `None` when
-/// it is missing or cannot be trusted: the caller must then read the file's ids. `scratch`
-/// holds one file's hashes (8 bytes a row) and is reused from file to file.
-pub fn any_match(parquet: &Path, sorted: &[u64], scratch: &mut Vec<u8>) -> Option<bool> {
+/// it is missing or cannot be trusted (its digest is not `digest`, the one the commit records):
+/// the caller must then read the file's ids. `scratch` holds one file's hashes (8 bytes a row)
+/// and is reused from file to file.
+pub fn any_match(
+    parquet: &Path,
+    digest: Option<&str>,
+    sorted: &[u64],
+    scratch: &mut Vec<u8>,
+) -> Option<bool> {
     let len = fs::metadata(parquet).ok()?.len();
-    any_match_in(&ids_path(parquet), len, sorted, scratch)
+    any_match_in(&ids_path(parquet), len, digest, sorted, scratch)
 }
 
 /// [`any_match`] for the id-hash file `ids` of a Parquet file of `len` bytes (of a lake on
 /// object storage: a downloaded copy, and the length the table's log records).
-pub fn any_match_in(ids: &Path, len: u64, sorted: &[u64], scratch: &mut Vec<u8>) -> Option<bool> {
+pub fn any_match_in(
+    ids: &Path,
+    len: u64,
+    digest: Option<&str>,
+    sorted: &[u64],
+    scratch: &mut Vec<u8>,
+) -> Option<bool> {
+    let digest = digest?;
     scratch.clear();
     File::open(ids).ok()?.read_to_end(scratch).ok()?;
+    if self::digest(scratch) != digest {
+        return None;
+    }
     let (head, body) = scratch.split_at_checked(24)?;
     let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
     if &head[..8] != MAGIC
@@ -145,6 +179,10 @@ mod tests {
         h.add(Table::Events, &batch(&["e-2"])).unwrap();
         let path = h.write(&parquet).unwrap();
         assert_eq!(path, dir.path().join(".part-1.parquet.ids"));
+        let d = digest_of(&parquet).unwrap();
+        let any_match = |p: &Path, sorted: &[u64], scratch: &mut Vec<u8>| {
+            any_match(p, Some(&d), sorted, scratch)
+        };
         let sorted = |ids: &[&str]| {
             let mut v: Vec<u64> = ids.iter().map(|i| id_hash(i)).collect();
             v.sort_unstable();
@@ -178,5 +216,33 @@ mod tests {
         assert_eq!(any_match(&parquet, &[u64::MAX], &mut Vec::new()), None);
         fs::remove_file(&path).unwrap();
         assert_eq!(any_match(&parquet, &sorted(&["x"]), &mut Vec::new()), None);
+    }
+
+    #[test]
+    fn a_forged_id_file_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = dir.path().join("part-1.parquet");
+        fs::write(&parquet, b"stand-in for a parquet file").unwrap();
+        let mut h = IdHashes::default();
+        h.add(Table::Events, &batch(&["e-1", "e-2"])).unwrap();
+        let path = h.write(&parquet).unwrap();
+        let recorded = digest_of(&parquet).unwrap();
+        let e1 = [id_hash("e-1")];
+        assert_eq!(
+            super::any_match(&parquet, Some(&recorded), &e1, &mut Vec::new()),
+            Some(true)
+        );
+        // A well-formed file for the same data file (right header, right length), with other
+        // hashes: its digest is not the recorded one.
+        let mut forged = IdHashes::default();
+        forged.add(Table::Events, &batch(&["zz"])).unwrap();
+        forged.write(&parquet).unwrap();
+        assert_eq!(
+            super::any_match(&parquet, Some(&recorded), &e1, &mut Vec::new()),
+            None
+        );
+        // A file committed without a digest is never trusted.
+        assert!(path.is_file());
+        assert_eq!(super::any_match(&parquet, None, &e1, &mut Vec::new()), None);
     }
 }

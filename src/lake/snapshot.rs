@@ -213,6 +213,7 @@ impl Snapshot {
                 day,
                 size,
                 rows: None,
+                ids_digest: None,
             });
         }
         Ok(out)
@@ -243,7 +244,10 @@ impl Snapshot {
         let Some(remote) = self.lake.remote() else {
             return Ok(files
                 .iter()
-                .filter(|f| ids::any_match(&dir.join(&f.path), sorted, &mut scratch) != Some(false))
+                .filter(|f| {
+                    let digest = f.ids_digest.as_deref();
+                    ids::any_match(&dir.join(&f.path), digest, sorted, &mut scratch) != Some(false)
+                })
                 .cloned()
                 .collect());
         };
@@ -263,7 +267,10 @@ impl Snapshot {
             .await;
         Ok(files
             .iter()
-            .filter(|f| ids::any_match_in(&local(f), f.size, sorted, &mut scratch) != Some(false))
+            .filter(|f| {
+                let digest = f.ids_digest.as_deref();
+                ids::any_match_in(&local(f), f.size, digest, sorted, &mut scratch) != Some(false)
+            })
             .cloned()
             .collect())
     }

@@ -311,6 +311,14 @@ async fn recover(lake: &Lake) -> Result<()> {
         if !exists {
             continue;
         }
+        // A writer killed right after the commit that crossed a checkpoint interval never
+        // wrote its checkpoint: write it now, whatever else recovery finds.
+        if let Some(v) = delta::ensure_checkpoint(&url).await? {
+            eprintln!(
+                "wrote the checkpoint of {} version {v} that an interrupted writer left unwritten",
+                table.name()
+            );
+        }
         let head = delta::latest_version(&url).await?;
         match latest.table(table) {
             Some(v) if head > v => {

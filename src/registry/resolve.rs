@@ -9,7 +9,8 @@
 //! 2. **tier override** (env + tier) → `override`;
 //! 3. **env override** (env, any tier) → `override`;
 //! 4. **active rollout** of the env → `canary` when the unit's bucket is below the step's share
-//!    (or the unit is in the step's cohort), else `baseline`;
+//!    (or the unit is in the rollout's cohort: from its cohort step on, at every later share
+//!    too), else `baseline`;
 //! 5. **default**: the env's default, else the route's → `default`.
 //!
 //! The canary assignment is sticky and deterministic: see [`bucket`].
@@ -17,7 +18,7 @@
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::state::{Kill, RouteState, State, unknown_route};
+use super::state::{Kill, RouteState, State, check_name, unknown_route};
 use crate::error::{Error, Result};
 use crate::rollout::{Rollout, Step};
 
@@ -59,6 +60,35 @@ pub struct ResolveRequest<'a> {
     pub env: &'a str,
     pub tier: Option<&'a str>,
     pub unit: &'a str,
+}
+
+/// The longest unit id a request may carry, in bytes.
+pub const MAX_UNIT_BYTES: usize = 1000;
+
+impl ResolveRequest<'_> {
+    /// Refuses names the registry could never hold (see [`check_name`]) and an empty, overlong
+    /// or control-character unit: the one check of `promptgate resolve` and `GET /v1/resolve`.
+    pub fn check(&self) -> Result<()> {
+        check_name("route", self.route)?;
+        check_name("env", self.env)?;
+        if let Some(t) = self.tier {
+            check_name("tier", t)?;
+        }
+        let problem = if self.unit.is_empty() {
+            Some("is empty".to_string())
+        } else if self.unit.len() > MAX_UNIT_BYTES {
+            Some(format!("is longer than {MAX_UNIT_BYTES} bytes"))
+        } else if self.unit.chars().any(char::is_control) {
+            Some("contains a control character".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(Error::usage(format!("unit {:?} {p}", self.unit))
+                .with_hint("pass the id of the user, session or customer the request is for")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Which rule served a request.
@@ -211,10 +241,7 @@ fn assign<'s>(req: &ResolveRequest<'_>, r: &'s Rollout) -> Found<'s> {
     let b = bucket(req.route, &r.id, req.unit);
     let (in_canary, why) = match step {
         Step::Cohort => {
-            let hit = r
-                .cohort
-                .binary_search_by(|u| u.as_str().cmp(req.unit))
-                .is_ok();
+            let hit = r.in_cohort(req.unit);
             (
                 hit,
                 if hit {
@@ -225,6 +252,8 @@ fn assign<'s>(req: &ResolveRequest<'_>, r: &'s Rollout) -> Found<'s> {
                 .to_string(),
             )
         }
+        // A cohort that went first stays on the canary: the canary set only grows.
+        Step::Percent(_) if r.in_cohort(req.unit) => (true, "in the cohort".to_string()),
         Step::Percent(_) => {
             let share = step.share_bps();
             let hit = b < share;

@@ -30,18 +30,69 @@ fn io_err(e: std::io::Error) -> Error {
     Error::runtime(format!("cannot write output: {e}"))
 }
 
-/// Runs `df` and writes its rows to `out`. CSV and NDJSON stream batch by batch; the table
-/// and JSON array need every row first.
+/// The most rows, and bytes of Arrow data, one table of `--format table` lays out at once.
+const TABLE_CHUNK_ROWS: usize = 10_000;
+const TABLE_CHUNK_BYTES: usize = 4 << 20;
+
+/// Runs `df` and writes its rows to `out`, in memory bounded whatever the result's size: CSV,
+/// NDJSON and the JSON array stream batch by batch, and the table is laid out a bounded chunk
+/// (10,000 rows or 4 MiB of Arrow data; laying it out takes several times that) at a time, with a note on stderr when it took several.
 pub async fn write_dataframe(
     df: DataFrame,
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<()> {
     match format {
-        OutputFormat::Table | OutputFormat::Json => {
-            let schema = df.schema().inner().clone();
-            let batches = df.collect().await?;
-            write_batches(&schema, &batches, format, out)
+        OutputFormat::Table => {
+            let mut stream = df.execute_stream().await?;
+            let schema = stream.schema();
+            // Laid out a bounded chunk at a time: a result of any size prints in bounded memory.
+            let (mut chunk, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+            let (mut tables, mut total) = (0usize, 0usize);
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                if b.num_rows() == 0 {
+                    continue;
+                }
+                // A batch of large rows is taken a slice at a time (slices share its buffers).
+                let row_bytes = b.get_array_memory_size().div_ceil(b.num_rows()).max(1);
+                let mut at = 0;
+                while at < b.num_rows() {
+                    let room = TABLE_CHUNK_BYTES.saturating_sub(bytes) / row_bytes;
+                    let take = room
+                        .clamp(1, TABLE_CHUNK_ROWS - rows)
+                        .min(b.num_rows() - at);
+                    chunk.push(b.slice(at, take));
+                    (at, rows, bytes) = (at + take, rows + take, bytes + take * row_bytes);
+                    if rows >= TABLE_CHUNK_ROWS || bytes >= TABLE_CHUNK_BYTES {
+                        write_batches(&schema, &chunk, format, out)?;
+                        (tables, total) = (tables + 1, total + rows);
+                        (chunk, rows, bytes) = (Vec::new(), 0, 0);
+                    }
+                }
+            }
+            if !chunk.is_empty() || tables == 0 {
+                write_batches(&schema, &chunk, format, out)?;
+                (tables, total) = (tables + 1, total + rows);
+            }
+            if tables > 1 {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "promptgate: {total} rows, laid out in {tables} tables of at most {TABLE_CHUNK_ROWS} rows (a table holds its rows in memory); --format csv, ndjson or json print one stream"
+                );
+            }
+            Ok(())
+        }
+        OutputFormat::Json => {
+            let mut stream = df.execute_stream().await?;
+            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            while let Some(b) = stream.next().await {
+                w.write(&b?)?;
+            }
+            // Writes `[]` for no rows too.
+            w.finish()?;
+            drop(w);
+            writeln!(out).map_err(io_err)
         }
         OutputFormat::Csv => {
             let mut stream = df.execute_stream().await?;

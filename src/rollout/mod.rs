@@ -129,6 +129,9 @@ impl Rollout {
                 self.steps.len()
             ));
         }
+        if !self.cohort.is_sorted_by(|a, b| a < b) {
+            return Some("has cohort units that are not sorted and distinct".into());
+        }
         for s in &self.steps {
             if let Step::Percent(p) = s
                 && !(p.is_finite() && *p > 0.0 && *p <= 100.0)
@@ -141,6 +144,13 @@ impl Rollout {
 
     pub fn is_active(&self) -> bool {
         self.status == RolloutStatus::Active
+    }
+    /// Whether `unit` is in the cohort (kept sorted). Cohort units are on the canary from the
+    /// cohort step on, at every later share too, so no unit ever leaves the canary.
+    pub fn in_cohort(&self, unit: &str) -> bool {
+        self.cohort
+            .binary_search_by(|u| u.as_str().cmp(unit))
+            .is_ok()
     }
     pub fn current_step(&self) -> Step {
         self.steps[self.step.min(self.steps.len() - 1)]
@@ -725,6 +735,61 @@ mod tests {
                 &stamp(3 + step as u64),
             )
             .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_cohort_stays_on_the_canary_through_every_later_step() {
+        let mut s = state();
+        let units: Vec<String> = (0..100_000).map(|u| format!("user-{u}")).collect();
+        // 300 cohort units spread over the population (every 333rd).
+        let cohort: Vec<String> = units.iter().step_by(333).take(300).cloned().collect();
+        let mut sp = spec(&parse_plan("1,5,25,50,100", true).unwrap());
+        sp.cohort = Some(cohort.clone());
+        let (ro, _) = start(&mut s, sp, &stamp(2)).unwrap();
+        assert_eq!(ro.steps[0], Step::Cohort);
+        let canary = |s: &State| -> Vec<bool> {
+            units
+                .iter()
+                .map(|u| {
+                    let req = ResolveRequest {
+                        route: "r",
+                        env: "prod",
+                        tier: None,
+                        unit: u,
+                    };
+                    resolve(s, &req).unwrap().arm == ResolvedArm::Canary
+                })
+                .collect()
+        };
+        let in_cohort: Vec<bool> = units.iter().map(|u| ro.in_cohort(u)).collect();
+        let mut prev = canary(&s);
+        assert_eq!(prev, in_cohort, "the cohort step serves exactly the cohort");
+        for (step, share) in [(1usize, 0.01), (2, 0.05), (3, 0.25), (4, 0.50)] {
+            apply_verdict(
+                &mut s,
+                "r",
+                "prod",
+                &ro.id,
+                step - 1,
+                verdict("promote", step - 1),
+                &stamp(2 + step as u64),
+            )
+            .unwrap();
+            let now = canary(&s);
+            assert!(
+                prev.iter().zip(&now).all(|(p, n)| !p || *n),
+                "step {step}: a canary unit left the canary"
+            );
+            // Outside the cohort, the step's share by bucket.
+            let (hits, n) = now
+                .iter()
+                .zip(&in_cohort)
+                .filter(|(_, c)| !**c)
+                .fold((0, 0), |(h, n), (x, _)| (h + usize::from(*x), n + 1));
+            let got = hits as f64 / n as f64;
+            assert!((got - share).abs() < 0.006, "step {step}: share {got}");
+            prev = now;
         }
     }
 }

@@ -3,14 +3,26 @@
 //! JSON. No logic of their own, so `promptgate resolve` and `GET /v1/resolve` cannot disagree.
 //!
 //! Routes: `GET /v1/resolve?route=&env=&tier=&unit=`, `GET /v1/prompts/{route}/{version}`,
-//! `GET /v1/registry`, `GET /healthz`. Every error is a 4xx/5xx with a JSON body
+//! `GET /v1/registry`, `GET /healthz` (readiness: the registry can be read), `GET /livez`
+//! (liveness: the process answers). Every error is a 4xx/5xx with a JSON body
 //! `{"error": ..., "hint": ...}`.
 //!
 //! **No stale state.** Each request reads `state.json` (a few KB, from the page cache) and
 //! reuses the parsed state only when the bytes are identical to the last ones parsed, so a
 //! change made by the CLI (a kill) is seen by the very next request. Writers replace the file
 //! by rename, so a read sees one whole state, old or new.
+//!
+//! **Health tells the truth.** A registry that cannot be read (a damaged `state.json`, a
+//! registry that was there and is gone, a store that does not answer) is a `503` with the
+//! reason on `/healthz` and on every endpoint that needs the registry; the server never answers
+//! from an older state than the one on disk, so a load balancer takes it out of rotation
+//! instead of letting it serve what may be a killed version.
+//!
+//! Connections, timeouts and shutdown: [`listen`].
 
+pub mod listen;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -23,7 +35,15 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::registry::state::check_name;
 use crate::registry::{self, Registry, ResolveRequest, State};
+
+/// A line on the server's log (stderr), prefixed `promptgate serve: `. A log nobody reads any
+/// more (a closed pipe) never stops the server, as `eprintln!` would by panicking.
+pub fn log(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "promptgate serve: {message}");
+}
 
 /// What the server needs: the registry it reads and the bearer token requests must carry.
 #[derive(Clone)]
@@ -35,6 +55,8 @@ struct Inner {
     registry: Registry,
     token: Option<String>,
     cache: Mutex<Option<(Vec<u8>, Arc<State>)>>,
+    /// Whether a state was ever read: from then on, no state is a registry gone, not a new one.
+    seen: AtomicBool,
 }
 
 impl ServeState {
@@ -44,6 +66,7 @@ impl ServeState {
                 registry,
                 token,
                 cache: Mutex::new(None),
+                seen: AtomicBool::new(false),
             }),
         }
     }
@@ -52,8 +75,16 @@ impl ServeState {
     pub fn current(&self) -> Result<Arc<State>> {
         let path = self.inner.registry.state_path();
         let Some(bytes) = self.inner.registry.state_bytes()? else {
+            if self.inner.seen.load(Ordering::Relaxed) {
+                return Err(Error::runtime(format!(
+                    "the registry at {} has no state any more (it had one while this server ran)",
+                    self.inner.registry.location()
+                ))
+                .with_hint("was the registry moved or deleted? restore it, or restart serve with --registry pointing at it"));
+            }
             return Ok(Arc::new(State::empty()));
         };
+        self.inner.seen.store(true, Ordering::Relaxed);
         let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cached, state)) = cache.as_ref()
             && *cached == bytes
@@ -71,6 +102,7 @@ pub fn router(state: ServeState) -> Router {
     let token = state.inner.token.is_some();
     let r = Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/v1/resolve", get(resolve))
         .route("/v1/prompts/{route}/{version}", get(prompt))
         .route("/v1/registry", get(registry_state))
@@ -118,6 +150,22 @@ impl From<Error> for ApiError {
             error: e.message,
             hint: e.hint,
         }
+    }
+}
+
+/// The registry cannot be read: every endpoint that needs it answers 503 with the reason.
+fn unavailable(e: Error) -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        error: format!("the registry cannot be read: {}", e.message),
+        hint: e.hint,
+    }
+}
+
+impl ServeState {
+    /// [`ServeState::current`] for a handler: a registry that cannot be read is a 503.
+    fn registry(&self) -> Result<Arc<State>, ApiError> {
+        self.current().map_err(unavailable)
     }
 }
 
@@ -190,13 +238,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn healthz() -> Response {
-    json(&serde_json::json!({"status": "ok"}))
+/// 200 while the process serves: liveness, which a registry that cannot be read does not
+/// change (restarting would not repair it). Readiness is `/healthz`.
+async fn livez() -> Response {
+    json(&serde_json::json!({"status": "alive"}))
+}
+
+/// Readiness: 200 with the registry's revision when it can be read, else 503 with the reason.
+async fn healthz(AxState(state): AxState<ServeState>) -> Response {
+    match state.registry() {
+        Ok(s) => json(&serde_json::json!({
+            "status": "ok",
+            "revision": s.revision,
+            "routes": s.routes.len(),
+        })),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
-        .hint("endpoints: GET /v1/resolve, /v1/prompts/{route}/{version}, /v1/registry, /healthz")
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").hint(
+        "endpoints: GET /v1/resolve, /v1/prompts/{route}/{version}, /v1/registry, /healthz, /livez",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -282,13 +345,20 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 async fn resolve(AxState(state): AxState<ServeState>, RawQuery(q): RawQuery) -> Response {
     let run = || -> Result<Response, ApiError> {
         let [route, env, tier, unit] = resolve_params(q.as_deref())?;
-        let current = state.current()?;
         let req = ResolveRequest {
             route: route.as_deref().unwrap_or_default(),
             env: env.as_deref().unwrap_or_default(),
             tier: tier.as_deref(),
             unit: unit.as_deref().unwrap_or_default(),
         };
+        req.check().map_err(|e| {
+            let e = ApiError::from(e);
+            match e.hint {
+                Some(_) => e,
+                None => e.hint(RESOLVE_HINT),
+            }
+        })?;
+        let current = state.registry()?;
         Ok(json(&registry::resolve(&current, &req)?))
     };
     run().unwrap_or_else(IntoResponse::into_response)
@@ -303,10 +373,23 @@ async fn prompt(
             ApiError::new(StatusCode::BAD_REQUEST, e.body_text())
                 .hint("GET /v1/prompts/{route}/{version}")
         })?;
-        let current = state.current()?;
+        check_name("route", &route)?;
+        check_name("version", &version)?;
+        let current = state.registry()?;
         let r = current.route(&route)?;
         let v = r.require_version(&route, &version)?;
-        let text = state.inner.registry.prompt_text(&v.sha256)?;
+        let text = state.inner.registry.prompt_text(&v.sha256).map_err(|e| {
+            // The operator gets the path; the client only which version is missing.
+            log(&e.message);
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the text of version {version:?} of route {route:?} (sha256 {}) is missing from the registry",
+                    v.sha256
+                ),
+            )
+            .hint("restore the registry's prompts/ from its copy (git, or the store's versioning); the server's log names the file")
+        })?;
         Ok(json(&serde_json::json!({
             "route": route,
             "version": version,
@@ -320,9 +403,9 @@ async fn prompt(
 }
 
 async fn registry_state(AxState(state): AxState<ServeState>) -> Response {
-    match state.current() {
+    match state.registry() {
         Ok(s) => json(&*s),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -430,8 +430,23 @@ fn percent(x: f64) -> String {
 
 /// The judge check: promote, or a rollout in progress that has not aborted. `decided` is the
 /// step's decision and its reason.
-pub fn judge_check(rollout: Option<&RolloutPlan>, decided: Option<&(Decision, String)>) -> Check {
+/// The judge check: `killed` says why the canary is out of service, if a kill switch took it;
+/// without a rollout, `decided` is the judge over `window` (traffic split by another tool).
+pub fn judge_check(
+    rollout: Option<&RolloutPlan>,
+    decided: Option<&(Decision, String)>,
+    killed: Option<&str>,
+    window: &str,
+) -> Check {
     let (passed, evidence) = match (rollout, decided) {
+        _ if killed.is_some() => (false, killed.unwrap_or_default().to_string()),
+        (None, Some((d, reason))) => (
+            *d == Decision::Promote,
+            format!(
+                "no promptgate rollout of this change (traffic split elsewhere): the judge on both versions' events {window}: {}: {reason}",
+                d.as_str()
+            ),
+        ),
         (None, _) => (
             false,
             "no rollout of this change: start one with `promptgate rollout start`".to_string(),
