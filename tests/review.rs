@@ -620,6 +620,15 @@ fn bad_labels_files_name_file_and_line_and_change_nothing() {
             ),
             "twice.csv:3: labeler \"bob\" labeled item 1 differently at",
         ),
+        // What the sheet page exports: CRLF line ends. Line 3 is line 3.
+        (
+            write(
+                "crlf.csv",
+                &format!("{head}1,i,a,b,good,bad,A,,bob\n2,i,a,b,good,meh,A,,bob\n")
+                    .replace('\n', "\r\n"),
+            ),
+            "crlf.csv:3: label_b is \"meh\", not good or bad",
+        ),
     ];
     for (path, msg) in &cases {
         // A good file first: nothing of it may be recorded when a later file is bad.
@@ -633,8 +642,42 @@ fn bad_labels_files_name_file_and_line_and_change_nothing() {
             path.to_str().unwrap(),
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        // Bad input is 2, never the 1 of "do not ship".
+        assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(msg), "want {msg:?} in {err}");
         assert!(!f.lake.join("llm_reviews").exists(), "nothing recorded");
     }
+    // Rows labeled in part are skipped and listed, never a reason to refuse the file.
+    let half = write(
+        "half.csv",
+        &format!("{head}1,i,a,b,good,,A,,bob\n2,i,a,b,good,bad,,,bob\n3,i,a,b,,,,,bob\n"),
+    );
+    let out = f.run(&[
+        "review",
+        "score",
+        "--id",
+        &id,
+        "--labels",
+        good.to_str().unwrap(),
+        half.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["unlabeled_rows"], 1, "{s}");
+    let half_rows: Vec<&str> = s["half_labeled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(half_rows.len(), 2, "{s}");
+    assert!(
+        half_rows[0].ends_with("half.csv:2 (item 1)"),
+        "{half_rows:?}"
+    );
+    assert!(
+        half_rows[1].ends_with("half.csv:3 (item 2)"),
+        "{half_rows:?}"
+    );
 }

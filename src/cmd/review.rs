@@ -506,8 +506,8 @@ pub enum ScoreFormat {
 
 /// Unblinds filled sheets, scores them, records them in `llm_reviews`, and decides.
 ///
-/// Exit codes: 0 ship, 1 do not ship, 3 fewer than 20 labeled pairs; errors 1 (bad labels
-/// file: nothing recorded) or 2 (usage).
+/// Exit codes: 0 ship, 1 do not ship, 3 fewer than 20 labeled pairs, 2 a bad labels file
+/// (nothing recorded) or a usage error.
 pub async fn score(
     lake: &Lake,
     id: &str,
@@ -534,8 +534,14 @@ pub async fn score(
     let key: SheetKey = serde_json::from_slice(&key_bytes)
         .map_err(|e| Error::input(format!("{}: {e}", key_path.display())))?;
     let files: Vec<&Path> = labels.iter().map(|p| p.as_path()).collect();
-    let (rows, unlabeled) = score::read_labels(&files, &key)?;
-    let s = score::score(&key, &rows, unlabeled, accept_tradeoff);
+    // A labels file that is not what the sheet exports is bad input: exit 2, never the 1 of
+    // "do not ship", so CI can tell a broken file from a verdict.
+    let labels = score::read_labels(&files, &key).map_err(|e| Error {
+        kind: crate::error::ErrorKind::Usage,
+        ..e
+    })?;
+    let s = score::score(&key, &labels, accept_tradeoff);
+    let rows = labels.rows;
     let event_ids: HashMap<u32, String> = review
         .items()?
         .into_iter()
@@ -571,6 +577,15 @@ pub async fn score(
                 s.unlabeled_rows
             )
             .map_err(io)?;
+            if !s.half_labeled.is_empty() {
+                writeln!(
+                    out,
+                    "  {} half-labeled rows skipped (both answers and a preference are needed): {}",
+                    s.half_labeled.len(),
+                    s.half_labeled.join(", ")
+                )
+                .map_err(io)?;
+            }
             for (role, g) in [("baseline", &s.baseline), ("canary", &s.canary)] {
                 let rate = match (g.good_rate, g.ci_low, g.ci_high) {
                     (Some(r), Some(lo), Some(hi)) => {

@@ -105,17 +105,22 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
             .or_default() += 1;
     }
     candidates.sort_by(|a, b| (a.ts_us, &a.event_id).cmp(&(b.ts_us, &b.event_id)));
+    // Distinct after redaction: two inputs that differ only in what redaction removes (an
+    // e-mail address) are one item to a labeler.
     let mut seen = HashSet::new();
-    let mut by_stratum: BTreeMap<(String, String), Vec<(u64, Candidate)>> = BTreeMap::new();
-    for c in candidates {
-        if !seen.insert(c.input.trim().to_string()) {
+    let mut by_stratum: BTreeMap<(String, String), Vec<(u64, Candidate, RedactionCounts)>> =
+        BTreeMap::new();
+    for mut c in candidates {
+        let (redacted, counts) = redact(&c.input);
+        if !seen.insert(redacted.trim().to_string()) {
             continue;
         }
+        c.input = redacted;
         let key = xxh3_64_with_seed(c.event_id.as_bytes(), seed);
         by_stratum
             .entry((c.model.clone(), c.tier.clone()))
             .or_default()
-            .push((key, c));
+            .push((key, c, counts));
     }
     let distinct_inputs = seen.len() as u64;
     for v in by_stratum.values_mut() {
@@ -126,7 +131,7 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
     let caps: Vec<u64> = cells.iter().map(|k| by_stratum[k].len() as u64).collect();
     let quotas = allocate(n, &weights, &caps);
 
-    let mut chosen: Vec<(u64, Candidate)> = Vec::new();
+    let mut chosen: Vec<(u64, Candidate, RedactionCounts)> = Vec::new();
     let mut strata = Vec::new();
     for ((cell, quota), cap) in cells.iter().zip(&quotas).zip(&caps) {
         let list = by_stratum.remove(cell).unwrap_or_default();
@@ -144,15 +149,14 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
     let items = chosen
         .into_iter()
         .enumerate()
-        .map(|(i, (_, c))| {
-            let (input, counts) = redact(&c.input);
+        .map(|(i, (_, c, counts))| {
             redactions.add(&counts);
             Item {
                 item: i as u32 + 1,
                 event_id: c.event_id,
                 model: c.model,
                 tier: c.tier,
-                input,
+                input: c.input,
             }
         })
         .collect();

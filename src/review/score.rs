@@ -49,18 +49,46 @@ pub struct LabelRow {
     pub at: String,
 }
 
+/// What the labels files hold: the labeled rows, and the rows skipped.
+#[derive(Debug, Default)]
+pub struct Labels {
+    pub rows: Vec<LabelRow>,
+    /// Rows with no label at all.
+    pub unlabeled: usize,
+    /// Rows labeled in part (one answer's label, or no preference): where they are
+    /// (`file:line (item N)`). Skipped and reported, never refused: a labeler's partial work
+    /// costs the scoring nothing else.
+    pub half_labeled: Vec<String>,
+}
+
+/// The line (1-based) of byte `offset` of `text`, counting `\n` only, so CRLF files (what the
+/// sheet page exports) are numbered as an editor numbers them.
+fn line_at(text: &[u8], offset: u64) -> usize {
+    let mut end = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    // The CSV reader puts a record after a CRLF at the LF: the record starts past it.
+    while end < text.len() && matches!(text[end], b'\r' | b'\n') {
+        end += 1;
+    }
+    1 + text[..end].iter().filter(|&&b| b == b'\n').count()
+}
+
 /// Reads labels files; every problem names its file and line and nothing is returned unless
-/// every file is sound. Rows with no label at all are skipped and counted.
-pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, usize)> {
+/// every file is sound. Rows with no label at all, and rows labeled in part, are skipped and
+/// counted.
+pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<Labels> {
     let mut rows: Vec<LabelRow> = Vec::new();
     let mut by_labeler_item: HashMap<(String, u32), usize> = HashMap::new();
     let mut unlabeled = 0usize;
+    let mut half_labeled = Vec::new();
     for file in files {
         let shown = file.display().to_string();
+        let text =
+            std::fs::read(file).map_err(|e| Error::input(format!("cannot read {shown}: {e}")))?;
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(false)
-            .from_path(file)
-            .map_err(|e| Error::input(format!("cannot read {shown}: {e}")))?;
+            .from_reader(text.as_slice());
         let headers = rdr
             .headers()
             .map_err(|e| Error::input(format!("{shown}:1: {e}")))?
@@ -82,10 +110,10 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
             .unwrap_or_default();
         for rec in rdr.records() {
             let rec = rec.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| line_at(&text, p.byte()));
                 Error::input(format!("{shown}:{line}: {e}"))
             })?;
-            let line = rec.position().map_or(0, |p| p.line());
+            let line = rec.position().map_or(0, |p| line_at(&text, p.byte()));
             let at = format!("{shown}:{line}");
             let get = |i: usize| rec.get(i).unwrap_or("").trim().to_string();
             let (la, lb, pref) = (
@@ -95,6 +123,10 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
             );
             if la.is_empty() && lb.is_empty() && pref.is_empty() {
                 unlabeled += 1;
+                continue;
+            }
+            if la.is_empty() || lb.is_empty() || pref.is_empty() {
+                half_labeled.push(format!("{at} (item {})", get(c_item)));
                 continue;
             }
             let item: u32 = get(c_item).parse().map_err(|_| {
@@ -114,7 +146,7 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
                 if v != "good" && v != "bad" {
                     return Err(
                         Error::input(format!("{at}: {name} is {v:?}, not good or bad"))
-                            .with_hint("label both answers of a row, or neither"),
+                            .with_hint("each answer is labeled good or bad"),
                     );
                 }
             }
@@ -171,7 +203,11 @@ pub fn read_labels(files: &[&Path], key: &SheetKey) -> Result<(Vec<LabelRow>, us
             rows.push(row);
         }
     }
-    Ok((rows, unlabeled))
+    Ok(Labels {
+        rows,
+        unlabeled,
+        half_labeled,
+    })
 }
 
 /// Good rate of one version.
@@ -201,6 +237,9 @@ pub struct ReviewScore {
     pub labelers: Vec<String>,
     pub labeled_rows: usize,
     pub unlabeled_rows: usize,
+    /// Rows labeled in part, skipped: where they are (`file:line (item N)`).
+    #[serde(default)]
+    pub half_labeled: Vec<String>,
     pub baseline: GoodRate,
     pub canary: GoodRate,
     pub accepted_tradeoff: Option<String>,
@@ -275,12 +314,8 @@ fn agreement(rows: &[LabelRow]) -> Option<f64> {
 }
 
 /// Scores labeled rows: good rates, wins/losses/ties, sign test, kappa, the verdict.
-pub fn score(
-    key: &SheetKey,
-    rows: &[LabelRow],
-    unlabeled_rows: usize,
-    accept_tradeoff: Option<&str>,
-) -> ReviewScore {
+pub fn score(key: &SheetKey, labels: &Labels, accept_tradeoff: Option<&str>) -> ReviewScore {
+    let rows = labels.rows.as_slice();
     let n = rows.len() as u64;
     let bgood = rows.iter().filter(|r| r.baseline_good).count() as u64;
     let cgood = rows.iter().filter(|r| r.canary_good).count() as u64;
@@ -335,7 +370,15 @@ pub fn score(
         let why = if wins <= losses {
             format!("the canary does not win ({wins} wins, {losses} losses)")
         } else if p >= 0.05 {
-            format!("{wins} wins to {losses} losses is not significant (sign test p = {p:.4})")
+            let more = match more_pairs_to_show(wins, losses) {
+                Some(m) => format!(
+                    "; at this win rate, about {m} more pairs with a preference would show it"
+                ),
+                None => String::new(),
+            };
+            format!(
+                "the canary is not shown better: {wins} wins to {losses} losses could be chance (sign test p = {p:.4}){more}"
+            )
         } else {
             "the canary's good rate is lower than the baseline's".to_string()
         };
@@ -357,16 +400,55 @@ pub fn score(
         kappa,
         labelers,
         labeled_rows: rows.len(),
-        unlabeled_rows,
+        unlabeled_rows: labels.unlabeled,
+        half_labeled: labels.half_labeled.clone(),
         baseline,
         canary,
         accepted_tradeoff: accept_tradeoff.map(str::to_string),
     }
 }
 
+/// How many more pairs with a preference (wins plus losses) would make the canary's win rate
+/// so far significant (sign test p < 0.05), if it held: None above 100,000 pairs.
+fn more_pairs_to_show(wins: u64, losses: u64) -> Option<u64> {
+    let decided = wins + losses;
+    if wins <= losses || decided == 0 {
+        return None;
+    }
+    let rate = wins as f64 / decided as f64;
+    (decided + 1..=100_000).find_map(|n| {
+        let w = (rate * n as f64).round() as u64;
+        (sign_test(w, n - w) < 0.05).then_some(n - decided)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_lines_are_numbered_as_an_editor_numbers_them() {
+        let text = b"item,label_a\r\n1,good\r\n2,meh\r\n";
+        assert_eq!(line_at(text, 0), 1);
+        assert_eq!(line_at(text, 14), 2);
+        // Where the CSV reader puts the records after a CRLF: at the LF.
+        assert_eq!(line_at(text, 13), 2);
+        assert_eq!(line_at(text, 21), 3);
+        assert_eq!(line_at(text, 22), 3);
+    }
+
+    #[test]
+    fn pairs_needed_at_a_win_rate() {
+        // 12 wins to 8 losses is not significant; the answer is the first total of decided
+        // pairs at a 60% win rate whose sign test is, and one pair fewer is not.
+        let more = more_pairs_to_show(12, 8).unwrap();
+        let n = 20 + more;
+        let w = (0.6 * n as f64).round() as u64;
+        assert!(sign_test(w, n - w) < 0.05);
+        let w1 = (0.6 * (n - 1) as f64).round() as u64;
+        assert!(sign_test(w1, n - 1 - w1) >= 0.05);
+        assert_eq!(more_pairs_to_show(5, 5), None);
+    }
 
     #[test]
     fn kappa_matches_statsmodels() {
