@@ -21,7 +21,6 @@ import argparse
 import os
 import re
 import resource
-import select
 import shutil
 import socket
 import subprocess
@@ -110,13 +109,13 @@ def idle(addr, pid, n):
     time.sleep(1.0)
     held = proc_status(pid)
     refused = 0
-    readable, _, _ = select.select(socks, [], [], 0.5)
-    for s in readable:
+    for s in socks:
+        s.setblocking(False)
         try:
             if s.recv(64).startswith(b"HTTP/1.1 503"):
                 refused += 1
         except OSError:
-            pass
+            pass  # nothing to read: a held connection
     return before, held, refused, socks
 
 

@@ -261,7 +261,7 @@ fn a_clean_canary_with_a_winning_review_passes() {
     );
     assert!(
         md.contains(&format!(
-            "- Review set size + result: [x] review `{id}`: n = 30 pairs"
+            "- Review set size + result:\n  - [x] Review `{id}`: n = 30 pairs"
         )),
         "{md}"
     );
@@ -269,7 +269,9 @@ fn a_clean_canary_with_a_winning_review_passes() {
     assert!(md.contains("verdict **ship**"), "{md}");
     assert!(md.contains("- Rollback knob: last-known-good `v1`: `promptgate registry kill --route support --env prod --why"), "{md}");
     assert!(
-        md.contains("**All 4 required checks pass** (exit 0)."),
+        md.starts_with(
+            "## Prompt change checklist\n**Ready: all 4 required checks pass** (exit 0).\n"
+        ),
         "{md}"
     );
 
@@ -333,12 +335,20 @@ fn a_failing_canary_is_unticked_with_its_evidence() {
         "{md}"
     );
     assert!(
-        md.contains("- Review set size + result: [ ] review"),
+        md.contains("- Review set size + result:\n  - [ ] Review"),
         "{md}"
     );
     assert!(md.contains("canary wins 12 / losses 18"), "{md}");
     assert!(md.contains("verdict **do not ship**"), "{md}");
-    assert!(md.contains("required checks fail: "), "{md}");
+    assert!(
+        md.starts_with("## Prompt change checklist\n**Not ready: "),
+        "{md}"
+    );
+    assert_eq!(
+        md.matches("required checks fail").count(),
+        1,
+        "said once: {md}"
+    );
     let doc = w.checklist_json(&["--review", &id], 1);
     assert_eq!(doc["exit_code"], 1);
     let sha = check(&doc, "prompt_sha");
@@ -457,7 +467,7 @@ fn before_traffic_and_review_it_says_so() {
         "{md}"
     );
     assert!(
-        md.contains("- Review set size + result: [ ] not done (no --review given"),
+        md.contains("- Review set size + result:\n  - [ ] Review not done (no --review given"),
         "{md}"
     );
     let doc = w.checklist_json(&[], 1);
@@ -472,7 +482,9 @@ fn before_traffic_and_review_it_says_so() {
     let id = out.lines().next().unwrap();
     let md = w.checklist(&["--review", id], 1);
     assert!(
-        md.contains(&format!("[ ] not done (review {id} is not scored yet")),
+        md.contains(&format!(
+            "[ ] Review not done (review {id} is not scored yet"
+        )),
         "{md}"
     );
 
@@ -559,7 +571,8 @@ fn the_demo_ends_with_a_review_and_the_checklist() {
         "{rest}"
     );
     assert!(
-        rest.contains("**2 of 4 required checks fail: judge, review** (exit 1).\n(exit code 1)"),
+        rest.contains("**Not ready: 2 of 4 required checks fail: judge, review** (exit 1).")
+            && rest.contains("\n(exit code 1)"),
         "{rest}"
     );
     assert!(

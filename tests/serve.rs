@@ -575,19 +575,12 @@ fn sigterm_stops_within_the_drain_deadline_despite_a_half_sent_request() {
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: kill sends a signal to our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "serve still running 10 s after SIGTERM with a 1 s drain deadline"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::signal_and_wait(
+        &mut child,
+        libc::SIGTERM,
+        Duration::from_secs(10),
+        "serve stops after SIGTERM within its 1 s drain deadline",
+    );
     assert_eq!(status.code(), Some(0));
     let mut log = String::new();
     stderr.read_to_string(&mut log).unwrap();

@@ -640,3 +640,68 @@ fn label_with_the_keyboard_reload_export_and_score() {
     assert_eq!(s["baseline"]["good"], 30);
     assert_eq!(s["canary"]["good"], 30);
 }
+
+/// Long unbroken tokens (a 300-character URL) wrap: at 1,280 px both answers stand side by side
+/// and at 390 px (a phone) they stack, with nothing wider than the window and every label
+/// button inside it (asserted from element geometry; screenshots kept with
+/// `PROMPTGATE_SCREENSHOTS`).
+#[test]
+fn long_answers_wrap_and_the_buttons_stay_in_view() {
+    let review = Review::new();
+    let work = review.dir.path();
+    let downloads = work.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let mut b = Browser::launch(&work.join("profile"), &downloads);
+    let url = format!(
+        "file://{}",
+        review.review_dir().join("sheet.html").display()
+    );
+    b.open(&url);
+    let long = format!("https://docs.example.com/{}", "a1b2c3d4".repeat(35));
+    assert!(long.len() >= 300);
+    b.eval(&format!(
+        "document.getElementById('textA').textContent = 'See {long} for the steps.'; \
+         document.getElementById('textB').textContent = 'Short answer.'; \
+         document.getElementById('input').textContent = '{long}'; true"
+    ));
+    for (width, side_by_side) in [(1280, true), (390, false)] {
+        b.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500}),
+        );
+        let g = b.eval(
+            "(() => { const r = id => document.getElementById(id).getBoundingClientRect(); \
+             const buttons = [...document.querySelectorAll('.answer button')].map(x => x.getBoundingClientRect()); \
+             return { inner: window.innerWidth, scroll: document.documentElement.scrollWidth, \
+               a: [r('boxA').left, r('boxA').top, r('boxA').right, r('boxA').bottom], \
+               b: [r('boxB').left, r('boxB').top, r('boxB').right, r('boxB').bottom], \
+               buttons: buttons.map(x => [x.left, x.right]) }; })()",
+        );
+        let inner = g["inner"].as_f64().unwrap();
+        assert_eq!(inner, width as f64, "{g}");
+        assert!(
+            g["scroll"].as_f64().unwrap() <= inner,
+            "{width} px: wider than the window: {g}"
+        );
+        let buttons = g["buttons"].as_array().unwrap();
+        assert_eq!(buttons.len(), 4, "{g}");
+        for x in buttons {
+            let (l, r) = (x[0].as_f64().unwrap(), x[1].as_f64().unwrap());
+            assert!(
+                l >= 0.0 && r <= inner,
+                "{width} px: a label button out of view: {g}"
+            );
+        }
+        let (a, bb) = (&g["a"], &g["b"]);
+        let f = |v: &Value, i: usize| v[i].as_f64().unwrap();
+        if side_by_side {
+            assert_eq!(f(a, 1), f(bb, 1), "{width} px: side by side: {g}");
+            // Neither answer squeezed: the long one no longer takes the other's width.
+            let (wa, wb) = (f(a, 2) - f(a, 0), f(bb, 2) - f(bb, 0));
+            assert!((wa - wb).abs() < 2.0 && wa > 400.0, "{width} px: {g}");
+        } else {
+            assert!(f(bb, 1) >= f(a, 3), "{width} px: stacked: {g}");
+        }
+        b.screenshot(&format!("sheet-long-{width}.png"));
+    }
+}

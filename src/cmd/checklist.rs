@@ -202,20 +202,7 @@ pub async fn checklist(lake: &Lake, reg: &Registry, a: &ChecklistArgs) -> Result
     let external = match (rollout, has_events) {
         (None, true) => {
             let ctx = query::judge_session(lake).await?;
-            let args = JudgeArgs {
-                as_of: None,
-                route: a.route.clone(),
-                baseline: a.baseline.clone(),
-                canary: a.canary.clone(),
-                env: Some(env.clone()),
-                policy: None,
-                since_us: a.since_us,
-                until_us: None,
-                expected_share: None,
-                srm_exclude: Vec::new(),
-                pins: Vec::new(),
-                format: crate::report::VerdictFormat::Json,
-            };
+            let args = window_args(a, &env, a.since_us, None);
             Some(evaluate(&ctx, &args, &Policy::default()).await?)
         }
         _ => None,
@@ -318,20 +305,7 @@ async fn measure(
     impact_policy.rules = Policy::from_toml(IMPACT_RULES_TOML)
         .map_err(|e| Error::runtime(format!("the impact rules: {e}")))?
         .rules;
-    let args = JudgeArgs {
-        as_of: None,
-        route: a.route.clone(),
-        baseline: a.baseline.clone(),
-        canary: a.canary.clone(),
-        env: Some(env.to_string()),
-        policy: None,
-        since_us,
-        until_us,
-        expected_share: None,
-        srm_exclude: Vec::new(),
-        pins: Vec::new(),
-        format: crate::report::VerdictFormat::Json,
-    };
+    let args = window_args(a, env, since_us, until_us);
     let v = evaluate(&ctx, &args, &impact_policy).await?;
     let arms = query::rollout_arms(
         &ctx,
@@ -346,6 +320,30 @@ async fn measure(
         render::impact(&v, window),
         render::sha_check(&arms, registered),
     ))
+}
+
+/// The judge's arguments for both versions' events in `env` between `since_us` and `until_us`
+/// (no sample-ratio check, no pins): the impact rules' window, and the judge without a rollout.
+fn window_args(
+    a: &ChecklistArgs,
+    env: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> JudgeArgs {
+    JudgeArgs {
+        as_of: None,
+        route: a.route.clone(),
+        baseline: a.baseline.clone(),
+        canary: a.canary.clone(),
+        env: Some(env.to_string()),
+        policy: None,
+        since_us,
+        until_us,
+        expected_share: None,
+        srm_exclude: Vec::new(),
+        pins: Vec::new(),
+        format: crate::report::VerdictFormat::Json,
+    }
 }
 
 fn rollout_plan(r: &Rollout, step: usize) -> RolloutPlan {

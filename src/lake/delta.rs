@@ -314,7 +314,7 @@ const CHECKPOINT_INTERVAL: u64 = 100;
 pub async fn ensure_checkpoint(url: &Url) -> Result<Option<u64>> {
     let table = load(url, None).await?;
     let err = delta_err(url);
-    let head = table.version().unwrap_or(0).max(0) as u64;
+    let head = table.version().unwrap_or(0);
     if head + 1 < CHECKPOINT_INTERVAL {
         return Ok(None);
     }

@@ -108,8 +108,7 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
     // Distinct after redaction: two inputs that differ only in what redaction removes (an
     // e-mail address) are one item to a labeler.
     let mut seen = HashSet::new();
-    let mut by_stratum: BTreeMap<(String, String), Vec<(u64, Candidate, RedactionCounts)>> =
-        BTreeMap::new();
+    let mut by_stratum: BTreeMap<(String, String), Vec<Drawn>> = BTreeMap::new();
     for mut c in candidates {
         let (redacted, counts) = redact(&c.input);
         if !seen.insert(redacted.trim().to_string()) {
@@ -131,7 +130,7 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
     let caps: Vec<u64> = cells.iter().map(|k| by_stratum[k].len() as u64).collect();
     let quotas = allocate(n, &weights, &caps);
 
-    let mut chosen: Vec<(u64, Candidate, RedactionCounts)> = Vec::new();
+    let mut chosen: Vec<Drawn> = Vec::new();
     let mut strata = Vec::new();
     for ((cell, quota), cap) in cells.iter().zip(&quotas).zip(&caps) {
         let list = by_stratum.remove(cell).unwrap_or_default();
@@ -168,6 +167,10 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
         redactions,
     }
 }
+
+/// A candidate in the draw: its key (`XXH3(event_id, seed)`), itself with its input redacted,
+/// and what redaction removed.
+type Drawn = (u64, Candidate, RedactionCounts);
 
 /// Splits `n` seats over cells in proportion to `weights`, at most `caps[i]` each (largest
 /// remainder; ties to the earlier cell). Returns fewer than `n` in all only when the caps sum to

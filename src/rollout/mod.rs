@@ -694,25 +694,28 @@ mod tests {
         }
     }
 
+    /// Whether each unit resolves to the canary of route `r` in prod.
+    fn on_canary(s: &State, units: &[String]) -> Vec<bool> {
+        units
+            .iter()
+            .map(|u| {
+                let req = ResolveRequest {
+                    route: "r",
+                    env: "prod",
+                    tier: None,
+                    unit: u,
+                };
+                resolve(s, &req).unwrap().arm == ResolvedArm::Canary
+            })
+            .collect()
+    }
+
     #[test]
     fn canary_share_is_sticky_and_matches_the_plan() {
         let mut s = state();
         let (ro, _) = start(&mut s, spec(&[1.0, 5.0, 25.0, 100.0]), &stamp(2)).unwrap();
         let units: Vec<String> = (0..100_000).map(|u| format!("user-{u}")).collect();
-        let arms = |s: &State| -> Vec<bool> {
-            units
-                .iter()
-                .map(|u| {
-                    let req = ResolveRequest {
-                        route: "r",
-                        env: "prod",
-                        tier: None,
-                        unit: u,
-                    };
-                    resolve(s, &req).unwrap().arm == ResolvedArm::Canary
-                })
-                .collect()
-        };
+        let arms = |s: &State| on_canary(s, &units);
         let mut prev = arms(&s);
         for (step, share) in [(0usize, 0.01), (1, 0.05), (2, 0.25)] {
             let now = arms(&s);
@@ -748,20 +751,7 @@ mod tests {
         sp.cohort = Some(cohort.clone());
         let (ro, _) = start(&mut s, sp, &stamp(2)).unwrap();
         assert_eq!(ro.steps[0], Step::Cohort);
-        let canary = |s: &State| -> Vec<bool> {
-            units
-                .iter()
-                .map(|u| {
-                    let req = ResolveRequest {
-                        route: "r",
-                        env: "prod",
-                        tier: None,
-                        unit: u,
-                    };
-                    resolve(s, &req).unwrap().arm == ResolvedArm::Canary
-                })
-                .collect()
-        };
+        let canary = |s: &State| on_canary(s, &units);
         let in_cohort: Vec<bool> = units.iter().map(|u| ro.in_cohort(u)).collect();
         let mut prev = canary(&s);
         assert_eq!(prev, in_cohort, "the cohort step serves exactly the cohort");

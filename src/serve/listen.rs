@@ -58,10 +58,12 @@ pub struct Stopped {
     pub shed: u64,
 }
 
-/// Connections being refused at once: each gets up to a second to take its 503. Past this many,
-/// a refused connection is closed without an answer.
-const MAX_SHEDDING: usize = 64;
+/// Connections being refused at once: each gets up to a second to take its 503, then (if it sent
+/// a request) a quarter of one for the rest of it to be read. Past this many, a refused
+/// connection is closed without an answer.
+const MAX_SHEDDING: usize = 256;
 const SHED_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+const SHED_LINGER: Duration = Duration::from_millis(250);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module docs).
 pub async fn serve(
@@ -149,16 +151,32 @@ async fn refuse(mut stream: TcpStream, max: usize) {
         "retry shortly, reuse connections (keep-alive), or raise serve --max-connections",
     );
     let answer = response(503, "Service Unavailable", &body, &[("retry-after", "1")]);
-    let _ = tokio::time::timeout(SHED_WRITE_TIMEOUT, async {
+    let written = tokio::time::timeout(SHED_WRITE_TIMEOUT, async {
         stream.write_all(&answer).await?;
-        stream.shutdown().await?;
-        // Read what the client sent until it closes: closing with its request unread would
-        // make the kernel reset the connection, and the client could lose the answer.
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        io::Result::Ok(())
+        stream.shutdown().await
     })
     .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    // Closing with the client's request unread would make the kernel reset the connection, and
+    // the client could lose the answer: read what it sent. A client that sent nothing (an idle
+    // connection) is closed at once, so a flood of them is answered as fast as it arrives.
+    let mut sink = [0u8; 1024];
+    let mut sent = false;
+    while let Ok(n) = stream.try_read(&mut sink) {
+        if n == 0 {
+            return;
+        }
+        sent = true;
+    }
+    if sent {
+        let _ = tokio::time::timeout(SHED_LINGER, async {
+            while stream.read(&mut sink).await? > 0 {}
+            io::Result::Ok(())
+        })
+        .await;
+    }
 }
 
 fn error_body(error: &str, hint: &str) -> Vec<u8> {

@@ -26,6 +26,29 @@ pub fn serve_banner(child: &mut Child) -> String {
     line
 }
 
+/// Sends `signal` to our own `child` and waits for it to exit; fails the test, saying `what`
+/// was expected, when it still runs after `within`.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: i32,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    // SAFETY: sends a signal to a child of this process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "still running after {within:?}: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The `host:port` in `serve`'s banner line.
 pub fn listening_addr(banner: &str) -> String {
     banner

@@ -30,7 +30,7 @@ fn p_value(p: f64) -> String {
 }
 
 fn ratio(m: &ImpactMetric) -> String {
-    let b = |x: Option<f64>| x.map_or("∞".to_string(), |v| format!("{v:.2}"));
+    let b = |x: Option<f64>| x.map_or("no upper bound yet".to_string(), |v| format!("{v:.2}"));
     match m.ratio {
         None if m.n_canary == 0 || m.n_baseline == 0 => "no data".to_string(),
         None => "ratio undefined".to_string(),
@@ -50,6 +50,29 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
         s.push('\n');
     };
     p(&mut s, "## Prompt change checklist".into());
+    // The verdict first, once: what a reviewer reads before anything else.
+    let required: Vec<&Check> = c.checks.iter().filter(|c| c.required).collect();
+    let failed: Vec<&str> = required
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    p(
+        &mut s,
+        if failed.is_empty() {
+            format!(
+                "**Ready: all {} required checks pass** (exit 0).\n",
+                required.len()
+            )
+        } else {
+            format!(
+                "**Not ready: {} of {} required checks fail: {}** (exit 1).\n",
+                failed.len(),
+                required.len(),
+                failed.join(", ")
+            )
+        },
+    );
     p(&mut s, format!("- Route: `{}` (env `{}`)", c.route, c.env));
     p(
         &mut s,
@@ -250,7 +273,7 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
         Some(sc) => p(
             &mut s,
             format!(
-                "- Review set size + result: {} review `{}`: n = {} pairs ({} labeler(s)), canary wins {} / losses {} / ties {}, sign test p {}, good rate {} → {}; verdict **{}**: {}",
+                "- Review set size + result:\n  - {} Review `{}`: n = {} pairs ({} labeler(s)), canary wins {} / losses {} / ties {}, sign test p {}, good rate {} → {}; verdict **{}**: {}",
                 tick(rc),
                 sc.review,
                 sc.pairs,
@@ -268,7 +291,7 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
         None => p(
             &mut s,
             format!(
-                "- Review set size + result: {} not done ({})",
+                "- Review set size + result:\n  - {} Review not done ({})",
                 tick(rc),
                 c.review.note
             ),
@@ -282,26 +305,6 @@ pub fn write_markdown(c: &Checklist, out: &mut dyn Write) -> Result<()> {
         ),
         _ => p(&mut s, format!("- Rollback knob: {}", c.rollback.note)),
     }
-    let required: Vec<&Check> = c.checks.iter().filter(|c| c.required).collect();
-    let failed: Vec<&str> = required
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect();
-    p(&mut s, String::new());
-    p(
-        &mut s,
-        if failed.is_empty() {
-            format!("**All {} required checks pass** (exit 0).", required.len())
-        } else {
-            format!(
-                "**{} of {} required checks fail: {}** (exit 1).",
-                failed.len(),
-                required.len(),
-                failed.join(", ")
-            )
-        },
-    );
     out.write_all(s.as_bytes())
         .map_err(|e| Error::runtime(format!("cannot write output: {e}")))
 }
