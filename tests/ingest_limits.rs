@@ -11,10 +11,12 @@ use serde_json::Value;
 /// The binary under test; `PROMPTGATE_TEST_BIN` overrides cargo's (when several worktrees share
 /// one target directory, cargo's path may hold another worktree's build by the time tests run).
 fn bin() -> Command {
-    Command::new(
-        std::env::var_os("PROMPTGATE_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_promptgate").into()),
-    )
+    Command::new(test_bin())
+}
+
+fn test_bin() -> std::ffi::OsString {
+    std::env::var_os("PROMPTGATE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_promptgate").into())
 }
 
 fn run(lake: &Path, args: &[&str]) -> Output {
@@ -473,4 +475,38 @@ fn input_is_never_changed_silently() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("123456789012345678901234567890"), "{text}");
     assert!(text.contains("18446744073709551617"), "{text}");
+}
+
+/// Under an address-space limit (`ulimit -v`, 4 GB) and no `PROMPTGATE_MEMORY_MIB`, a query
+/// too big for memory fails with exit 1 and the pool's hint: the pool is sized from the room
+/// under the limit, not from the machine's memory (which made the process abort, exit 134).
+#[test]
+fn the_memory_pool_respects_an_address_space_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let events = dir.path().join("e.ndjson");
+    std::fs::write(
+        &events,
+        bin()
+            .args(["gen", "--events", "100", "--seed", "3"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    ingest(&lake, &[events.to_str().unwrap()]);
+    let query = "SELECT cardinality(array_agg(v)) AS n FROM generate_series(1, 600000000) t(v)";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4000000 && exec \"$0\" --lake \"$1\" sql \"$2\"")
+        .arg(test_bin())
+        .arg(&lake)
+        .arg(query)
+        .env_remove("PROMPTGATE_MEMORY_MIB")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(err.contains("hint: the query needs more than its"), "{err}");
 }
