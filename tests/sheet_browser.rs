@@ -492,11 +492,9 @@ fn decision(i: usize) -> &'static str {
     }
 }
 
-#[test]
-fn label_with_the_keyboard_reload_export_and_score() {
-    let review = Review::new();
-    let sides = review.canary_side();
-    assert_eq!(sides.len(), 30);
+/// A browser on the review's sheet, downloading into the review's work directory: the browser,
+/// that directory and the sheet's URL.
+fn open_sheet(review: &Review) -> (Browser, PathBuf, String) {
     let work = review.dir.path();
     let downloads = work.join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -506,6 +504,15 @@ fn label_with_the_keyboard_reload_export_and_score() {
         review.review_dir().join("sheet.html").display()
     );
     b.open(&url);
+    (b, downloads, url)
+}
+
+#[test]
+fn label_with_the_keyboard_reload_export_and_score() {
+    let review = Review::new();
+    let sides = review.canary_side();
+    assert_eq!(sides.len(), 30);
+    let (mut b, downloads, url) = open_sheet(&review);
     assert_eq!(b.text("done"), "0 of 30 labeled");
     assert_eq!(b.text("pos"), "1 / 30");
     let first = b.screenshot("sheet-1-fresh.png");
@@ -648,15 +655,7 @@ fn label_with_the_keyboard_reload_export_and_score() {
 #[test]
 fn long_answers_wrap_and_the_buttons_stay_in_view() {
     let review = Review::new();
-    let work = review.dir.path();
-    let downloads = work.join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    let mut b = Browser::launch(&work.join("profile"), &downloads);
-    let url = format!(
-        "file://{}",
-        review.review_dir().join("sheet.html").display()
-    );
-    b.open(&url);
+    let (mut b, _, _) = open_sheet(&review);
     let long = format!("https://docs.example.com/{}", "a1b2c3d4".repeat(35));
     assert!(long.len() >= 300);
     b.eval(&format!(
