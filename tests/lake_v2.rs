@@ -291,6 +291,26 @@ fn a_forged_id_hash_file_never_hides_a_duplicate() {
     let a = events(&lake, "a.ndjson", 5000, 65);
     let first = ingest(&lake, &[&a]);
     assert_eq!(first["accepted"], 5000, "{first}");
+    // Every add action of the events table records its id-hash file's digest (so an intact
+    // file is trusted and only a forged one is read around).
+    let log = lake.lake.join("llm_events").join("_delta_log");
+    let (mut adds, mut tagged) = (0, 0);
+    for entry in std::fs::read_dir(&log).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                if let Some(add) = v.get("add") {
+                    adds += 1;
+                    tagged += usize::from(add["tags"]["promptgate.idsXxh3"].is_string());
+                }
+            }
+        }
+    }
+    assert!(
+        adds > 0 && tagged == adds,
+        "{tagged} of {adds} add actions carry the digest"
+    );
     let mut files = Vec::new();
     walk(&lake.lake.join("llm_events"), &mut files);
     let mut forged = 0;
