@@ -579,12 +579,23 @@ fn label_with_the_keyboard_reload_export_and_score() {
     let distinct: std::collections::BTreeSet<u64> = shown.iter().copied().collect();
     assert_eq!(distinct.len(), 30, "every item was shown once: {shown:?}");
 
+    // Export without a name: an inline notice, not a dialog (a dialog would block the page and
+    // this evaluation with it).
+    b.key("e");
+    assert!(
+        b.text("notice")
+            .starts_with("Enter your name in the Labeler field"),
+        "{}",
+        b.text("notice")
+    );
     // Export: the labeler's name first (typed into its field), then `e`.
     b.click("labeler");
     b.type_text("ann");
     b.key("Enter");
     b.screenshot("sheet-3-done.png");
     b.key("e");
+    // Every item complete: nothing to warn about.
+    assert_eq!(b.text("notice"), "");
     let exported = downloads.join("labels-ann.csv");
     let deadline = Instant::now() + WAIT;
     while !exported.exists() {
@@ -703,4 +714,19 @@ fn long_answers_wrap_and_the_buttons_stay_in_view() {
         }
         b.screenshot(&format!("sheet-long-{width}.png"));
     }
+    // Partial work exports, and the page says which items scoring will skip.
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    b.click("labeler");
+    b.type_text("bo");
+    b.key("Enter");
+    b.key("1");
+    b.key("e");
+    let item = b.text("itemno");
+    let item = item.trim_start_matches("Item ");
+    assert_eq!(
+        b.text("notice"),
+        format!(
+            "Exported. 1 half-labeled item ({item}) will be skipped when scored: label both answers and a preference to count it."
+        )
+    );
 }
