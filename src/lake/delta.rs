@@ -310,13 +310,14 @@ const CHECKPOINT_INTERVAL: u64 = 100;
 /// Writes a checkpoint of the table at `url`'s latest version when the last one is
 /// [`CHECKPOINT_INTERVAL`] commits behind or more. A commit writes the checkpoint when it
 /// crosses the interval; a writer killed right after that commit never wrote it, and without
-/// this every reader would replay more and more commits. Returns the version checkpointed.
-pub async fn ensure_checkpoint(url: &Url) -> Result<Option<u64>> {
+/// this every reader would replay more and more commits. Returns the table's latest version and
+/// whether it was checkpointed now.
+pub async fn ensure_checkpoint(url: &Url) -> Result<(u64, bool)> {
     let table = load(url, None).await?;
     let err = delta_err(url);
     let head = table.version().unwrap_or(0);
     if head + 1 < CHECKPOINT_INTERVAL {
-        return Ok(None);
+        return Ok((head, false));
     }
     use object_store::ObjectStoreExt;
     let hint = object_store::path::Path::from(format!("{LOG_DIR}/_last_checkpoint"));
@@ -334,12 +335,12 @@ pub async fn ensure_checkpoint(url: &Url) -> Result<Option<u64>> {
         Err(e) => return Err(err(deltalake_core::DeltaTableError::from(e))),
     };
     if last.is_some_and(|v| head < v + CHECKPOINT_INTERVAL) {
-        return Ok(None);
+        return Ok((head, false));
     }
     deltalake_core::checkpoints::create_checkpoint(&table, None)
         .await
         .map_err(&err)?;
-    Ok(Some(head))
+    Ok((head, true))
 }
 
 /// Whether an error comes from a full disk (ENOSPC anywhere in its chain or text).
@@ -376,8 +377,10 @@ pub struct DataFile {
     pub ids_digest: Option<String>,
 }
 
-/// The files of a loaded table version, sorted by path.
-pub fn files(table: &DeltaTable) -> Result<Vec<DataFile>> {
+/// The files of a loaded version of `which`, sorted by path (with their id-hash digests where
+/// `which` keeps id-hash files).
+pub fn files(table: &DeltaTable, which: Table) -> Result<Vec<DataFile>> {
+    let digests = ids::has_id_hashes(which);
     let snapshot = table.snapshot().map_err(delta_err(table.table_url()))?;
     let mut out: Vec<DataFile> = snapshot
         .log_data()
@@ -390,11 +393,12 @@ pub fn files(table: &DeltaTable) -> Result<Vec<DataFile>> {
                 .flatten()
                 .unwrap_or_default();
             // The tags are only reachable through the add action (deprecated as a way to
-            // build actions, not to read them).
+            // build actions, not to read them), which copies the whole action: only where a
+            // digest can be there.
             #[allow(deprecated)]
-            let ids_digest = f
-                .add_action()
-                .tags
+            let ids_digest = digests
+                .then(|| f.add_action().tags)
+                .flatten()
                 .and_then(|mut t| t.remove(ids::DIGEST_TAG).flatten());
             DataFile {
                 path: f.path().into_owned(),
@@ -745,9 +749,9 @@ mod tests {
                 .exists()
         );
         let t = load(&url, None).await.unwrap();
-        assert_eq!(files(&t).unwrap().len(), 100);
+        assert_eq!(files(&t, Table::Labels).unwrap().len(), 100);
         let old = load(&url, Some(42)).await.unwrap();
-        assert_eq!(files(&old).unwrap().len(), 42);
+        assert_eq!(files(&old, Table::Labels).unwrap().len(), 42);
         // A commit at a version already taken commits nothing.
         let add = add_action(
             &part.join("part-0.parquet"),
@@ -763,7 +767,7 @@ mod tests {
         );
         assert_eq!(latest_version(&url).await.unwrap(), 100);
         // Nothing to do while the last checkpoint is recent.
-        assert_eq!(ensure_checkpoint(&url).await.unwrap(), None);
+        assert_eq!(ensure_checkpoint(&url).await.unwrap(), (100, false));
         // A writer killed right after the commit that crossed the interval left no checkpoint:
         // the next writer's recovery writes one, and readers replay from it.
         let log = dir.join(LOG_DIR);
@@ -773,9 +777,14 @@ mod tests {
                 std::fs::remove_file(log.join(name)).unwrap();
             }
         }
-        assert_eq!(ensure_checkpoint(&url).await.unwrap(), Some(100));
+        assert_eq!(ensure_checkpoint(&url).await.unwrap(), (100, true));
         assert!(log.join(format!("{:020}.checkpoint.parquet", 100)).exists());
-        assert_eq!(ensure_checkpoint(&url).await.unwrap(), None);
-        assert_eq!(files(&load(&url, None).await.unwrap()).unwrap().len(), 100);
+        assert_eq!(ensure_checkpoint(&url).await.unwrap(), (100, false));
+        assert_eq!(
+            files(&load(&url, None).await.unwrap(), Table::Labels)
+                .unwrap()
+                .len(),
+            100
+        );
     }
 }

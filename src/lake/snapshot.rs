@@ -123,7 +123,7 @@ impl Snapshot {
             let url = lake.table_url(table);
             Some(tokio::spawn(async move {
                 let delta = delta::load(&url?, Some(version)).await?;
-                let files = delta::files(&delta)?;
+                let files = delta::files(&delta, table)?;
                 Ok::<_, Error>(TableVersion {
                     table,
                     version,

@@ -313,13 +313,13 @@ async fn recover(lake: &Lake) -> Result<()> {
         }
         // A writer killed right after the commit that crossed a checkpoint interval never
         // wrote its checkpoint: write it now, whatever else recovery finds.
-        if let Some(v) = delta::ensure_checkpoint(&url).await? {
+        let (head, checkpointed) = delta::ensure_checkpoint(&url).await?;
+        if checkpointed {
             eprintln!(
-                "wrote the checkpoint of {} version {v} that an interrupted writer left unwritten",
+                "wrote the checkpoint of {} version {head} that an interrupted writer left unwritten",
                 table.name()
             );
         }
-        let head = delta::latest_version(&url).await?;
         match latest.table(table) {
             Some(v) if head > v => {
                 tables.insert(table.name().into(), delta::restore(&url, Some(v)).await?);

@@ -108,8 +108,13 @@ pub fn choose(mut candidates: Vec<Candidate>, n: u64, seed: u64) -> Sample {
     // Distinct after redaction: two inputs that differ only in what redaction removes (an
     // e-mail address) are one item to a labeler.
     let mut seen = HashSet::new();
+    let mut seen_raw = HashSet::new();
     let mut by_stratum: BTreeMap<(String, String), Vec<Drawn>> = BTreeMap::new();
     for mut c in candidates {
+        // An input seen before as it is needs no redaction to know it is a repeat.
+        if !seen_raw.insert(c.input.trim().to_string()) {
+            continue;
+        }
         let (redacted, counts) = redact(&c.input);
         if !seen.insert(redacted.trim().to_string()) {
             continue;

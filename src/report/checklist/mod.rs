@@ -438,24 +438,24 @@ pub fn judge_check(
     killed: Option<&str>,
     window: &str,
 ) -> Check {
-    let (passed, evidence) = match (rollout, decided) {
-        _ if killed.is_some() => (false, killed.unwrap_or_default().to_string()),
-        (None, Some((d, reason))) => (
+    let (passed, evidence) = match (killed, rollout, decided) {
+        (Some(kill), _, _) => (false, kill.to_string()),
+        (None, None, Some((d, reason))) => (
             *d == Decision::Promote,
             format!(
                 "no promptgate rollout of this change (traffic split elsewhere): the judge on both versions' events {window}: {}: {reason}",
                 d.as_str()
             ),
         ),
-        (None, _) => (
+        (None, None, None) => (
             false,
             "no rollout of this change: start one with `promptgate rollout start`".to_string(),
         ),
-        (Some(r), _) if r.status == "aborted" || r.status == "killed" => {
+        (None, Some(r), _) if r.status == "aborted" || r.status == "killed" => {
             (false, format!("rollout {} was {}", r.id, r.status))
         }
-        (Some(r), None) => (false, format!("rollout {}: no events to judge yet", r.id)),
-        (Some(r), Some((d, reason))) => match d {
+        (None, Some(r), None) => (false, format!("rollout {}: no events to judge yet", r.id)),
+        (None, Some(r), Some((d, reason))) => match d {
             Decision::Promote => (true, format!("promote: {reason}")),
             Decision::Continue if r.status == "active" => (
                 true,
