@@ -211,7 +211,8 @@ enum ReviewCmd {
         #[arg(long)]
         canary: Option<String>,
     },
-    /// Write the blind sheet (sheet.csv, sheet.html) and, apart from it, the key.
+    /// Write the blind sheet (share/sheet.csv, share/sheet.html: all a labeler gets) and, apart
+    /// from it, the key.
     ///
     /// Exit codes: 0 written, 1 no answers yet, 2 usage error.
     Sheet {
@@ -500,6 +501,14 @@ enum LakeCmd {
     /// Convert a lake of the old layout (Parquet directories, no log) to Delta Lake tables in
     /// place; the next write does it too.
     Convert,
+    /// List what lies in a local lake beside its versions (stray or damaged log files,
+    /// checkpoints set aside, interrupted writers' staging, files no version reads) and what to
+    /// do about each. Reads only. Exit 1 when a damaged file needs restoring from a backup.
+    Doctor {
+        /// One JSON object: findings and the unneeded files' count and bytes.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the data files a version of the lake reads: table, date, rows, bytes, path.
     Files {
         /// Only this table (llm_events, llm_labels, llm_labeled_events).
@@ -628,6 +637,7 @@ fn gen_config(a: &GenArgs) -> Result<GenConfig> {
 fn needs_local_lake(c: &Command) -> Option<&'static str> {
     match c {
         Command::Lake(LakeCmd::Convert) => Some("lake convert"),
+        Command::Lake(LakeCmd::Doctor { .. }) => Some("lake doctor"),
         Command::Review(_) => Some("review"),
         Command::Checklist { .. } => Some("checklist"),
         _ => None,
@@ -706,6 +716,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 dry_run,
             } => cmd::lake::vacuum(&lake, retention_hours, dry_run).await,
             LakeCmd::Convert => cmd::lake::convert(&lake).await,
+            LakeCmd::Doctor { json } => cmd::lake::doctor(&lake, json).await,
             LakeCmd::Files { table, as_of, json } => {
                 let as_of = as_of_arg(as_of.as_deref())?;
                 cmd::lake::files(&lake, table.as_deref(), &as_of, json).await

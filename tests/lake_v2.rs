@@ -231,19 +231,66 @@ fn a_damaged_delta_log_file_is_named_in_one_line() {
     let log = lake.lake.join("llm_events").join("_delta_log");
     let checkpoint = log.join("00000000000000000001.checkpoint.parquet");
     std::fs::write(&checkpoint, b"x").unwrap();
+    // Every commit the checkpoint repeats is still there: readers read through them, saying
+    // which file is damaged; the next writer moves it aside and goes on.
+    let out = lake.run(&[
+        "sql",
+        "--format",
+        "json",
+        "SELECT COUNT(*) AS n FROM llm_events",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("00000000000000000001.checkpoint.parquet is not a Parquet file; reading"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"n\":2000"),
+        "{out:?}"
+    );
+    let report = ingest(&lake, &[&a]);
+    assert_eq!(report["duplicates"], 1000, "{report}");
+    assert!(!checkpoint.exists());
+    let aside: Vec<_> = std::fs::read_dir(lake.lake.join("_promptgate/damaged/llm_events"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(
+        aside,
+        vec![b"x".to_vec()],
+        "the damaged file is kept aside, not deleted"
+    );
+    assert_eq!(counts(&lake, "llm_events", "event_id"), (2000, 2000));
+    let out = lake.run(&["sql", "SELECT COUNT(*) FROM llm_events"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+
+    // Without the commits it repeats, a damaged checkpoint cannot be read around: one line
+    // naming it, and the way out.
+    let first = log.join("00000000000000000000.json");
+    let saved = std::fs::read(&first).unwrap();
+    std::fs::remove_file(&first).unwrap();
+    std::fs::write(&checkpoint, b"x").unwrap();
     for args in [
         &["sql", "SELECT COUNT(*) FROM llm_events"][..],
         &["ingest", "--no-progress", &a][..],
     ] {
         let err = lake.stderr(args, 1);
+        let err: String = err
+            .lines()
+            .filter(|l| !l.starts_with("warning:"))
+            .collect::<Vec<_>>()
+            .join("\n");
         assert_eq!(err.lines().count(), 2, "{args:?}: {err}");
         assert!(
             err.contains("00000000000000000001.checkpoint.parquet is not a Parquet file (1 bytes)"),
             "{err}"
         );
-        assert!(err.contains("move the checkpoint"), "{err}");
+        assert!(err.contains("restore the checkpoint"), "{err}");
     }
     std::fs::remove_file(&checkpoint).unwrap();
+    std::fs::write(&first, saved).unwrap();
     assert_eq!(counts(&lake, "llm_events", "event_id"), (2000, 2000));
 
     let mut commits: Vec<_> = std::fs::read_dir(&log)
@@ -263,6 +310,26 @@ fn a_damaged_delta_log_file_is_named_in_one_line() {
         "{err}"
     );
     assert!(err.contains("restore it from a backup"), "{err}");
+    // The doctor names it too, with the checkpoint set aside earlier, and exits 1.
+    let report: Value =
+        serde_json::from_str(&lake.expect(&["lake", "doctor", "--json"], 1)).unwrap();
+    let kinds: Vec<(&str, &str)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["path"].as_str().unwrap()))
+        .collect();
+    let last_name = last.file_name().unwrap().to_string_lossy();
+    assert!(
+        kinds.contains(&("damaged", &format!("llm_events/_delta_log/{last_name}"))),
+        "{report}"
+    );
+    assert!(
+        kinds.iter().any(|(k, p)| *k == "set-aside"
+            && p.starts_with("_promptgate/damaged/llm_events/")
+            && p.ends_with(".00000000000000000001.checkpoint.parquet")),
+        "{report}"
+    );
 }
 
 /// Only names of exactly twenty digits and `.json` are entries of the lake's log: a stray file
@@ -280,6 +347,28 @@ fn a_stray_file_in_the_lake_log_is_not_an_entry() {
     let b = events(&lake, "b.ndjson", 2000, 64);
     ingest(&lake, &[&b]);
     assert_eq!(counts(&lake, "llm_events", "event_id"), (4000, 4000));
+
+    // `lake doctor` lists each stray (and a writer's temporary file beside the Delta log), and
+    // exits 0: nothing there needs restoring.
+    std::fs::write(
+        lake.lake
+            .join("llm_events/_delta_log/00000000000000000009.json.tmp"),
+        b"{}",
+    )
+    .unwrap();
+    let out = lake.ok(&["lake", "doctor"]);
+    for stray in [
+        "_promptgate/log/+0000000000000000099.json",
+        "_promptgate/log/ 0000000000000000098.json",
+        "llm_events/_delta_log/00000000000000000009.json.tmp",
+    ] {
+        assert!(out.contains(&format!("stray      {stray}: ")), "{out}");
+    }
+    assert_eq!(out.matches("stray ").count(), 3, "{out}");
+    assert!(
+        out.contains("that the current version does not read"),
+        "{out}"
+    );
 }
 
 /// Forging every id-hash file (a valid header, the data file's real length, no hashes) cannot

@@ -1,5 +1,6 @@
 //! `promptgate lake`: the lake's versions (`history`), deleting files no version within the
-//! retention period needs (`vacuum`), and converting a lake of the old layout (`convert`).
+//! retention period needs (`vacuum`), converting a lake of the old layout (`convert`), the files
+//! a version reads (`files`) and what lies beside them (`doctor`).
 
 use std::io::Write;
 
@@ -75,6 +76,46 @@ pub async fn convert(lake: &Lake) -> Result<i32> {
         None => println!("converted: the lake is on Delta Lake (version {now})"),
     }
     Ok(0)
+}
+
+/// `lake doctor`: one line per finding (kind, path, what, what to do), then the files the
+/// current version does not read; exit 1 when a damaged file needs restoring.
+pub async fn doctor(lake: &Lake, json: bool) -> Result<i32> {
+    let r = lake::doctor(lake).await?;
+    let mut out = super::stdout();
+    let io = |e| Error::io("cannot write", std::path::Path::new("stdout"), e);
+    if json {
+        serde_json::to_writer(&mut out, &r).map_err(|e| Error::runtime(e.to_string()))?;
+        writeln!(out).map_err(io)?;
+    } else {
+        for f in &r.findings {
+            writeln!(
+                out,
+                "{:<9}  {}: {}\n           {}",
+                f.kind, f.path, f.what, f.action
+            )
+            .map_err(io)?;
+        }
+        if r.findings.is_empty() {
+            writeln!(
+                out,
+                "nothing stray or damaged in the lake at {}",
+                lake.location()
+            )
+            .map_err(io)?;
+        }
+        match &r.unreadable {
+            Some(why) => writeln!(out, "the lake's current version cannot be read: {why}"),
+            None => writeln!(
+                out,
+                "{} data file(s), {} bytes, that the current version does not read (`lake vacuum` deletes them after the retention period)",
+                r.unneeded_files, r.unneeded_bytes
+            ),
+        }
+        .map_err(io)?;
+    }
+    super::flush(&mut out)?;
+    Ok(if r.needs_repair() { 1 } else { 0 })
 }
 
 /// `lake files`: the data files a version of the lake reads, per table.

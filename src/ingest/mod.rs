@@ -767,9 +767,10 @@ impl Run<'_> {
         let mut plan: BTreeMap<(TableKey, i32), Vec<Sorted>> = BTreeMap::new();
         for key in [TableKey::Events, TableKey::Labels] {
             for run in &self.runs[key as usize] {
+                let open = runs::OpenRun::open(&run.path)?;
                 for (day, batches) in &run.days {
                     plan.entry((key, *day)).or_default().push(Sorted::Run {
-                        path: run.path.clone(),
+                        run: open.clone(),
                         batches: batches.clone(),
                     });
                 }

@@ -187,10 +187,47 @@ pub(super) fn run_ids(run: &Path, table: Table) -> Result<Vec<RecordBatch>> {
     reader.map(|b| Ok(b?)).collect()
 }
 
+/// A spilled run opened for reading, shared by the merges of all its days: its footer, which
+/// lists a batch per day and slice, is read once, not once per day (with years of days that
+/// alone was quadratic).
+pub(super) struct OpenRun {
+    path: PathBuf,
+    reader: std::sync::Mutex<FileReader<std::io::BufReader<File>>>,
+}
+
+impl OpenRun {
+    pub(super) fn open(path: &Path) -> Result<Arc<Self>> {
+        let file = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            reader: std::sync::Mutex::new(FileReader::try_new_buffered(file, None)?),
+        }))
+    }
+
+    /// Batch `i` of the run.
+    fn batch(&self, i: usize) -> Result<RecordBatch> {
+        let mut reader = self
+            .reader
+            .lock()
+            .map_err(|_| Error::runtime("a merge of a spilled run panicked"))?;
+        reader.set_index(i)?;
+        match reader.next() {
+            Some(b) => Ok(b?),
+            None => Err(Error::runtime(format!(
+                "spilled run {} ends before its batch {i}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
 /// Where one day's sorted rows are.
 pub(super) enum Sorted {
     /// Batches `batches` of a run file.
-    Run { path: PathBuf, batches: Vec<usize> },
+    Run {
+        run: Arc<OpenRun>,
+        batches: Vec<usize>,
+    },
     /// A sorted Parquet file written by this ingest.
     Parquet(PathBuf),
 }
@@ -209,19 +246,8 @@ pub(super) async fn merge_day(
     let mut streams: Vec<SendableRecordBatchStream> = Vec::with_capacity(sources.len());
     for s in sources {
         let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match s {
-            Sorted::Run { path, batches } => {
-                let file = File::open(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-                let mut reader = FileReader::try_new_buffered(file, None)?;
-                Box::new(batches.into_iter().map(move |i| {
-                    reader.set_index(i)?;
-                    match reader.next() {
-                        Some(b) => Ok(b?),
-                        None => Err(Error::runtime(format!(
-                            "spilled run {} ends before its batch {i}",
-                            path.display()
-                        ))),
-                    }
-                }))
+            Sorted::Run { run, batches } => {
+                Box::new(batches.into_iter().map(move |i| run.batch(i)))
             }
             Sorted::Parquet(path) => {
                 let file = File::open(&path).map_err(|e| Error::io("cannot read", &path, e))?;

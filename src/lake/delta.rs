@@ -55,6 +55,48 @@ fn is_version_file(name: &str) -> bool {
         && (rest == ".json" || (rest.starts_with(".checkpoint") && rest.ends_with(".parquet")))
 }
 
+/// Whether `name` is a checkpoint file of a version (see [`is_version_file`]).
+pub fn is_checkpoint(name: &str) -> bool {
+    is_version_file(name) && !name.ends_with(".json")
+}
+
+/// How delta-rs opens the table at `url`. A local table with a damaged checkpoint is read
+/// through the commits before it (see [`super::readthrough`]), with a warning, once per file,
+/// that says which file and what to do; a writer moves such a checkpoint aside
+/// ([`set_aside_damaged_checkpoints`]).
+fn builder(url: &Url) -> Result<deltalake_core::DeltaTableBuilder> {
+    let b = deltalake_core::DeltaTableBuilder::from_url(url.clone()).map_err(delta_err(url))?;
+    let Ok(dir) = url.to_file_path() else {
+        return Ok(b);
+    };
+    if url.scheme() != "file" {
+        return Ok(b);
+    }
+    let damaged = super::readthrough::damaged_checkpoints(&dir);
+    if damaged.is_empty() {
+        return Ok(b);
+    }
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(mut warned) = WARNED.lock() {
+        for name in &damaged {
+            let file = dir.join(LOG_DIR).join(name);
+            if !warned.contains(&file) {
+                eprintln!(
+                    "warning: {} is not a Parquet file; reading {} through the commits before it (the next ingest, compact or vacuum moves it aside and writes a new checkpoint)",
+                    file.display(),
+                    shown(url)
+                );
+                warned.push(file);
+            }
+        }
+    }
+    let store = Arc::new(super::readthrough::HideLogFiles::new(
+        Arc::new(object_store::local::LocalFileSystem::new()),
+        &damaged,
+    ));
+    Ok(b.with_storage_backend(store, url.clone()))
+}
+
 pub fn table_url(dir: &Path) -> Result<Url> {
     let abs = std::path::absolute(dir).map_err(|e| Error::io("cannot resolve", dir, e))?;
     Url::from_directory_path(&abs)
@@ -62,10 +104,7 @@ pub fn table_url(dir: &Path) -> Result<Url> {
 }
 
 fn log_store(url: &Url) -> Result<LogStoreRef> {
-    deltalake_core::DeltaTableBuilder::from_url(url.clone())
-        .map_err(delta_err(url))?
-        .build_storage()
-        .map_err(delta_err(url))
+    builder(url)?.build_storage().map_err(delta_err(url))
 }
 
 fn delta_err(url: &Url) -> impl Fn(deltalake_core::DeltaTableError) -> Error + '_ {
@@ -100,7 +139,7 @@ fn damaged_or(url: &Url, message: String, hint: Option<&str>) -> Error {
             file.display()
         ))
         .with_hint(if checkpoint {
-            "a checkpoint only repeats the commits before it: if every NNNNNNNNNNNNNNNNNNNN.json up to its version is still in _delta_log, move the checkpoint (and _last_checkpoint, if it names that version) out of _delta_log; otherwise restore it from a backup"
+            "a checkpoint only repeats the commits before it, and some of those are not in _delta_log any more, so the table cannot be read around it: restore the checkpoint (or the missing commits) from a backup"
         } else {
             "a commit of the table was truncated or edited by hand; restore it from a backup (each commit is needed to read the versions after it)"
         });
@@ -112,9 +151,8 @@ fn damaged_or(url: &Url, message: String, hint: Option<&str>) -> Error {
     }
 }
 
-/// The first damaged file of a table's `_delta_log`, and what is wrong with it: a checkpoint
-/// that is not a Parquet file (too short, or without the `PAR1` magic at both ends), or a commit
-/// with a line that is not JSON. Run only after an error (it reads the log's commits).
+/// The first damaged file of a table's `_delta_log`, and what is wrong with it (see
+/// [`damaged_file`]). Run only after an error (it reads the log's commits).
 fn damaged_log_file(dir: &Path) -> Option<(PathBuf, String)> {
     let log = dir.join(LOG_DIR);
     let mut names: Vec<String> = std::fs::read_dir(&log)
@@ -124,29 +162,43 @@ fn damaged_log_file(dir: &Path) -> Option<(PathBuf, String)> {
         .filter(|n| is_version_file(n))
         .collect();
     names.sort();
-    for name in names {
+    names.into_iter().find_map(|name| {
         let path = log.join(&name);
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        if name.ends_with(".parquet") {
-            if bytes.len() < 12 || !bytes.starts_with(b"PAR1") || !bytes.ends_with(b"PAR1") {
-                return Some((
-                    path,
-                    format!("is not a Parquet file ({} bytes)", bytes.len()),
-                ));
-            }
-        } else if let Some(line) = bytes.split(|b| *b == b'\n').position(|l| {
-            !l.iter().all(u8::is_ascii_whitespace)
-                && serde_json::from_slice::<serde::de::IgnoredAny>(l).is_err()
-        }) {
-            return Some((
-                path,
-                format!("has a line that is not JSON (line {})", line + 1),
-            ));
+        damaged_file(&path).map(|what| (path, what))
+    })
+}
+
+/// What is wrong with the commit or checkpoint at `path`, if anything: a checkpoint that is not
+/// a Parquet file (too short, or without the `PAR1` magic at both ends), or a commit with a
+/// line that is not JSON. Other files, and files that cannot be read, are not judged.
+pub fn damaged_file(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy();
+    if !is_version_file(&name) {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    if name.ends_with(".parquet") {
+        if bytes.len() < 12 || !bytes.starts_with(b"PAR1") || !bytes.ends_with(b"PAR1") {
+            return Some(format!("is not a Parquet file ({} bytes)", bytes.len()));
         }
+    } else if let Some(line) = bytes.split(|b| *b == b'\n').position(|l| {
+        !l.iter().all(u8::is_ascii_whitespace)
+            && serde_json::from_slice::<serde::de::IgnoredAny>(l).is_err()
+    }) {
+        return Some(format!("has a line that is not JSON (line {})", line + 1));
     }
     None
+}
+
+/// Whether `name` belongs in a `_delta_log`: a commit, a checkpoint, a version's checksum
+/// (`NNNNNNNNNNNNNNNNNNNN.crc`), `_last_checkpoint`, or the protocol's `_commits` and
+/// `_sidecars` directories.
+pub fn is_log_name(name: &str) -> bool {
+    is_version_file(name)
+        || matches!(name, "_last_checkpoint" | "_commits" | "_sidecars")
+        || name
+            .strip_suffix(".crc")
+            .is_some_and(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether a Delta table exists at `url` (its log has a commit).
@@ -159,7 +211,7 @@ pub async fn exists(url: &Url) -> Result<bool> {
 
 /// The table at `url` (a local directory's or an object store's), at `version` or its latest.
 pub async fn load(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
-    let mut b = deltalake_core::DeltaTableBuilder::from_url(url.clone()).map_err(delta_err(url))?;
+    let mut b = builder(url)?;
     if let Some(v) = version {
         b = b.with_version(v);
     }
@@ -187,10 +239,7 @@ fn shown(url: &Url) -> String {
 
 /// The latest committed version of the table at `url` (it must exist).
 pub async fn latest_version(url: &Url) -> Result<u64> {
-    let table = deltalake_core::DeltaTableBuilder::from_url(url.clone())
-        .map_err(delta_err(url))?
-        .build()
-        .map_err(delta_err(url))?;
+    let table = builder(url)?.build().map_err(delta_err(url))?;
     table.get_latest_version().await.map_err(delta_err(url))
 }
 
@@ -302,6 +351,56 @@ pub async fn commit(url: &Url, base: u64, actions: Vec<Action>, op: Operation) -
             Error::runtime(message).with_hint("another writer may have committed at the same time; nothing of this command was committed, run it again")
         })?;
     Ok(done.version as u64)
+}
+
+/// Where a writer moves a table's damaged checkpoints, relative to the lake root: kept, not
+/// deleted, for whoever wants to see what was there.
+pub const DAMAGED_DIR: &str = "_promptgate/damaged";
+
+/// Moves the damaged checkpoints of the local table `table` of the lake at `root` out of its
+/// `_delta_log` (to [`DAMAGED_DIR`]`/<table>/`), with `_last_checkpoint` when it may name one,
+/// once the table has been read through the commits before them. A writer calls it holding the
+/// lake's lock; [`ensure_checkpoint`] then writes a sound checkpoint where one is due. Returns
+/// the files moved.
+pub async fn set_aside_damaged_checkpoints(root: &Path, table: Table) -> Result<Vec<PathBuf>> {
+    let dir = root.join(table.name());
+    let damaged = super::readthrough::damaged_checkpoints(&dir);
+    if damaged.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Readable through its commits, or the error names the file and the way out.
+    load(&table_url(&dir)?, None).await?;
+    let aside = root.join(DAMAGED_DIR).join(table.name());
+    std::fs::create_dir_all(&aside).map_err(|e| Error::io("cannot create", &aside, e))?;
+    let log = dir.join(LOG_DIR);
+    // `_last_checkpoint` goes too when it names a damaged version (or cannot be read).
+    let versions: Vec<u64> = damaged
+        .iter()
+        .filter_map(|n| n[..20].parse().ok())
+        .collect();
+    let hint = std::fs::read(log.join("_last_checkpoint")).ok().map(|b| {
+        serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+    });
+    let hint_damaged =
+        matches!(hint, Some(None)) || matches!(hint, Some(Some(v)) if versions.contains(&v));
+    let mut moved = Vec::new();
+    for name in damaged
+        .iter()
+        .map(String::as_str)
+        .chain(hint_damaged.then_some("_last_checkpoint"))
+    {
+        let from = log.join(name);
+        if !from.exists() {
+            continue;
+        }
+        let to = aside.join(format!("{}.{name}", super::log::now_ms()));
+        std::fs::rename(&from, &to).map_err(|e| Error::io("cannot move aside", &from, e))?;
+        moved.push(to);
+    }
+    super::sync_dir(&log)?;
+    Ok(moved)
 }
 
 /// Commits between two checkpoints of a table: its `checkpointInterval`, delta-rs' default.

@@ -57,6 +57,9 @@ enum Reply {
     Closed(Result<Vec<(usize, ArrowColumnChunk)>>),
 }
 
+/// Rows the first batch of a file needs for its columns to be encoded on two threads.
+const PARALLEL_MIN_ROWS: usize = 1024;
+
 impl ParallelWriter {
     pub fn try_new(file: File, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
@@ -142,7 +145,9 @@ impl ParallelWriter {
     fn open_row_group(&mut self, first: &RecordBatch) -> Result<()> {
         let index = self.file.flushed_row_groups().len();
         let writers = self.factory.create_column_writers(index)?;
-        if !self.parallel {
+        // A file that starts small (one of years of daily partitions, a few events each) is
+        // encoded here: a helper thread would cost more than it saves.
+        if !self.parallel || (self.helper.is_none() && first.num_rows() < PARALLEL_MIN_ROWS) {
             self.open = Some(writers.into_iter().enumerate().collect());
             return Ok(());
         }

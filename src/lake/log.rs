@@ -75,14 +75,17 @@ pub fn versions(root: &Path) -> Result<Vec<u64>> {
 fn versions_named(names: impl IntoIterator<Item = String>) -> Vec<u64> {
     let mut out: Vec<u64> = names
         .into_iter()
-        .filter_map(|name| {
-            let stem = name.strip_suffix(".json")?;
-            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| stem.parse::<u64>().ok())?
-        })
+        .filter(|name| is_entry_name(name))
+        .filter_map(|name| name[..20].parse::<u64>().ok())
         .collect();
     out.sort_unstable();
     out
+}
+
+/// Whether `name` is the name of an entry of the lake's log: twenty ASCII digits and `.json`.
+pub fn is_entry_name(name: &str) -> bool {
+    name.strip_suffix(".json")
+        .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The entry of lake version `version`.

@@ -38,15 +38,18 @@ use crate::event::{self, EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE};
 
 mod compact;
 pub mod delta;
+mod doctor;
 mod encode;
 pub mod ids;
 pub(crate) mod lease;
 pub mod log;
+mod readthrough;
 mod remote;
 mod snapshot;
 mod txn;
 mod vacuum;
 pub use compact::{CompactReport, compact, compact_small_files};
+pub use doctor::{DoctorReport, Finding, doctor};
 pub use remote::{Remote, block_on};
 pub use snapshot::{AsOf, Snapshot};
 pub use txn::{Committed, Transaction, WriteLock};

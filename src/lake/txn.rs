@@ -311,8 +311,18 @@ async fn recover(lake: &Lake) -> Result<()> {
         if !exists {
             continue;
         }
+        if lake.remote().is_none() {
+            for file in delta::set_aside_damaged_checkpoints(lake.root(), table).await? {
+                eprintln!(
+                    "moved a damaged checkpoint file of {} aside to {}",
+                    table.name(),
+                    file.display()
+                );
+            }
+        }
         // A writer killed right after the commit that crossed a checkpoint interval never
-        // wrote its checkpoint: write it now, whatever else recovery finds.
+        // wrote its checkpoint (or its checkpoint was damaged and moved aside): write it now,
+        // whatever else recovery finds.
         let (head, checkpointed) = delta::ensure_checkpoint(&url).await?;
         if checkpointed {
             eprintln!(
@@ -376,7 +386,7 @@ impl WriteLock {
             lock: self,
             id,
             dir,
-            moves: Vec::new(),
+            moves: BTreeMap::new(),
             removes: Vec::new(),
             create: Vec::new(),
             committed: false,
@@ -389,7 +399,9 @@ pub struct Transaction<'l> {
     lock: &'l WriteLock,
     id: String,
     dir: PathBuf,
-    moves: Vec<(PathBuf, PathBuf)>,
+    /// Staged path → path under the lake, both relative to the lake root. A map, not a list:
+    /// an ingest of years of days reserves and discards tens of thousands of files.
+    moves: BTreeMap<PathBuf, PathBuf>,
     removes: Vec<(Table, DataFile)>,
     create: Vec<Table>,
     committed: bool,
@@ -433,18 +445,18 @@ impl Transaction<'_> {
             .join(format!("part-{}.parquet", uuid::Uuid::new_v4().simple()));
         let staged = self.dir.join(&rel);
         let staged_rel = self.staged_rel(&staged);
-        self.moves.push((staged_rel, rel));
+        self.moves.insert(staged_rel, rel);
         staged
     }
 
     /// Moves the id-hash file of `staged` (a file from [`Transaction::new_file`]) along with it.
     pub fn add_id_hashes(&mut self, staged: &Path) {
         let staged_rel = self.staged_rel(staged);
-        let Some((from, to)) = self.moves.iter().find(|(from, _)| *from == staged_rel) else {
+        let Some(to) = self.moves.get(&staged_rel) else {
             return;
         };
-        let pair = (ids::ids_path(from), ids::ids_path(to));
-        self.moves.push(pair);
+        let to = ids::ids_path(to);
+        self.moves.insert(ids::ids_path(&staged_rel), to);
     }
 
     /// Reserves a new file `name` of a table that is not partitioned (see
@@ -453,7 +465,7 @@ impl Transaction<'_> {
         let rel = PathBuf::from(table.name()).join(name);
         let staged = self.dir.join(&rel);
         let staged_rel = self.staged_rel(&staged);
-        self.moves.push((staged_rel, rel));
+        self.moves.insert(staged_rel, rel);
         staged
     }
 
@@ -462,8 +474,8 @@ impl Transaction<'_> {
     pub fn discard_file(&mut self, staged: &Path) -> Result<()> {
         let staged_rel = self.staged_rel(staged);
         let hashes_rel = ids::ids_path(&staged_rel);
-        self.moves
-            .retain(|(from, _)| *from != staged_rel && *from != hashes_rel);
+        self.moves.remove(&staged_rel);
+        self.moves.remove(&hashes_rel);
         for path in [staged.to_path_buf(), ids::ids_path(staged)] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -477,7 +489,7 @@ impl Transaction<'_> {
     /// Adds an already-written staged directory to move to `final_rel` (the quarantine).
     pub fn add_move(&mut self, staged: &Path, final_rel: PathBuf) {
         let staged_rel = self.staged_rel(staged);
-        self.moves.push((staged_rel, final_rel));
+        self.moves.insert(staged_rel, final_rel);
     }
 
     /// Removes a file of the base version from `table` in this commit (its rows were
@@ -699,7 +711,7 @@ async fn table_exists(lake: &Lake, table: Table, url: &url::Url) -> Result<bool>
 async fn upload_all(
     r: &super::Remote,
     root: &Path,
-    moves: &[(PathBuf, PathBuf)],
+    moves: &BTreeMap<PathBuf, PathBuf>,
 ) -> Result<Vec<String>> {
     use futures::StreamExt;
     let slash = |p: &Path| p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
