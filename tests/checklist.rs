@@ -111,7 +111,7 @@ impl World {
         let dir = self.lake.join("reviews").join(&id);
         let key: Value =
             serde_json::from_slice(&std::fs::read(dir.join("key.json")).unwrap()).unwrap();
-        let mut r = csv::Reader::from_path(dir.join("sheet.csv")).unwrap();
+        let mut r = csv::Reader::from_path(dir.join("share/sheet.csv")).unwrap();
         let labels = self.path(&format!("labels-{id}.csv"));
         let mut w = csv::Writer::from_path(&labels).unwrap();
         w.write_record(r.headers().unwrap()).unwrap();

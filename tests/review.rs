@@ -366,7 +366,7 @@ fn import_is_all_or_nothing() {
 
 /// Reads sheet.csv rows as (item, answer_a, answer_b).
 fn sheet_rows(f: &Fixture, id: &str) -> Vec<(u32, String, String)> {
-    let mut r = csv::Reader::from_path(f.review_dir(id).join("sheet.csv")).unwrap();
+    let mut r = csv::Reader::from_path(f.review_dir(id).join("share/sheet.csv")).unwrap();
     assert_eq!(
         r.headers().unwrap().iter().collect::<Vec<_>>(),
         [
@@ -407,9 +407,22 @@ fn sheet_is_blind_and_balanced() {
     f.run_example(&id);
     let out = f.ok(&["review", "sheet", "--id", &id]);
     assert!(out.contains("sheet of 41 items"), "{out}");
-    let csv = std::fs::read_to_string(f.review_dir(&id).join("sheet.csv")).unwrap();
-    let html = std::fs::read_to_string(f.review_dir(&id).join("sheet.html")).unwrap();
+    let csv = std::fs::read_to_string(f.review_dir(&id).join("share/sheet.csv")).unwrap();
+    let html = std::fs::read_to_string(f.review_dir(&id).join("share/sheet.html")).unwrap();
     let key = std::fs::read_to_string(f.review_dir(&id).join("key.json")).unwrap();
+    // What labelers get is `share/`, and it holds the sheet only: the key and the answers by
+    // version stay beside it.
+    let mut shared: Vec<String> = std::fs::read_dir(f.review_dir(&id).join("share"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shared.sort();
+    assert_eq!(shared, ["sheet.csv", "sheet.html"]);
+    assert!(f.review_dir(&id).join("answers.json").exists());
+    assert!(
+        out.contains("hand labelers the folder") && out.contains("share"),
+        "{out}"
+    );
     for text in [&csv, &html] {
         for hint in [
             "v1",

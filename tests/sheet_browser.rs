@@ -393,7 +393,14 @@ impl Review {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Answers from the offline example runner.
     fn new() -> Review {
+        Review::answered_by(None)
+    }
+
+    /// Answers from `runner` (a `sh -c` command; it may use `$REVIEW_WORK`, the work
+    /// directory), or the offline example runner.
+    fn answered_by(runner: Option<&str>) -> Review {
         let dir = tempfile::tempdir().unwrap();
         let lake = dir.path().join("lake");
         let mut r = Review {
@@ -446,7 +453,10 @@ impl Review {
             "review", "sample", "--route", "support", "--env", "prod", "--n", "30", "--seed", "11",
         ]);
         r.id = out.lines().next().unwrap().to_string();
-        let runner = format!("{} review example-runner", env!("CARGO_BIN_EXE_promptgate"));
+        let runner = match runner {
+            Some(cmd) => cmd.replace("$REVIEW_WORK", &r.dir.path().display().to_string()),
+            None => format!("{} review example-runner", env!("CARGO_BIN_EXE_promptgate")),
+        };
         r.ok(&[
             "review",
             "run",
@@ -501,7 +511,7 @@ fn open_sheet(review: &Review) -> (Browser, PathBuf, String) {
     let mut b = Browser::launch(&work.join("profile"), &downloads);
     let url = format!(
         "file://{}",
-        review.review_dir().join("sheet.html").display()
+        review.review_dir().join("share/sheet.html").display()
     );
     b.open(&url);
     (b, downloads, url)
@@ -659,21 +669,95 @@ fn label_with_the_keyboard_reload_export_and_score() {
     assert_eq!(s["canary"]["good"], 30);
 }
 
-/// Long unbroken tokens (a 300-character URL) wrap: at 1,280 px both answers stand side by side
-/// and at 390 px (a phone) they stack, with nothing wider than the window and every label
-/// button inside it (asserted from element geometry; screenshots kept with
-/// `PROMPTGATE_SCREENSHOTS`).
+/// Answers as a model writes them, from a runner: the baseline's with a 300-character URL, the
+/// canary's in Markdown (a heading, a list, a code block, a table) with hostile HTML and links
+/// mixed in. The Markdown is rendered and nothing in it runs, links or loads; `m` shows the raw
+/// text and back; long tokens wrap: at 1,280 px both answers stand side by side and at 390 px
+/// (a phone) they stack, nothing wider than the window and every label button inside it
+/// (asserted from element geometry; screenshots kept with `PROMPTGATE_SCREENSHOTS`).
 #[test]
-fn long_answers_wrap_and_the_buttons_stay_in_view() {
-    let review = Review::new();
-    let (mut b, _, _) = open_sheet(&review);
+fn real_answers_render_safely_wrap_and_keep_the_buttons_in_view() {
     let long = format!("https://docs.example.com/{}", "a1b2c3d4".repeat(35));
     assert!(long.len() >= 300);
-    b.eval(&format!(
-        "document.getElementById('textA').textContent = 'See {long} for the steps.'; \
-         document.getElementById('textB').textContent = 'Short answer.'; \
-         document.getElementById('input').textContent = '{long}'; true"
+    let markdown = "## Reset your password\n\n1. Open **Settings**\n2. Run the command:\n\n\
+        ```sh\ncurl -X POST https://api.example.com/v1/password/reset --data-urlencode email=someone\n```\n\n\
+        | step | time |\n|---|---|\n| open settings | 1 min |\n| reset | 2 min |\n\n\
+        <script>window.pwned = 1</script>\n\n\
+        <img src=\"http://127.0.0.1:9/leak.png\" onerror=\"window.pwned = 2\">\n\n\
+        [click here](javascript:window.pwned=3) or ![logo](http://127.0.0.1:9/logo.png)\n";
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("v1.md"),
+        format!("See {long} for the steps.\n"),
+    )
+    .unwrap();
+    std::fs::write(work.path().join("v2.md"), markdown).unwrap();
+    let runner = format!(
+        "if grep -q '\"version\":\"v2\"'; then cat {0}/v2.md; else cat {0}/v1.md; fi",
+        work.path().display()
+    );
+    let review = Review::answered_by(Some(&runner));
+    let sides = review.canary_side();
+    let (mut b, _, _) = open_sheet(&review);
+    let item: u64 = b
+        .text("itemno")
+        .trim_start_matches("Item ")
+        .parse()
+        .unwrap();
+    let (md, plain) = if sides[&item] == "A" {
+        ("textA", "textB")
+    } else {
+        ("textB", "textA")
+    };
+
+    // Rendered, and inert.
+    let r = b.eval(&format!(
+        "(() => {{ const el = document.getElementById('{md}'); return {{ \
+           h2: (el.querySelector('h2') || {{}}).textContent, \
+           items: el.querySelectorAll('ol li').length, \
+           code: (el.querySelector('pre code') || {{}}).textContent, \
+           cells: el.querySelectorAll('table td').length, \
+           strong: (el.querySelector('strong') || {{}}).textContent, \
+           dangerous: document.querySelectorAll('.answer img, .answer script, .answer a, .answer iframe, .answer [onerror]').length, \
+           pwned: window.pwned === undefined ? null : window.pwned, \
+           text: el.textContent }}; }})()"
     ));
+    assert_eq!(r["h2"], "Reset your password", "{r}");
+    assert_eq!(r["items"], 2, "{r}");
+    assert!(
+        r["code"].as_str().unwrap().starts_with("curl -X POST"),
+        "{r}"
+    );
+    assert_eq!(r["cells"], 4, "{r}");
+    assert_eq!(r["strong"], "Settings", "{r}");
+    assert_eq!(r["dangerous"], 0, "{r}");
+    assert_eq!(r["pwned"], Value::Null, "{r}");
+    let text = r["text"].as_str().unwrap();
+    for shown in [
+        "<script>window.pwned = 1</script>",
+        "click here (javascript:window.pwned=3)",
+        "[image: logo] (http://127.0.0.1:9/logo.png)",
+    ] {
+        assert!(text.contains(shown), "{shown:?} in {text}");
+    }
+    // Raw text and back, with the `m` key.
+    b.key("m");
+    let raw = b.eval(&format!(
+        "[document.getElementById('{md}').textContent, document.querySelectorAll('#{md} h2').length]"
+    ));
+    assert_eq!(
+        raw[0].as_str().unwrap().trim_end(),
+        markdown.trim_end(),
+        "{raw}"
+    );
+    assert_eq!(raw[1], 0, "{raw}");
+    b.key("m");
+    assert_eq!(
+        b.eval(&format!("document.querySelectorAll('#{md} h2').length")),
+        1
+    );
+    assert!(b.text(plain).contains(&long));
+
     for (width, side_by_side) in [(1280, true), (390, false)] {
         b.call(
             "Emulation.setDeviceMetricsOverride",
@@ -712,8 +796,16 @@ fn long_answers_wrap_and_the_buttons_stay_in_view() {
         } else {
             assert!(f(bb, 1) >= f(a, 3), "{width} px: stacked: {g}");
         }
-        b.screenshot(&format!("sheet-long-{width}.png"));
+        b.screenshot(&format!("sheet-real-{width}.png"));
     }
+    // Nothing was requested from the network: every URL the page asked for is the sheet's own.
+    let urls = b.requested_urls();
+    assert!(
+        urls.iter()
+            .all(|u| u.starts_with("file://") || u.starts_with("blob:")),
+        "{urls:?}"
+    );
+
     // Partial work exports, and the page says which items scoring will skip.
     b.call("Emulation.clearDeviceMetricsOverride", json!({}));
     b.click("labeler");
@@ -721,8 +813,6 @@ fn long_answers_wrap_and_the_buttons_stay_in_view() {
     b.key("Enter");
     b.key("1");
     b.key("e");
-    let item = b.text("itemno");
-    let item = item.trim_start_matches("Item ");
     assert_eq!(
         b.text("notice"),
         format!(

@@ -586,11 +586,18 @@ async fn review_tour(lake: &Lake, dir: &std::path::Path, out: &mut dyn Write) ->
     )
     .map_err(|e| Error::runtime(format!("{}: {e}", key_path.display())))?;
     let labels = dir.join("labels-simulated.csv");
-    simulate_labels(&review_dir.join("sheet.csv"), &key, &labels)?;
+    simulate_labels(
+        &review_dir.join(super::review::SHARE_DIR).join("sheet.csv"),
+        &key,
+        &labels,
+    )?;
     writeln!(
         out,
         "# SIMULATED labels: no person labeled this demo. A script filled the sheet as a labeler\n# who finds v2's answers worse on most items would (it reads key.json, which a real\n# labeler never sees). For real, open {} and export the CSV.",
-        review_dir.join("sheet.html").display()
+        review_dir
+            .join(super::review::SHARE_DIR)
+            .join("sheet.html")
+            .display()
     )
     .map_err(w)?;
     writeln!(

@@ -417,8 +417,11 @@ pub fn example_runner() -> Result<i32> {
 }
 
 const KEY_FILE: &str = "key.json";
+const ANSWERS_FILE: &str = "answers.json";
+/// The folder of a review that holds what labelers get (the sheet), and nothing else.
+pub const SHARE_DIR: &str = "share";
 
-/// Writes the blind sheet (`sheet.csv`, `sheet.html`) and, apart from it, `key.json`.
+/// Writes the blind sheet (`share/sheet.csv`, `share/sheet.html`) and, apart from it, `key.json`.
 pub fn sheet(lake: &Lake, id: &str) -> Result<i32> {
     use crate::review::sheet;
     let review = ReviewDir::open(lake, id)?;
@@ -464,8 +467,14 @@ pub fn sheet(lake: &Lake, id: &str) -> Result<i32> {
     let key = serde_json::to_vec_pretty(&s.key)
         .map_err(|e| Error::runtime(format!("cannot encode the key: {e}")))?;
     crate::lake::write_file_atomic(&review.path(KEY_FILE), &key)?;
-    crate::lake::write_file_atomic(&review.path("sheet.csv"), &csv)?;
-    crate::lake::write_file_atomic(&review.path("sheet.html"), html.as_bytes())?;
+    let share = review.path(SHARE_DIR);
+    std::fs::create_dir_all(&share).map_err(|e| Error::io("cannot create", &share, e))?;
+    crate::lake::write_file_atomic(&share.join("sheet.csv"), &csv)?;
+    crate::lake::write_file_atomic(&share.join("sheet.html"), html.as_bytes())?;
+    // A sheet written before `share/` existed lay beside the key: one copy, in `share/`.
+    for old in ["sheet.csv", "sheet.html"] {
+        let _ = std::fs::remove_file(review.path(old));
+    }
     let canary_a = s.key.sides.values().filter(|(a, _)| *a == canary).count();
     let mut out = super::stdout();
     let mut say = |l: String| {
@@ -483,11 +492,13 @@ pub fn sheet(lake: &Lake, id: &str) -> Result<i32> {
             s.left_out
         ))?;
     }
-    say(format!("  {}", review.path("sheet.csv").display()))?;
-    say(format!("  {}", review.path("sheet.html").display()))?;
     say(format!(
-        "the key is in {} (do not share it with labelers)",
-        review.path(KEY_FILE).display()
+        "hand labelers the folder {} (sheet.html to label in a browser, or sheet.csv), and only it:",
+        share.display()
+    ))?;
+    say(format!(
+        "{} and {} beside it tell which version wrote which answer",
+        KEY_FILE, ANSWERS_FILE
     ))?;
     say(format!(
         "next: promptgate review score --id {id} --labels FILE.csv [FILE.csv...]"

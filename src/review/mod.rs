@@ -7,10 +7,13 @@
 //! - `items.ndjson`: one sampled, redacted input per line (`item`, `event_id`, `model`, `tier`,
 //!   `input`);
 //! - `answers.json`: each version's answer (or the failure) per item;
-//! - `sheet.csv`, `sheet.html`: the blind sheet ([`sheet`]); `key.json`: which side is which;
+//! - `share/sheet.csv`, `share/sheet.html`: the blind sheet ([`sheet`]), answers rendered from
+//!   Markdown ([`markdown`]); `share/` is all a labeler gets. `key.json` (which side is which)
+//!   and `answers.json` unblind the review and stay outside it;
 //! - scores ([`score`]) go to the lake's `llm_reviews` table ([`table`]), and the latest one to
 //!   `score.json` (what `promptgate checklist --review ID` reports).
 
+pub mod markdown;
 pub mod redact;
 pub mod runner;
 pub mod sample;

@@ -162,7 +162,28 @@ const HTML_TEMPLATE: &str = include_str!("sheet.html");
 /// `storage_key` names the page's progress in the browser's localStorage; it is derived from
 /// the sheet's content so two reviews never share progress.
 pub fn to_html(rows: &[SheetRow], storage_key: &str) -> Result<String> {
-    let data = serde_json::to_string(rows)
+    /// A row as the page reads it: the answers as written, and rendered (see [`super::markdown`]).
+    #[derive(Serialize)]
+    struct PageRow<'a> {
+        item: u32,
+        input: &'a str,
+        answer_a: &'a str,
+        answer_b: &'a str,
+        html_a: String,
+        html_b: String,
+    }
+    let rows: Vec<PageRow> = rows
+        .iter()
+        .map(|r| PageRow {
+            item: r.item,
+            input: &r.input,
+            answer_a: &r.answer_a,
+            answer_b: &r.answer_b,
+            html_a: super::markdown::to_safe_html(&r.answer_a),
+            html_b: super::markdown::to_safe_html(&r.answer_b),
+        })
+        .collect();
+    let data = serde_json::to_string(&rows)
         .map_err(|e| Error::runtime(format!("cannot encode the sheet: {e}")))?;
     // Inside <script>, only `</` can end the element early; `<\/` is the same JSON string.
     let data = data.replace("</", "<\\/").replace("<!--", "<\\!--");
@@ -247,6 +268,7 @@ mod tests {
         let html = to_html(&rows, "k").unwrap();
         // Only the page's own two script elements end; the input's `</script>` is escaped.
         assert_eq!(html.matches("</script>").count(), 2);
+        assert!(html.contains(r#""html_a":"<p>a<\/p>\n""#), "{html}");
         assert!(html.contains(r"<\/script><script>alert(1)<\/script>"));
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
