@@ -44,6 +44,9 @@ enum Command {
     Sql(SqlArgs),
     /// Per-segment, per-prompt-version metrics for one route.
     Rollup(RollupArgs),
+    /// The 2am timeline of one route: per time bucket and prompt version, events, share,
+    /// flagged and error rates and p95 duration, with the registry's changes in between.
+    Timeline(TimelineArgs),
     /// Generate deterministic synthetic events as NDJSON on stdout.
     Gen(GenArgs),
     /// Generate a week of events into a fresh lake, ingest it and show the rollups.
@@ -543,6 +546,42 @@ struct RollupArgs {
 }
 
 #[derive(Args)]
+struct TimelineArgs {
+    #[arg(long)]
+    route: String,
+    #[arg(long)]
+    env: Option<String>,
+    /// Start of the window: a time (RFC 3339 or YYYY-MM-DD) or how long before --until
+    /// (`6h`, `90m`, `2d`).
+    #[arg(long, default_value = "6h")]
+    since: String,
+    /// End of the window (exclusive; default now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Bucket width (`10m`, `1h`, `30s`, `1d`).
+    #[arg(long, default_value = "10m")]
+    bucket: String,
+    /// One instant instead: what each env and tier was served then, the registry's last change
+    /// before it, and the commands that go back to it.
+    #[arg(long)]
+    at: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: TimelineFormat,
+    /// Write the output to this file instead of stdout (for --format html).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum TimelineFormat {
+    #[default]
+    Table,
+    Json,
+    /// One self-contained page with a chart per metric.
+    Html,
+}
+
+#[derive(Args)]
 struct GenArgs {
     /// Number of events.
     #[arg(long, default_value_t = 10_000)]
@@ -598,6 +637,25 @@ fn as_of_arg(v: Option<&str>) -> Result<promptgate::lake::AsOf> {
         Ok(promptgate::lake::AsOf::Latest),
         promptgate::lake::AsOf::parse,
     )
+}
+
+/// A span of time given as `30s`, `10m`, `6h` or `2d`, in microseconds.
+fn span_us(flag: &str, v: &str) -> Result<i64> {
+    let bad = || {
+        Error::usage(format!("--{flag}: {v:?} is not a span of time"))
+            .with_hint("write a whole number and s, m, h or d (for example 10m or 6h), or a time (RFC 3339 or YYYY-MM-DD) for --since")
+    };
+    let v = v.trim();
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let unit_us: i64 = match unit {
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_us).filter(|us| *us > 0).ok_or_else(bad)
 }
 
 fn time_arg(flag: &str, v: Option<&String>) -> Result<Option<i64>> {
@@ -685,6 +743,40 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 by: a.by,
             };
             cmd::rollup::run(&lake, &spec, a.format).await
+        }
+        Command::Timeline(a) => {
+            let bucket_us = span_us("bucket", &a.bucket)?;
+            // Without --until the window ends at the end of the bucket holding now, and a
+            // --since given as a span starts on the bucket grid: buckets start at round times.
+            let until_us = match time_arg("until", a.until.as_ref())? {
+                Some(t) => t,
+                None => (promptgate::registry::now_us() / bucket_us + 1).saturating_mul(bucket_us),
+            };
+            let since_us = match parse_time_arg(&a.since) {
+                Ok(t) => t,
+                Err(_) => {
+                    let start = until_us.saturating_sub(span_us("since", &a.since)?);
+                    start.div_euclid(bucket_us) * bucket_us
+                }
+            };
+            let at_us = time_arg("at", a.at.as_ref())?;
+            let args = cmd::timeline::TimelineArgs {
+                spec: promptgate::report::timeline::TimelineSpec {
+                    route: a.route,
+                    env: a.env,
+                    since_us,
+                    until_us,
+                    bucket_us,
+                },
+                at_us,
+                format: match a.format {
+                    TimelineFormat::Table => cmd::timeline::Format::Table,
+                    TimelineFormat::Json => cmd::timeline::Format::Json,
+                    TimelineFormat::Html => cmd::timeline::Format::Html,
+                },
+                out: a.out,
+            };
+            cmd::timeline::run(&lake, &registry, &args).await
         }
         Command::Judge(a) => {
             if a.print_default_policy {

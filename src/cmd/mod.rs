@@ -15,6 +15,7 @@ pub mod rollout;
 pub mod rollup;
 pub mod serve;
 pub mod sql;
+pub mod timeline;
 
 use std::io::Write;
 

@@ -529,7 +529,9 @@ impl Transaction<'_> {
             let (src, dst) = (root.join(from), root.join(to));
             let footer = match lake.remote() {
                 None => {
-                    if let Some(parent) = dst.parent() {
+                    if let Some(parent) = dst.parent()
+                        && !parents.contains(parent)
+                    {
                         fs::create_dir_all(parent)
                             .map_err(|e| Error::io("cannot create", parent, e))?;
                         parents.insert(parent.to_path_buf());

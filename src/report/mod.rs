@@ -9,6 +9,7 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 
 pub mod checklist;
+pub mod timeline;
 mod verdict;
 pub use verdict::{Subject, VerdictFormat, write_verdict};
 
