@@ -273,17 +273,36 @@ pub async fn rollup(ctx: &SessionContext, spec: &RollupSpec) -> Result<DataFrame
         .collect::<Vec<_>>()
         .join(", ");
     let sql = ROLLUP_SQL.replace("{segments}", &segments);
+    let params = window_params(
+        &spec.route,
+        spec.env.as_deref(),
+        spec.since_us,
+        spec.until_us,
+    );
+    plan(ctx, &sql, params).await
+}
+
+/// The parameters of a query over one route's events in a window: `$route`, `$env` (NULL: every
+/// env), `$since` and `$until` (timestamps; NULL: unbounded).
+pub fn window_params(
+    route: &str,
+    env: Option<&str>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Vec<(String, ScalarValue)> {
     let ts = |v: Option<i64>| ScalarValue::TimestampMicrosecond(v, Some("UTC".into()));
-    let params = vec![
+    vec![
         (
             "route".to_string(),
-            ScalarValue::Utf8(Some(spec.route.clone())),
+            ScalarValue::Utf8(Some(route.to_string())),
         ),
-        ("env".to_string(), ScalarValue::Utf8(spec.env.clone())),
-        ("since".to_string(), ts(spec.since_us)),
-        ("until".to_string(), ts(spec.until_us)),
-    ];
-    plan(ctx, &sql, params).await
+        (
+            "env".to_string(),
+            ScalarValue::Utf8(env.map(str::to_string)),
+        ),
+        ("since".to_string(), ts(since_us)),
+        ("until".to_string(), ts(until_us)),
+    ]
 }
 
 /// Events and units per arm of a rollout step, and the prompt_sha they carry

@@ -41,28 +41,20 @@ fn the_timeline_names_the_version_live_when_the_flagged_rate_rose() {
     let lake = Lake::new();
     lake.add_version("support", "v1", "support-v1.txt", None);
     lake.add_version("support", "v2", "support-v2.txt", None);
-    lake.ok(&[
-        "registry",
-        "set-default",
-        "--route",
-        "support",
-        "--env",
-        "prod",
-        "--version",
-        "v1",
-    ]);
-    lake.ok(&[
-        "registry",
-        "set-default",
-        "--route",
-        "support",
-        "--env",
-        "prod",
-        "--version",
-        "v2",
-        "--why",
-        "more concise",
-    ]);
+    for (version, why) in [("v1", "first"), ("v2", "more concise")] {
+        lake.ok(&[
+            "registry",
+            "set-default",
+            "--route",
+            "support",
+            "--env",
+            "prod",
+            "--version",
+            version,
+            "--why",
+            why,
+        ]);
+    }
     // The switch happened just now; the window is two hours before it and one after, cut in
     // buckets of 10 minutes, so the switch falls on the boundary of bucket 12.
     let switch = now_us() / MIN_US * MIN_US + MIN_US;
