@@ -502,6 +502,30 @@ fn decision(i: usize) -> &'static str {
     }
 }
 
+/// The text of the file the page downloaded to `path`, once it holds `records` CSV records
+/// after its header (a download lands complete once renamed to its final name; answers may
+/// span lines).
+fn downloaded(path: &Path, records: usize) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        let parsed = csv::Reader::from_reader(t.as_bytes())
+            .records()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|r| r.len());
+        if t.ends_with("\r\n") && parsed.as_ref().is_ok_and(|n| *n == records) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete download at {} ({} bytes, {parsed:?} records)",
+            path.display(),
+            t.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A browser on the review's sheet, downloading into the review's work directory: the browser,
 /// that directory and the sheet's URL.
 fn open_sheet(review: &Review) -> (Browser, PathBuf, String) {
@@ -607,24 +631,7 @@ fn label_with_the_keyboard_reload_export_and_score() {
     // Every item complete: nothing to warn about.
     assert_eq!(b.text("notice"), "");
     let exported = downloads.join("labels-ann.csv");
-    let deadline = Instant::now() + WAIT;
-    while !exported.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no download at {}",
-            exported.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // The download lands complete once renamed to its final name; read it when it parses.
-    let text = loop {
-        let t = std::fs::read_to_string(&exported).unwrap_or_default();
-        if t.lines().count() == 31 {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "incomplete download: {t}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = downloaded(&exported, 30);
     assert!(
         text.starts_with("item,input,answer_a,answer_b,label_a,label_b,preferred,note,labeler\r\n")
     );
@@ -698,7 +705,7 @@ fn real_answers_render_safely_wrap_and_keep_the_buttons_in_view() {
     );
     let review = Review::answered_by(Some(&runner));
     let sides = review.canary_side();
-    let (mut b, _, _) = open_sheet(&review);
+    let (mut b, downloads, _) = open_sheet(&review);
     let item: u64 = b
         .text("itemno")
         .trim_start_matches("Item ")
@@ -819,4 +826,169 @@ fn real_answers_render_safely_wrap_and_keep_the_buttons_in_view() {
             "Exported. 1 half-labeled item ({item}) will be skipped when scored: label both answers and a preference to count it."
         )
     );
+    // Scoring takes the file and counts the half-labeled item, naming it, instead of refusing.
+    let exported = downloads.join("labels-bo.csv");
+    downloaded(&exported, 30);
+    drop(b);
+    let out = review.run(&[
+        "review",
+        "score",
+        "--id",
+        &review.id,
+        "--labels",
+        exported.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(s["pairs"], 0, "{s}");
+    let half = s["half_labeled"].as_array().unwrap();
+    assert_eq!(half.len(), 1, "{s}");
+    assert!(
+        half[0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("(item {item})")),
+        "{s}"
+    );
+}
+
+/// The timeline's page (`timeline --format html`) in the same browser: four charts, one line per
+/// version, the registry's change marked and listed; nothing requested but the page itself;
+/// nothing wider than the window at 1,280 and 390 px (screenshots kept with
+/// `PROMPTGATE_SCREENSHOTS`).
+#[test]
+fn the_timeline_page_draws_its_charts_and_fits_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let run = |args: &[&str]| {
+        let out = bin()
+            .arg("--lake")
+            .arg(&lake)
+            .env_remove("PROMPTGATE_REGISTRY")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Six hours of traffic up to now, 30% on v2 with four times the flagged rate.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let start = format!("@{}", now_s - 6 * 3600);
+    let start = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "-d", &start, "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let events = run(&[
+        "gen",
+        "--events",
+        "6000",
+        "--days",
+        "1",
+        "--start",
+        start.trim(),
+        "--routes",
+        "support",
+        "--canary-share",
+        "0.3",
+        "--regress-flagged",
+        "4",
+    ]);
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, events).unwrap();
+    run(&["ingest", "--no-progress", file.to_str().unwrap()]);
+    for v in ["v1", "v2"] {
+        let p = dir.path().join(v);
+        std::fs::write(&p, format!("prompt {v}")).unwrap();
+        run(&[
+            "registry",
+            "add",
+            "--route",
+            "support",
+            "--version",
+            v,
+            "--file",
+            p.to_str().unwrap(),
+        ]);
+    }
+    run(&[
+        "registry",
+        "set-default",
+        "--route",
+        "support",
+        "--version",
+        "v1",
+        "--why",
+        "<b>pinned</b>",
+    ]);
+    let page = dir.path().join("timeline.html");
+    run(&[
+        "timeline",
+        "--route",
+        "support",
+        "--since",
+        "6h",
+        "--bucket",
+        "15m",
+        "--format",
+        "html",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let mut b = Browser::launch(&dir.path().join("profile"), &downloads);
+    let url = format!("file://{}", page.display());
+    b.call("Page.navigate", json!({"url": url}));
+    b.wait_for("document.readyState === 'complete' && document.querySelectorAll('svg').length > 0");
+    let r = b.eval(
+        "(() => ({ svgs: document.querySelectorAll('svg').length, \
+           lines: document.querySelectorAll('svg polyline').length, \
+           marks: document.querySelectorAll('svg line[stroke-dasharray]').length, \
+           changes: [...document.querySelectorAll('ol li')].map(li => li.textContent), \
+           bold: document.querySelectorAll('li b').length }))()",
+    );
+    assert_eq!(r["svgs"], 4, "{r}");
+    assert_eq!(r["lines"], 8, "{r}");
+    assert_eq!(r["marks"], 4, "{r}");
+    assert_eq!(r["bold"], 0, "the reason is text, not markup: {r}");
+    let changes = r["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{r}");
+    assert!(
+        changes[0]
+            .as_str()
+            .unwrap()
+            .contains("set-default -> v1 (by ")
+            && changes[0].as_str().unwrap().contains(": <b>pinned</b>)"),
+        "{r}"
+    );
+    for width in [1280, 390] {
+        b.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500}),
+        );
+        let g = b.eval(
+            "(() => ({ inner: window.innerWidth, scroll: document.documentElement.scrollWidth, \
+               widths: [...document.querySelectorAll('svg')].map(s => s.getBoundingClientRect().right) }))()",
+        );
+        let inner = g["inner"].as_f64().unwrap();
+        assert!(g["scroll"].as_f64().unwrap() <= inner, "{width} px: {g}");
+        for right in g["widths"].as_array().unwrap() {
+            assert!(
+                right.as_f64().unwrap() <= inner,
+                "{width} px: a chart out of view: {g}"
+            );
+        }
+        b.screenshot(&format!("timeline-{width}.png"));
+    }
+    let urls = b.requested_urls();
+    assert!(urls.iter().all(|u| *u == url), "{urls:?}");
 }

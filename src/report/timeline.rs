@@ -159,24 +159,14 @@ pub async fn build(
     history: Vec<AuditEntry>,
 ) -> Result<Timeline> {
     spec.check()?;
-    let ts = |v: i64| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
-    let params = vec![
-        (
-            "route".to_string(),
-            ScalarValue::Utf8(Some(spec.route.clone())),
-        ),
-        ("env".to_string(), ScalarValue::Utf8(spec.env.clone())),
-        ("since".to_string(), ts(spec.since_us)),
-        ("until".to_string(), ts(spec.until_us)),
-        (
-            "since_us".to_string(),
-            ScalarValue::Int64(Some(spec.since_us)),
-        ),
-        (
-            "bucket_us".to_string(),
-            ScalarValue::Int64(Some(spec.bucket_us)),
-        ),
-    ];
+    let mut params = crate::query::window_params(
+        &spec.route,
+        spec.env.as_deref(),
+        Some(spec.since_us),
+        Some(spec.until_us),
+    );
+    params.push(("since_us".into(), ScalarValue::Int64(Some(spec.since_us))));
+    params.push(("bucket_us".into(), ScalarValue::Int64(Some(spec.bucket_us))));
     let batches = crate::query::plan(ctx, TIMELINE_SQL, params)
         .await?
         .collect()
@@ -429,11 +419,11 @@ pub fn to_html(t: &Timeline) -> String {
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>Timeline {title_e}</title>
 <style>
-body {{ margin:0; padding:16px 24px; font:14px/1.45 system-ui, sans-serif; color:#1d2330; background:#fff; }}
+body {{ margin:0; padding:16px clamp(10px, 3vw, 24px); font:14px/1.45 system-ui, sans-serif; color:#1d2330; background:#fff; }}
 h1 {{ font-size:18px; margin:0 0 4px; }} .meta {{ color:#5d6778; }}
 .legend {{ margin:10px 0 4px; }} .key {{ margin-right:16px; white-space:nowrap; }}
 .key i {{ display:inline-block; width:18px; height:4px; margin-right:6px; vertical-align:middle; }}
-.charts {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(460px, 1fr)); gap:12px 24px; }}
+.charts {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(min(460px, 100%), 1fr)); gap:12px 24px; }}
 svg {{ width:100%; height:auto; }} svg text {{ font:12px system-ui, sans-serif; fill:#3b4352; }}
 svg .title {{ font-weight:600; font-size:13px; fill:#1d2330; }}
 ol {{ padding-left:22px; }} li {{ margin:2px 0; }}
@@ -592,16 +582,8 @@ pub async fn at_instant(
 ) -> Result<AtInstant> {
     let from = at_us - spec.bucket_us / 2;
     let to = from + spec.bucket_us;
-    let ts = |v: i64| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
-    let params = vec![
-        (
-            "route".to_string(),
-            ScalarValue::Utf8(Some(spec.route.clone())),
-        ),
-        ("env".to_string(), ScalarValue::Utf8(spec.env.clone())),
-        ("since".to_string(), ts(from)),
-        ("until".to_string(), ts(to)),
-    ];
+    let params =
+        crate::query::window_params(&spec.route, spec.env.as_deref(), Some(from), Some(to));
     let batches = crate::query::plan(ctx, SERVED_SQL, params)
         .await?
         .collect()
