@@ -176,12 +176,13 @@ pub fn damaged_file(path: &Path) -> Option<String> {
     if !is_version_file(&name) {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
     if name.ends_with(".parquet") {
-        if bytes.len() < 12 || !bytes.starts_with(b"PAR1") || !bytes.ends_with(b"PAR1") {
-            return Some(format!("is not a Parquet file ({} bytes)", bytes.len()));
-        }
-    } else if let Some(line) = bytes.split(|b| *b == b'\n').position(|l| {
+        let len = std::fs::metadata(path).ok()?.len();
+        return (!super::readthrough::looks_like_parquet(path))
+            .then(|| format!("is not a Parquet file ({len} bytes)"));
+    }
+    let bytes = std::fs::read(path).ok()?;
+    if let Some(line) = bytes.split(|b| *b == b'\n').position(|l| {
         !l.iter().all(u8::is_ascii_whitespace)
             && serde_json::from_slice::<serde::de::IgnoredAny>(l).is_err()
     }) {

@@ -39,8 +39,9 @@ pub fn damaged_checkpoints(dir: &FsPath) -> Vec<String> {
     out
 }
 
-/// Whether the file at `path` starts and ends with Parquet's magic and can hold a footer.
-fn looks_like_parquet(path: &FsPath) -> bool {
+/// Whether the file at `path` starts and ends with Parquet's magic and can hold a footer (a
+/// file that cannot be opened is not judged: true).
+pub(super) fn looks_like_parquet(path: &FsPath) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
         return true; // gone or unreadable: not ours to judge
