@@ -472,6 +472,19 @@ impl Review {
         r.ok(&["review", "sheet", "--id", &r.id]);
         r
     }
+    /// `review score --format json` of one labels file.
+    fn score(&self, labels: &Path) -> Output {
+        self.run(&[
+            "review",
+            "score",
+            "--id",
+            &self.id,
+            "--labels",
+            labels.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+    }
     fn review_dir(&self) -> PathBuf {
         self.lake.join("reviews").join(&self.id)
     }
@@ -647,16 +660,7 @@ fn label_with_the_keyboard_reload_export_and_score() {
     drop(b);
 
     // Score the exported file.
-    let out = review.run(&[
-        "review",
-        "score",
-        "--id",
-        &review.id,
-        "--labels",
-        exported.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let out = review.score(&exported);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -830,16 +834,7 @@ fn real_answers_render_safely_wrap_and_keep_the_buttons_in_view() {
     let exported = downloads.join("labels-bo.csv");
     downloaded(&exported, 30);
     drop(b);
-    let out = review.run(&[
-        "review",
-        "score",
-        "--id",
-        &review.id,
-        "--labels",
-        exported.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let out = review.score(&exported);
     let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
     assert_eq!(s["pairs"], 0, "{s}");
     let half = s["half_labeled"].as_array().unwrap();
