@@ -21,7 +21,15 @@ pub const LABELED_EVENTS_TABLE: &str = "llm_labeled_events";
 /// View: every event with its latest label.
 pub const LABELED_VIEW: &str = "llm_events_labeled";
 /// Columns a rollup or the judge may segment by: schema columns only, never user text.
-pub const SEGMENT_COLUMNS: [&str; 6] = ["env", "model", "tier", "prompt_sha", "status", "date"];
+pub const SEGMENT_COLUMNS: [&str; 7] = [
+    "env",
+    "model",
+    "tier",
+    "prompt_sha",
+    "status",
+    "date",
+    "response_model",
+];
 /// Tier used when an event has none.
 pub const DEFAULT_TIER: &str = "default";
 
@@ -49,6 +57,10 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("output", true),
         s("attributes", true),
         s("unit_id", true),
+        // The model snapshot that answered (`gen_ai.response.model`), which a provider may move
+        // an alias to without notice. Added after the first lakes were written: their files
+        // lack it and read it as null (see `lake::txn::upgrade_schemas`).
+        s("response_model", true),
     ]))
 });
 
@@ -124,11 +136,12 @@ pub enum EventField {
     Output,
     Attributes,
     UnitId,
+    ResponseModel,
     Label,
 }
 
 /// Number of [`EventField`]s: the schema's columns and the inline `label`.
-pub const EVENT_FIELD_COUNT: usize = 17;
+pub const EVENT_FIELD_COUNT: usize = 18;
 
 impl EventField {
     /// Every field, in schema order (the inline `label` last).
@@ -149,6 +162,7 @@ impl EventField {
         Self::Output,
         Self::Attributes,
         Self::UnitId,
+        Self::ResponseModel,
         Self::Label,
     ];
 
@@ -173,6 +187,7 @@ impl EventField {
             "output" => Self::Output,
             "attributes" => Self::Attributes,
             "unit_id" | "unitId" => Self::UnitId,
+            "response_model" | "responseModel" => Self::ResponseModel,
             "label" => Self::Label,
             _ => return None,
         })
@@ -197,6 +212,7 @@ impl EventField {
             Self::Output => "output",
             Self::Attributes => "attributes",
             Self::UnitId => "unit_id",
+            Self::ResponseModel => "response_model",
             Self::Label => "label",
         }
     }
@@ -359,6 +375,8 @@ pub struct Event<'a> {
     /// The user, session or account the application assigned the call to (the unit a canary
     /// is randomized by); events of one unit are correlated.
     pub unit_id: Option<Cow<'a, str>>,
+    /// The model snapshot the provider reports having answered with, when known.
+    pub response_model: Option<Cow<'a, str>>,
     /// A label that came inline on the event.
     pub label: Option<Label>,
 }
@@ -647,6 +665,7 @@ pub fn validate_event<'a>(mut f: EventFields<'a>) -> Result<Event<'a>, RejectRea
         }
     };
     let unit_id = optional_text("unit_id", take(F::UnitId))?;
+    let response_model = optional_text("response_model", take(F::ResponseModel))?;
     let label = match take(F::Label) {
         None | Some(RawValue::Null) => None,
         v => Some(parse_label(v)?),
@@ -668,6 +687,7 @@ pub fn validate_event<'a>(mut f: EventFields<'a>) -> Result<Event<'a>, RejectRea
         output,
         attributes,
         unit_id,
+        response_model,
         label,
     })
 }

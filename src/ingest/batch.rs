@@ -26,6 +26,7 @@ pub(crate) struct EventBatchBuilder {
     output: StringBuilder,
     attributes: StringBuilder,
     unit_id: StringBuilder,
+    response_model: StringBuilder,
 }
 
 impl EventBatchBuilder {
@@ -49,6 +50,7 @@ impl EventBatchBuilder {
             output: s(100),
             attributes: s(32),
             unit_id: s(12),
+            response_model: s(8),
         }
     }
 
@@ -69,6 +71,8 @@ impl EventBatchBuilder {
         self.output.append_option(e.output.as_deref());
         self.attributes.append_option(e.attributes.as_deref());
         self.unit_id.append_option(e.unit_id.as_deref());
+        self.response_model
+            .append_option(e.response_model.as_deref());
     }
 
     pub fn finish(mut self) -> RecordBatch {
@@ -89,6 +93,7 @@ impl EventBatchBuilder {
             Arc::new(self.output.finish()),
             Arc::new(self.attributes.finish()),
             Arc::new(self.unit_id.finish()),
+            Arc::new(self.response_model.finish()),
         ];
         RecordBatch::try_new(event_schema(), columns).expect("builders match the event schema")
     }

@@ -257,8 +257,14 @@ async fn scan_arms(ctx: &SessionContext, q: &CanaryQuery, filter: Expr) -> Resul
     let mut columns: Vec<Expr> = q.segment_by.iter().map(|c| col(c.as_str())).collect();
     // Read by position; aliased because a segment column may be one of these (prompt_sha).
     columns.extend(
-        ["prompt_version", "prompt_sha", "status", "unit_id"]
-            .map(|c| col(c).alias(format!("arm_{c}"))),
+        [
+            "prompt_version",
+            "prompt_sha",
+            "status",
+            "unit_id",
+            "response_model",
+        ]
+        .map(|c| col(c).alias(format!("arm_{c}"))),
     );
     columns.extend(
         q.value_columns
@@ -320,8 +326,10 @@ async fn consume(mut stream: SendableRecordBatchStream, q: CanaryQuery) -> Resul
         any_unit |= units.is_some();
         let is_flagged = eq(&status, &flagged)?;
         let is_error = eq(&status, &error)?;
+        let served_by = strings(nseg + 4)?;
+        let served_by = served_by.as_string_view();
         let values: Vec<ArrayRef> = (0..nval)
-            .map(|i| cast(batch.column(nseg + 4 + i), &DataType::Float64))
+            .map(|i| cast(batch.column(nseg + 5 + i), &DataType::Float64))
             .collect::<std::result::Result<_, _>>()?;
         let values: Vec<&arrow::array::Float64Array> = values
             .iter()
@@ -330,7 +338,7 @@ async fn consume(mut stream: SendableRecordBatchStream, q: CanaryQuery) -> Resul
         segments.assign(&segs, rows, &mut ids);
         shas.add(&is_canary, sha.as_string_view());
         if !q.pins.is_empty() {
-            let attrs = strings(nseg + 4 + nval)?;
+            let attrs = strings(nseg + 5 + nval)?;
             pins.add(&is_canary, attrs.as_string_view());
         }
         let mut row_values = [(ValueColumn::DurationMs, 0.0); 3];
@@ -353,6 +361,9 @@ async fn consume(mut stream: SendableRecordBatchStream, q: CanaryQuery) -> Resul
                 unit_key(units, row),
             );
         }
+        if served_by.null_count() < rows {
+            count_response_models(&mut segments, &ids, &is_canary, served_by);
+        }
     }
     Ok(Scan {
         segments: segments.into_map(),
@@ -360,6 +371,37 @@ async fn consume(mut stream: SendableRecordBatchStream, q: CanaryQuery) -> Resul
         any_unit,
         pins: pins.finish(),
     })
+}
+
+/// Counts each segment's and arm's events per response model. Runs of one model (the common
+/// case: a snapshot serves for days) cost a comparison per event, not a map lookup.
+fn count_response_models(
+    segments: &mut Segmenter,
+    ids: &[u32],
+    is_canary: &BooleanArray,
+    served_by: &StringViewArray,
+) {
+    let mut run: Option<(u32, Arm, &str, u64)> = None;
+    let flush = |segments: &mut Segmenter, run: Option<(u32, Arm, &str, u64)>| {
+        if let Some((seg, arm, model, n)) = run {
+            *segments
+                .arm_mut(seg, arm)
+                .response_models
+                .entry(model.to_string())
+                .or_default() += n;
+        }
+    };
+    for (row, seg) in ids.iter().enumerate() {
+        if !served_by.is_valid(row) {
+            continue;
+        }
+        let (arm, model) = (arm_of(is_canary, row), served_by.value(row));
+        match &mut run {
+            Some((s, a, m, n)) if *s == *seg && *a == arm && *m == model => *n += 1,
+            _ => flush(segments, run.replace((*seg, arm, model, 1))),
+        }
+    }
+    flush(segments, run);
 }
 
 /// Distinct values of pinned attributes per arm, parsing each distinct `attributes` text once.

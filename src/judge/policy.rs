@@ -50,6 +50,10 @@ min_rate_events = 5
 # Always-valid bounds (confidence sequences): the error rates hold however often the canary is
 # judged while it runs. false: one planned look (fixed-horizon bounds, narrower).
 sequential = true
+# When, within a segment, the arms were answered by different sets of model snapshots
+# (`response_model`, e.g. the provider moved an alias mid-canary), the comparison is not of the
+# prompt alone and the verdict is invalid. true: say so as a warning and judge anyway.
+allow_response_model_drift = false
 
 [[rules]]
 metric = "flagged_rate"
@@ -274,6 +278,8 @@ struct PolicyFile {
     #[serde(default)]
     planned_events: Option<u64>,
     #[serde(default)]
+    allow_response_model_drift: bool,
+    #[serde(default)]
     rules: Vec<RuleSpec>,
 }
 
@@ -312,6 +318,8 @@ pub struct Policy {
     /// Share of an arm's events from which a segment is material (must not look past a
     /// threshold, must reach `min_events`).
     pub material_share: f64,
+    /// Whether arms answered by different response models may still be judged (a warning).
+    pub allow_response_model_drift: bool,
     pub rules: Vec<PolicyRule>,
     /// Settings the file has that no longer do anything, said in the verdict's warnings.
     pub notes: Vec<String>,
@@ -361,6 +369,11 @@ impl Policy {
                     "cannot segment the judge by \"prompt_sha\": the two versions differ in it by definition, so no segment would hold both arms (the judge checks each version's sha on its own)".into(),
                 );
             }
+            if c == "response_model" {
+                return Err(
+                    "cannot segment the judge by \"response_model\": the judge checks that both arms of each segment were answered by the same snapshots, which segmenting by it would hide (set allow_response_model_drift = true to judge across a snapshot change)".into(),
+                );
+            }
             if !SEGMENT_COLUMNS.contains(&c.as_str()) || c == "status" {
                 return Err(format!(
                     "cannot segment by {c:?}; choose from env, model, tier, date"
@@ -407,6 +420,7 @@ impl Policy {
             min_rate_events: f.min_rate_events,
             sequential: f.sequential,
             material_share: f.material_share,
+            allow_response_model_drift: f.allow_response_model_drift,
             rules,
             notes: f
                 .planned_events

@@ -131,6 +131,8 @@ pub struct ArmSample {
     /// Records not yet grouped: the unit key and what the record adds ([`REC_EVENT`]...).
     rec_keys: Vec<u64>,
     rec_bits: Vec<u8>,
+    /// Events per response model (the snapshot that answered), of those that name one.
+    pub response_models: BTreeMap<String, u64>,
 }
 
 /// `value_units` entry of an event without a unit id.
@@ -246,6 +248,9 @@ impl ArmSample {
         self.errors += other.errors;
         self.labeled += other.labeled;
         self.bad += other.bad;
+        for (model, n) in std::mem::take(&mut other.response_models) {
+            *self.response_models.entry(model).or_default() += n;
+        }
         self.singles.merge(&other.singles);
         let offset = self.rec_keys.len() as u32;
         self.rec_keys.extend_from_slice(&other.rec_keys);

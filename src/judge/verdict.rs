@@ -209,6 +209,53 @@ pub struct SrmCheck {
     pub mismatch: bool,
 }
 
+/// Which model snapshots answered each arm of one segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResponseModels {
+    pub segment: BTreeMap<String, String>,
+    pub baseline: BTreeMap<String, u64>,
+    pub canary: BTreeMap<String, u64>,
+    /// Both arms name response models here, and not the same set.
+    pub differs: bool,
+}
+
+/// Per segment, the response models of each arm; a line for each segment whose two arms were
+/// answered by different sets of them. Events without a response model (older loggers) are
+/// left out: an arm none of whose events name one is not compared.
+fn response_model_drift(samples: &Samples) -> (Vec<ResponseModels>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut lines = Vec::new();
+    for (key, seg) in &samples.segments {
+        let (b, c) = (&seg.baseline.response_models, &seg.canary.response_models);
+        if b.is_empty() && c.is_empty() {
+            continue;
+        }
+        let differs = !b.is_empty() && !c.is_empty() && !b.keys().eq(c.keys());
+        let segment = key_map(&samples.segment_by, key);
+        if differs {
+            let show = |m: &BTreeMap<String, u64>| {
+                m.iter()
+                    .map(|(k, n)| format!("{k} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            lines.push(format!(
+                "segment {}: the arms were answered by different model snapshots: baseline by {}, canary by {} (events in brackets); the canary's difference may be the model's, not the prompt's",
+                segment_label(&segment),
+                show(b),
+                show(c)
+            ));
+        }
+        all.push(ResponseModels {
+            segment,
+            baseline: b.clone(),
+            canary: c.clone(),
+            differs,
+        });
+    }
+    (all, lines)
+}
+
 /// The judge's answer, with everything that led to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
@@ -231,6 +278,10 @@ pub struct Verdict {
     pub tests: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srm: Option<SrmCheck>,
+    /// Per segment, the events of each arm per response model (the snapshot that answered),
+    /// where events name one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_models: Vec<ResponseModels>,
     /// Problems that make the comparison untrustworthy (verdict `invalid`).
     pub problems: Vec<String>,
     /// Things worth knowing that do not change the verdict.
@@ -256,6 +307,19 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
     let n_canary = samples.total(Arm::Canary);
     let mut warnings = policy.notes.clone();
     let (mut problems, srm) = check_comparison(&samples, expected_share, &mut warnings);
+    let (response_models, drift) = response_model_drift(&samples);
+    if policy.allow_response_model_drift {
+        warnings.extend(
+            drift
+                .into_iter()
+                .map(|d| format!("{d} (allowed by the policy)")),
+        );
+    } else if let Some((last, rest)) = drift.split_last() {
+        problems.extend_from_slice(rest);
+        problems.push(format!(
+            "{last}. Judge again on a window where both arms ran on one snapshot (--since after the switch), or set allow_response_model_drift = true in the policy to judge across it"
+        ));
+    }
     let share_of = |nb: u64, nc: u64| {
         (nb as f64 / n_baseline.max(1) as f64).max(nc as f64 / n_canary.max(1) as f64)
     };
@@ -482,6 +546,7 @@ pub fn judge(mut samples: Samples, policy: &Policy, expected_share: Option<f64>)
         clustered,
         tests,
         srm,
+        response_models,
         problems,
         warnings,
         deciding,

@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::DataType as ArrowType;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::scalar::ScalarValue;
 use deltalake_core::DeltaTable;
 use deltalake_core::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, DataType, Remove, StructField};
+use deltalake_core::kernel::{Action, Add, DataType, MetadataExt, Remove, StructField, StructType};
 use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
@@ -269,6 +270,65 @@ fn columns(table: Table) -> Result<Vec<StructField>> {
     Ok(out)
 }
 
+/// Adds to the table at `url`, as version `base + 1`, the columns its schema lacks of those
+/// this promptgate writes (nullable all: the files already there read them as null). Columns
+/// the table has that this promptgate does not know (a newer one's) are kept. Returns the new
+/// version and the names added, or `None` when nothing was missing.
+pub async fn add_missing_columns(
+    url: &Url,
+    table: Table,
+    base: u64,
+) -> Result<Option<(u64, Vec<String>)>> {
+    let loaded = load(url, Some(base)).await?;
+    let snapshot = loaded.snapshot().map_err(delta_err(url))?;
+    let current = snapshot.schema();
+    let wanted = columns(table)?;
+    let missing: Vec<StructField> = wanted
+        .iter()
+        .filter(|f| current.field(f.name()).is_none())
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    if let Some(f) = missing.iter().find(|f| !f.is_nullable()) {
+        return Err(Error::runtime(format!(
+            "{} lacks the required column {}, which cannot be added to files already written",
+            shown(url),
+            f.name()
+        )));
+    }
+    let mut fields = wanted;
+    fields.extend(
+        current
+            .fields()
+            .filter(|f| !fields.iter().any(|w| w.name() == f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let schema_err = |e: &dyn std::fmt::Display| {
+        Error::runtime(format!(
+            "cannot add columns to the schema of {}: {e}",
+            shown(url)
+        ))
+    };
+    let schema = StructType::try_new(fields).map_err(|e| schema_err(&e))?;
+    let metadata = snapshot
+        .metadata()
+        .clone()
+        .with_schema(&schema)
+        .map_err(|e| schema_err(&e))?;
+    let names = missing.iter().map(|f| f.name().to_string()).collect();
+    let version = commit(
+        url,
+        base,
+        vec![Action::Metadata(metadata)],
+        Operation::AddColumns(missing),
+    )
+    .await?;
+    Ok(Some((version, names)))
+}
+
 /// Creates the Delta table of `table` at `url` (version 0), holding `adds` (files already in
 /// place, for a conversion) or nothing. Fails if a table is already there.
 pub async fn create(url: &Url, table: Table, adds: Vec<Add>) -> Result<u64> {
@@ -292,7 +352,7 @@ pub async fn create(url: &Url, table: Table, adds: Vec<Add>) -> Result<u64> {
 }
 
 /// What a commit does to a table, for its log entry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Operation {
     /// New rows (ingest, the labeled-events index).
     Append,
@@ -303,6 +363,8 @@ pub enum Operation {
     /// Back to the files of an earlier version (undoing a writer that died before the lake
     /// recorded its commit).
     Restore(u64),
+    /// New nullable columns in the schema (a lake written by an older promptgate).
+    AddColumns(Vec<StructField>),
 }
 
 /// Commits `actions` to the table at `url` as version `base + 1`. Fails, committing nothing,
@@ -329,6 +391,7 @@ pub async fn commit(url: &Url, base: u64, actions: Vec<Action>, op: Operation) -
             version: Some(v),
             datetime: None,
         },
+        Operation::AddColumns(fields) => DeltaOperation::AddColumn { fields },
     };
     // Checkpoints every 100 commits (the table's `checkpointInterval`) keep a reader's log
     // replay short however many ingests the table has seen; `CommitBuilder::default()` alone
@@ -627,11 +690,14 @@ pub fn remove_action(file: &DataFile, data_change: bool, now_ms: i64) -> Remove 
     }
 }
 
-/// Registers a loaded table version with `ctx` under `name`. `string_views` reads strings as
-/// `Utf8View` (the judge's scans); otherwise strings stay `Utf8`, as user SQL has always seen.
+/// Registers a loaded version of `which` with `ctx` under `name`. `string_views` reads strings
+/// as `Utf8View` (the judge's scans); otherwise strings stay `Utf8`, as user SQL has always
+/// seen. A version from before a column was added (an older promptgate's lake, or time travel
+/// to before its upgrade) reads that column as null, so every query sees one schema.
 pub fn register(
     ctx: &SessionContext,
     table: &DeltaTable,
+    which: Table,
     name: &str,
     string_views: bool,
 ) -> Result<()> {
@@ -655,7 +721,39 @@ pub fn register(
         schema: None,
     };
     let scan = DeltaScanNext::new(Arc::new(snapshot), config)?;
-    ctx.register_table(name, Arc::new(scan))?;
+    let have = datafusion::catalog::TableProvider::schema(&scan);
+    let wanted = columns(which)?;
+    if wanted
+        .iter()
+        .all(|f| have.field_with_name(f.name()).is_ok())
+    {
+        ctx.register_table(name, Arc::new(scan))?;
+        return Ok(());
+    }
+    // The columns in the order of a table created today (new ones before the partition), the
+    // missing ones as typed nulls; columns this promptgate does not know stay at the end.
+    let null = |f: &StructField| match f.data_type() {
+        t if *t == DataType::STRING && string_views => ScalarValue::Utf8View(None),
+        t if *t == DataType::STRING => ScalarValue::Utf8(None),
+        t if *t == DataType::LONG => ScalarValue::Int64(None),
+        t if *t == DataType::DOUBLE => ScalarValue::Float64(None),
+        _ => ScalarValue::TimestampMicrosecond(None, Some("UTC".into())),
+    };
+    let mut exprs: Vec<_> = wanted
+        .iter()
+        .map(|f| match have.field_with_name(f.name()) {
+            Ok(_) => col(datafusion::common::Column::from_name(f.name())),
+            Err(_) => lit(null(f)).alias(f.name()),
+        })
+        .collect();
+    exprs.extend(
+        have.fields()
+            .iter()
+            .filter(|f| !wanted.iter().any(|w| w.name() == f.name()))
+            .map(|f| col(datafusion::common::Column::from_name(f.name()))),
+    );
+    let view = ctx.read_table(Arc::new(scan))?.select(exprs)?;
+    ctx.register_table(name, view.into_view())?;
     Ok(())
 }
 

@@ -376,7 +376,7 @@ impl Snapshot {
                 self.version().unwrap_or(0)
             )));
         };
-        delta::register(ctx, &t.delta, name, string_views)
+        delta::register(ctx, &t.delta, table, name, string_views)
     }
 }
 

@@ -67,6 +67,7 @@ impl Lake {
             convert(self).await?;
         }
         recover(self).await?;
+        upgrade_schemas(self).await?;
         let base = Snapshot::load(self, &AsOf::Latest).await?;
         Ok(WriteLock {
             _file: file,
@@ -274,11 +275,54 @@ async fn create_remote(lake: &Lake) -> Result<()> {
     Ok(())
 }
 
+/// Gives the tables of a lake an older promptgate wrote the columns added since (nullable all,
+/// so the files already there read them as null): one Delta metadata commit per such table,
+/// then a lake version naming them. Readers of the versions before read the new columns as
+/// null too (see [`delta::register`]), so queries see one schema either side of the upgrade.
+async fn upgrade_schemas(lake: &Lake) -> Result<()> {
+    let log = LakeLog(lake);
+    let Some(latest) = log.latest().await? else {
+        return Ok(());
+    };
+    let mut tables = latest.tables.clone();
+    let mut added = Vec::new();
+    for table in Table::ALL {
+        let Some(v) = latest.table(table) else {
+            continue;
+        };
+        let url = lake.table_url(table)?;
+        if let Some((version, columns)) = delta::add_missing_columns(&url, table, v).await? {
+            tables.insert(table.name().into(), version);
+            added.push(format!("{} gained {}", table.name(), columns.join(", ")));
+        }
+    }
+    if added.is_empty() {
+        return Ok(());
+    }
+    let entry = Entry {
+        version: latest.version + 1,
+        timestamp_ms: log::now_ms(),
+        operation: "upgrade schema".into(),
+        tables,
+    };
+    if !log.write(&entry).await? {
+        return Err(Error::runtime(
+            "another writer changed the lake while its schema was upgraded",
+        )
+        .with_hint("run the command again"));
+    }
+    eprintln!(
+        "upgraded the lake's schema to this promptgate's: {} (files written before read it as null)",
+        added.join("; ")
+    );
+    Ok(())
+}
+
 async fn count_rows(url: &url::Url, table: Table, version: u64) -> Result<u64> {
     use futures::StreamExt;
     let t = delta::load(url, Some(version)).await?;
     let ctx = SessionContext::new();
-    delta::register(&ctx, &t, "t", false)?;
+    delta::register(&ctx, &t, table, "t", false)?;
     let mut stream = ctx
         .table("t")
         .await?
