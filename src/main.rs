@@ -122,6 +122,26 @@ enum Command {
         /// what is left.
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
+        /// Take events into the lake: POST /v1/events (NDJSON or a JSON array, gzip allowed)
+        /// and POST /v1/traces (OTLP/HTTP GenAI spans), fsynced in a local spool before the
+        /// answer and committed in batches.
+        #[arg(long)]
+        intake: bool,
+        /// Seconds between commits of the intake spool to the lake (how soon posted events
+        /// are visible to queries).
+        #[arg(long, default_value_t = 5.0, requires = "intake")]
+        commit_interval: f64,
+        /// Largest request body, as sent and as inflated from gzip (413 above it).
+        #[arg(long, default_value_t = 20.0, requires = "intake")]
+        max_body_mib: f64,
+        /// Spooled data not yet committed past which posts are answered 503 with Retry-After.
+        #[arg(long, default_value_t = 1024.0, requires = "intake")]
+        max_spool_mib: f64,
+        /// Which span and resource attributes give the route, env, tier, prompt version and
+        /// sha, unit and status of an OTLP GenAI span (TOML; `promptgate ingest
+        /// --print-otlp-mapping` prints the defaults).
+        #[arg(long, value_name = "FILE", requires = "intake")]
+        otlp_mapping: Option<PathBuf>,
     },
     /// Blind human review of real requests: sample, run both versions, import answers.
     #[command(subcommand)]
@@ -413,6 +433,13 @@ struct IngestArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// With --format otlp: which span and resource attributes give the route, env, tier,
+    /// prompt version and sha, unit and status (TOML; fields left out keep the defaults).
+    #[arg(long, value_name = "FILE")]
+    otlp_mapping: Option<PathBuf>,
+    /// Print the default OTLP attribute mapping (TOML) and exit.
+    #[arg(long)]
+    print_otlp_mapping: bool,
 }
 
 #[derive(Args)]
@@ -710,6 +737,14 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     let registry = Registry::locate(cli.registry, &lake)?;
     match cli.command {
         Command::Ingest(a) => {
+            if a.print_otlp_mapping {
+                print!("{}", promptgate::ingest::otlp::DEFAULT_MAPPING_TOML);
+                return Ok(0);
+            }
+            let otlp = match &a.otlp_mapping {
+                Some(p) => promptgate::ingest::otlp::OtlpMapping::load(p)?,
+                None => Default::default(),
+            };
             let opts = IngestOptions {
                 format: a.format,
                 kind: if a.labels {
@@ -721,6 +756,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 strict: a.strict,
                 progress: !a.no_progress,
                 buffer_bytes: a.buffer_mib.saturating_mul(1 << 20),
+                otlp: std::sync::Arc::new(otlp),
                 ..IngestOptions::default()
             };
             cmd::ingest::run(&lake, &a.files, opts, a.json).await
@@ -934,13 +970,24 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             header_timeout,
             max_connections,
             drain_timeout,
+            intake,
+            commit_interval,
+            max_body_mib,
+            max_spool_mib,
+            otlp_mapping,
         } => {
             let limits = cmd::serve::LimitArgs {
                 header_timeout,
                 max_connections,
                 drain_timeout,
             };
-            cmd::serve::run(registry, &addr, limits).await
+            let intake = intake.then_some(cmd::serve::IntakeArgs {
+                commit_interval,
+                max_body_mib,
+                max_spool_mib,
+                otlp_mapping,
+            });
+            cmd::serve::run(registry, &addr, limits, &lake, intake).await
         }
         Command::Checklist {
             route,

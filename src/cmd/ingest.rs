@@ -40,6 +40,14 @@ fn print_report(out: &mut dyn Write, r: &IngestReport, json: bool, labels: bool)
         r.read, r.accepted, r.duplicates, r.rejected
     )
     .map_err(w)?;
+    if r.skipped > 0 {
+        writeln!(
+            out,
+            "skipped {} spans without gen_ai.* attributes (not LLM calls)",
+            r.skipped
+        )
+        .map_err(w)?;
+    }
     if r.inline_labels > 0 {
         writeln!(out, "inline labels added: {}", r.inline_labels).map_err(w)?;
     }

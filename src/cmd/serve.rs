@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::intake::{Intake, IntakeConfig};
+use crate::lake::Lake;
 use crate::registry::Registry;
 use crate::serve::listen::{Limits, serve};
 use crate::serve::{ServeState, log, router};
@@ -86,10 +88,55 @@ fn open_files_limit() -> Option<u64> {
     (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
+/// `serve --intake` as given on the command line.
+#[derive(Debug, Clone)]
+pub struct IntakeArgs {
+    pub commit_interval: f64,
+    pub max_body_mib: f64,
+    pub max_spool_mib: f64,
+    pub otlp_mapping: Option<std::path::PathBuf>,
+}
+
+impl IntakeArgs {
+    fn config(self) -> Result<IntakeConfig> {
+        if !(self.commit_interval.is_finite() && (0.05..=3600.0).contains(&self.commit_interval)) {
+            return Err(Error::usage(format!(
+                "--commit-interval {}: give seconds from 0.05 to 3600",
+                self.commit_interval
+            )));
+        }
+        let mib = |flag: &str, v: f64, max: f64| -> Result<u64> {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok((v * 1048576.0) as u64)
+            } else {
+                Err(Error::usage(format!(
+                    "--{flag} {v}: give MiB above 0 and at most {max}"
+                )))
+            }
+        };
+        Ok(IntakeConfig {
+            commit_interval: Duration::from_secs_f64(self.commit_interval),
+            max_body_bytes: mib("max-body-mib", self.max_body_mib, 1024.0)? as usize,
+            max_spool_bytes: mib("max-spool-mib", self.max_spool_mib, 1048576.0)?,
+            otlp: std::sync::Arc::new(match &self.otlp_mapping {
+                Some(p) => crate::ingest::otlp::OtlpMapping::load(p)?,
+                None => crate::ingest::otlp::OtlpMapping::default(),
+            }),
+        })
+    }
+}
+
 /// Serves until Ctrl-C or SIGTERM. The token comes from `PROMPTGATE_TOKEN` (never a flag, so it
-/// does not show in `ps`).
-pub async fn run(reg: Registry, addr: &str, limits: LimitArgs) -> Result<i32> {
+/// does not show in `ps`). With `intake`, events posted are taken into `lake`.
+pub async fn run(
+    reg: Registry,
+    addr: &str,
+    limits: LimitArgs,
+    lake: &Lake,
+    intake: Option<IntakeArgs>,
+) -> Result<i32> {
     let limits = limits.limits()?;
+    let intake_config = intake.map(IntakeArgs::config).transpose()?;
     let token = std::env::var("PROMPTGATE_TOKEN").ok();
     let addr: SocketAddr = addr.parse().map_err(|_| {
         Error::usage(format!("--addr {addr:?} is not an IP address and port"))
@@ -108,7 +155,12 @@ pub async fn run(reg: Registry, addr: &str, limits: LimitArgs) -> Result<i32> {
         .with_hint("set PROMPTGATE_TOKEN to a secret (clients send `Authorization: Bearer <it>`), or bind 127.0.0.1"));
     }
     // Fail early and clearly on a registry that cannot be read.
-    let state = ServeState::new(reg.clone(), token.clone());
+    ServeState::new(reg.clone(), None, None).current()?;
+    let intake = match intake_config {
+        Some(c) => Some(Intake::start(lake.clone(), c)?),
+        None => None,
+    };
+    let state = ServeState::new(reg.clone(), token.clone(), intake.clone());
     let empty = state.current()?.routes.is_empty();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::runtime(format!("cannot listen on {addr}: {e}"))
@@ -118,14 +170,26 @@ pub async fn run(reg: Registry, addr: &str, limits: LimitArgs) -> Result<i32> {
         .local_addr()
         .map_err(|e| Error::runtime(format!("cannot listen on {addr}: {e}")))?;
     eprintln!(
-        "promptgate serve: listening on http://{local} (registry {}{})",
+        "promptgate serve: listening on http://{local} (registry {}{}{})",
         reg.location(),
+        match &intake {
+            Some(i) => format!(
+                "; events into {} every {:?}, spool {}",
+                lake.location(),
+                i.config().commit_interval,
+                i.spool_dir().display()
+            ),
+            None => String::new(),
+        },
         if token.is_some() {
             ", bearer token required"
         } else {
             ""
         }
     );
+    for note in intake.iter().flat_map(|i| i.take_notes()) {
+        log(&note);
+    }
     if empty {
         log(&format!(
             "the registry at {} holds no prompt yet: every resolve answers 404 until one is added",
@@ -138,6 +202,15 @@ pub async fn run(reg: Registry, addr: &str, limits: LimitArgs) -> Result<i32> {
             "{} connections were refused over the limit of {}",
             stopped.shed, limits.max_connections
         ));
+    }
+    if let Some(i) = &intake {
+        log("committing what the intake spool holds");
+        if !i.stop(limits.drain_timeout).await {
+            log(&format!(
+                "the last commit did not finish within the {:?} drain deadline; the spool keeps its events for the next start",
+                limits.drain_timeout
+            ));
+        }
     }
     match stopped.dropped {
         0 => log("stopped"),

@@ -20,6 +20,7 @@ mod dedupe;
 mod label_index;
 mod lines;
 mod ndjson;
+pub mod otlp;
 mod quarantine;
 mod records;
 mod runs;
@@ -42,6 +43,7 @@ use quarantine::{Quarantine, SourceToken};
 use records::{ChunkSink, Parsed};
 use runs::{RunFile, Sorted};
 
+pub(crate) use ndjson::event_fields;
 pub use records::RecordKind;
 
 /// Input format of a source.
@@ -49,6 +51,9 @@ pub use records::RecordKind;
 pub enum InputFormat {
     Ndjson,
     Csv,
+    /// OpenTelemetry OTLP/JSON traces, one export request per line (as the Collector's file
+    /// exporter writes them): GenAI spans become events (see [`otlp`]).
+    Otlp,
 }
 
 impl InputFormat {
@@ -79,6 +84,8 @@ pub struct IngestOptions {
     pub buffer_bytes: usize,
     /// Bytes of input handed to one parser thread at a time.
     pub chunk_bytes: usize,
+    /// How OTLP span attributes map to event fields ([`InputFormat::Otlp`] sources).
+    pub otlp: Arc<otlp::OtlpMapping>,
 }
 
 impl Default for IngestOptions {
@@ -91,6 +98,7 @@ impl Default for IngestOptions {
             progress: true,
             buffer_bytes: 128 << 20,
             chunk_bytes: 4 << 20,
+            otlp: Arc::new(otlp::OtlpMapping::default()),
         }
     }
 }
@@ -126,6 +134,10 @@ pub struct IngestReport {
     pub rejected: u64,
     /// Directory holding the rejected records and their reasons, when there were any.
     pub quarantine: Option<PathBuf>,
+    /// OTLP spans without `gen_ai.*` attributes (not LLM calls): not records, not counted in
+    /// `read`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     /// Labels that came inline on events and were added to `llm_labels`.
     #[serde(skip_serializing_if = "is_zero")]
     pub inline_labels: u64,
@@ -451,6 +463,19 @@ impl Run<'_> {
                 self.read_chunked(tx, &name, &token, chunker, parse, bar)
                     .await
             }
+            InputFormat::Otlp => {
+                if kind == RecordKind::Labels {
+                    return Err(Error::usage(
+                        "--format otlp reads spans as events; labels come as NDJSON or CSV",
+                    ));
+                }
+                let token = self.quarantine.start_source(&name, None);
+                let chunker = LineChunker::new(reader, self.opts.chunk_bytes, max_line);
+                let mapping = self.opts.otlp.clone();
+                let parse = |c: &lines::LineChunk| parse_otlp_chunk(c, &mapping, now, max_line);
+                self.read_chunked(tx, &name, &token, chunker, parse, bar)
+                    .await
+            }
             InputFormat::Csv => {
                 let (chunker, header, header_line) =
                     csv::CsvChunker::open(reader, kind, self.opts.chunk_bytes, max_line)
@@ -552,6 +577,7 @@ impl Run<'_> {
         p: Parsed,
     ) -> Result<()> {
         self.report.read += p.records;
+        self.report.skipped += p.skipped;
         self.report.rejected += p.rejects.len() as u64;
         self.max_row_bytes = self.max_row_bytes.max(p.max_row_bytes);
         for r in &p.rejects {
@@ -981,6 +1007,57 @@ fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line
         }
     }
     sink.finish()
+}
+
+/// Parses one chunk of OTLP/JSON lines (export requests): each GenAI span is an event record,
+/// kept or rejected (as the OTLP JSON of that span); other spans are skipped and counted; a
+/// line that is not an export request is rejected whole.
+fn parse_otlp_chunk(
+    chunk: &lines::LineChunk,
+    mapping: &otlp::OtlpMapping,
+    now_us: i64,
+    max_line: usize,
+) -> Parsed {
+    let mut sink = ChunkSink::new(RecordKind::Events, now_us, chunk.lines as usize);
+    let mut skipped = 0;
+    for (n, raw) in lines::lines(chunk) {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        if line.len() > max_line {
+            sink.reject(
+                n,
+                raw,
+                format!(
+                    "line is {} bytes, longer than the {max_line}-byte limit (raise it with --max-line-bytes)",
+                    line.len()
+                ),
+            );
+            continue;
+        }
+        let body = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+        let req = match otlp::decode_json(body) {
+            Ok(r) => r,
+            Err(why) => {
+                sink.reject(n, raw, why);
+                continue;
+            }
+        };
+        for (rs, ss, span) in otlp::spans(&req) {
+            let raw_span = || otlp::span_request_json(rs, ss, span).into_bytes();
+            match otlp::map_span(rs, span, mapping) {
+                otlp::Mapped::Skipped => skipped += 1,
+                otlp::Mapped::Rejected(why) => sink.reject(n, &raw_span(), why),
+                otlp::Mapped::Event(event) => {
+                    sink.event_or(n, ndjson::event_fields(event.as_bytes()), raw_span)
+                }
+            }
+        }
+    }
+    let mut parsed = sink.finish();
+    parsed.skipped = skipped;
+    parsed
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub(crate) struct Parsed {
     pub rejects: Vec<Reject>,
     /// Records read (valid or not); blank lines are not records.
     pub records: u64,
+    /// OTLP spans that are not LLM calls (not records).
+    pub skipped: u64,
     /// Bytes of the largest row kept (see [`super::runs::max_row_bytes`]).
     pub max_row_bytes: usize,
 }
@@ -88,10 +90,14 @@ impl ChunkSink {
         raw: &[u8],
         fields: Result<event::EventFields<'_>, RejectReason>,
     ) {
-        let ev = match fields.and_then(event::validate_event) {
-            Ok(ev) => ev,
-            Err(reason) => return self.reject(line, raw, reason),
-        };
+        match fields.and_then(event::validate_event) {
+            Ok(ev) => self.keep(ev),
+            Err(reason) => self.reject(line, raw, reason),
+        }
+    }
+
+    /// Keeps a valid event (and its inline label).
+    fn keep(&mut self, ev: event::Event<'_>) {
         self.records += 1;
         let day = day_of(ev.ts_us);
         let hint = self.rows_hint;
@@ -113,6 +119,20 @@ impl ChunkSink {
                 .get_or_insert_with(LabelBatchBuilder::new)
                 .append(&rec);
             self.label_days.push(day);
+        }
+    }
+
+    /// [`Self::event`] for a record whose raw form is made only when it is rejected (the OTLP
+    /// JSON of a span).
+    pub fn event_or(
+        &mut self,
+        line: u64,
+        fields: Result<event::EventFields<'_>, RejectReason>,
+        raw: impl FnOnce() -> Vec<u8>,
+    ) {
+        match fields.and_then(event::validate_event) {
+            Ok(ev) => self.keep(ev),
+            Err(reason) => self.reject(line, &raw(), reason),
         }
     }
 
@@ -149,6 +169,7 @@ impl ChunkSink {
             labels: split_by_day(labels, &self.label_days),
             rejects: self.rejects,
             records: self.records,
+            skipped: 0,
             max_row_bytes,
         }
     }

@@ -18,6 +18,9 @@
 //! from an older state than the one on disk, so a load balancer takes it out of rotation
 //! instead of letting it serve what may be a killed version.
 //!
+//! With `--intake`, `POST /v1/events` and `POST /v1/traces` take events into the lake through
+//! [`crate::intake`]; `/healthz` then also says whether the intake's spool takes posts.
+//!
 //! Connections, timeouts and shutdown: [`listen`].
 
 pub mod listen;
@@ -31,10 +34,11 @@ use axum::extract::{Path, RawQuery, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::intake::{self, Intake};
 use crate::registry::state::check_name;
 use crate::registry::{self, Registry, ResolveRequest, State};
 
@@ -57,16 +61,19 @@ struct Inner {
     cache: Mutex<Option<(Vec<u8>, Arc<State>)>>,
     /// Whether a state was ever read: from then on, no state is a registry gone, not a new one.
     seen: AtomicBool,
+    /// With `--intake`: the spool and committer that take events into the lake.
+    intake: Option<Arc<Intake>>,
 }
 
 impl ServeState {
-    pub fn new(registry: Registry, token: Option<String>) -> Self {
+    pub fn new(registry: Registry, token: Option<String>, intake: Option<Arc<Intake>>) -> Self {
         ServeState {
             inner: Arc::new(Inner {
                 registry,
                 token,
                 cache: Mutex::new(None),
                 seen: AtomicBool::new(false),
+                intake,
             }),
         }
     }
@@ -105,7 +112,16 @@ pub fn router(state: ServeState) -> Router {
         .route("/livez", get(livez))
         .route("/v1/resolve", get(resolve))
         .route("/v1/prompts/{route}/{version}", get(prompt))
-        .route("/v1/registry", get(registry_state))
+        .route("/v1/registry", get(registry_state));
+    let r = match state.inner.intake.is_some() {
+        true => r
+            .route("/v1/events", post(post_events))
+            .route("/v1/traces", post(post_traces)),
+        false => r
+            .route("/v1/events", post(no_intake))
+            .route("/v1/traces", post(no_intake)),
+    };
+    let r = r
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let r = if token {
@@ -246,25 +262,201 @@ async fn livez() -> Response {
 
 /// Readiness: 200 with the registry's revision when it can be read, else 503 with the reason.
 async fn healthz(AxState(state): AxState<ServeState>) -> Response {
-    match state.registry() {
-        Ok(s) => json(&serde_json::json!({
-            "status": "ok",
-            "revision": s.revision,
-            "routes": s.routes.len(),
-        })),
-        Err(e) => e.into_response(),
+    let s = match state.registry() {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "revision": s.revision,
+        "routes": s.routes.len(),
+    });
+    if let Some(intake) = &state.inner.intake {
+        let status = intake.status();
+        let full = !status.accepting;
+        body["intake"] = serde_json::to_value(&status).expect("status serializes");
+        if full {
+            body["status"] = "intake spool full".into();
+            let mut r = json(&body);
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
     }
+    json(&body)
+}
+
+/// Seconds a client has to send a whole request body once its head arrived.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a body of at most `limit` bytes (as sent, and as inflated when it is gzip) within
+/// [`BODY_TIMEOUT`].
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    intake: &Intake,
+) -> Result<Vec<u8>, intake::Answer> {
+    use futures::StreamExt;
+    let limit = intake.config().max_body_bytes;
+    let too_large = |what: String| intake.body_error(intake::body::BodyError::TooLarge(what), "");
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(format!(
+            "the body is {} bytes, over the limit of {limit}",
+            declared.unwrap_or(0)
+        )));
+    }
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" || e == "x-gzip" => true,
+        Some(e) => {
+            return Err(intake::Answer {
+                status: 415,
+                body: serde_json::json!({
+                    "error": format!("Content-Encoding {e:?} is not supported"),
+                    "hint": "send the body as is, or gzip it with Content-Encoding: gzip",
+                }),
+                retry_after: None,
+                protobuf: None,
+            });
+        }
+    };
+    let read = async {
+        let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                intake.body_error(
+                    intake::body::BodyError::Malformed(format!("the body could not be read: {e}")),
+                    "send the whole body, with a correct Content-Length",
+                )
+            })?;
+            if out.len() + chunk.len() > limit {
+                return Err(too_large(format!(
+                    "the body is over the limit of {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    };
+    let raw = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(intake::Answer {
+                status: 408,
+                body: serde_json::json!({
+                    "error": format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+                    "hint": "nothing of this request was kept; send it again",
+                }),
+                retry_after: None,
+                protobuf: None,
+            });
+        }
+    };
+    if gzip {
+        intake::body::gunzip(&raw, limit)
+            .map_err(|e| intake.body_error(e, "send valid gzip with Content-Encoding: gzip"))
+    } else {
+        Ok(raw)
+    }
+}
+
+fn answer(a: intake::Answer) -> Response {
+    let mut r = match a.protobuf {
+        Some(bytes) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            );
+            r
+        }
+        None => json(&a.body),
+    };
+    *r.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(secs) = a.retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+async fn post_events(
+    AxState(state): AxState<ServeState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let Some(intake) = state.inner.intake.clone() else {
+        return no_intake().await.into_response();
+    };
+    match read_body(&headers, body, &intake).await {
+        Ok(bytes) => answer(intake.post_events(bytes).await),
+        Err(a) => answer(a),
+    }
+}
+
+async fn post_traces(
+    AxState(state): AxState<ServeState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let Some(intake) = state.inner.intake.clone() else {
+        return no_intake().await.into_response();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let encoding = match content_type.as_deref() {
+        Some("application/x-protobuf" | "application/protobuf") => {
+            intake::traces::Encoding::Protobuf
+        }
+        Some("application/json") | None => intake::traces::Encoding::Json,
+        Some(other) => {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {other:?} is not an OTLP/HTTP encoding"),
+            )
+            .hint("send application/x-protobuf or application/json")
+            .into_response();
+        }
+    };
+    match read_body(&headers, body, &intake).await {
+        Ok(bytes) => answer(intake.post_traces(bytes, encoding).await),
+        Err(a) => answer(a),
+    }
+}
+
+async fn no_intake() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "this server does not take events",
+    )
+    .hint("start it with `promptgate serve --intake` to take POST /v1/events and /v1/traces into the lake")
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").hint(
-        "endpoints: GET /v1/resolve, /v1/prompts/{route}/{version}, /v1/registry, /healthz, /livez",
+        "endpoints: GET /v1/resolve, /v1/prompts/{route}/{version}, /v1/registry, /healthz, /livez; with --intake, POST /v1/events and /v1/traces",
     )
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        .hint("every endpoint answers GET")
+        .hint("every endpoint answers GET, but /v1/events and /v1/traces, which take POST")
 }
 
 const RESOLVE_HINT: &str = "GET /v1/resolve?route=R&env=E&unit=U[&tier=T]";

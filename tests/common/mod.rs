@@ -283,3 +283,196 @@ pub fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// An HTTP answer: status, headers (names lowercased) and body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{e}: status {}, body {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request to `addr` on a fresh connection (closed after the answer), with
+/// `headers` and `body`, and reads the whole answer.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) before reading all of a large body, and close.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + size]);
+        b = &b[i + 2 + size + 2..];
+    }
+    out
+}
+
+/// A `promptgate serve --intake` on loopback for the lake `lake` (its registry in the lake),
+/// killed on drop.
+pub struct IntakeServer {
+    pub child: Child,
+    pub addr: String,
+    /// The server's log after its banner (read all along: a pipe nobody reads would fill and
+    /// block the server's writes to it).
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl IntakeServer {
+    pub fn start(lake: &std::path::Path, env: &[(&str, &str)], flags: &[&str]) -> IntakeServer {
+        let mut cmd = bin();
+        cmd.arg("--lake")
+            .arg(lake)
+            .args(["serve", "--addr", "127.0.0.1:0", "--intake"])
+            .args(flags)
+            .env_remove("PROMPTGATE_TOKEN")
+            .env_remove("PROMPTGATE_REGISTRY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
+        let mut banner = String::new();
+        stderr.read_line(&mut banner).unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        IntakeServer {
+            addr: listening_addr(&banner),
+            child,
+            log,
+        }
+    }
+
+    /// POSTs NDJSON (or any JSON) to /v1/events.
+    pub fn post_events(&self, body: &str) -> HttpAnswer {
+        http(
+            &self.addr,
+            "POST",
+            "/v1/events",
+            &[("content-type", "application/x-ndjson")],
+            body.as_bytes(),
+        )
+    }
+
+    /// Stops the server with SIGTERM (its last commit included) and checks it exits 0.
+    pub fn stop(mut self) {
+        let status = signal_and_wait(
+            &mut self.child,
+            libc::SIGTERM,
+            std::time::Duration::from_secs(60),
+            "serve --intake stops on SIGTERM after its last commit",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        assert!(status.success(), "serve exited with {status}: {log}");
+        assert!(
+            !log.contains("did not finish"),
+            "the last commit did not finish: {log}"
+        );
+    }
+
+    /// Kills the server with SIGKILL: no last commit, no clean-up.
+    pub fn kill(mut self) {
+        let _ = signal_and_wait(
+            &mut self.child,
+            libc::SIGKILL,
+            std::time::Duration::from_secs(10),
+            "SIGKILL",
+        );
+    }
+}
+
+impl Drop for IntakeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One NDJSON event line: route `support`, env `prod`, at `ts_ms`.
+pub fn event_line(id: &str, ts_ms: i64, version: &str) -> String {
+    serde_json::json!({
+        "event_id": id, "ts": ts_ms, "route": "support", "env": "prod", "model": "m1",
+        "tier": "free", "prompt_version": version, "duration_ms": 100 + ts_ms % 50,
+        "tokens_in": 10, "tokens_out": 5, "status": "ok",
+    })
+    .to_string()
+}
