@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,8 +125,12 @@ def serve_run(binary, lua, conns, secs, path):
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", "-s", script, f"http://{addr}{path}"],
         capture_output=True, text=True, check=True)
     load_secs = time.monotonic() - started
-    with urllib.request.urlopen(f"http://{addr}/healthz") as r:
-        backlog = json.loads(r.read())["intake"]["spooled_bytes"]
+    try:
+        with urllib.request.urlopen(f"http://{addr}/healthz") as r:
+            health = json.loads(r.read())
+    except urllib.error.HTTPError as e:  # 503 while the spool is full
+        health = json.loads(e.read())
+    backlog = health["intake"]["spooled_bytes"]
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=900)
     reader.join(timeout=10)
@@ -135,11 +140,14 @@ def serve_run(binary, lua, conns, secs, path):
     n, distinct = count(binary, lake)
     # wrk counts the answers it read within the duration; posts in flight when it stops (at most
     # one per connection) are answered and kept by the server all the same.
-    if bad or n != distinct or not 100 * reqs <= n <= 100 * (reqs + conns):
+    # Posts answered 503 (a full spool: back-pressure) kept nothing.
+    ok = reqs - bad
+    if n != distinct or not 100 * ok <= n <= 100 * (ok + conns):
         sys.exit(f"lost or duplicated: {reqs} requests ({bad} not 2xx), lake {n} events ({distinct} ids)\n{wrk.stdout}\n{log[-2000:]}")
     return {
-        "conns": conns, "requests": reqs, "events": n, "secs": load_secs,
-        "per_sec": n / load_secs, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
+        "conns": conns, "requests": reqs, "refused": bad, "events": n, "secs": load_secs,
+        "per_sec": n / load_secs, "sustained": n / (load_secs + drained),
+        "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
         "backlog_mib": backlog / 2**20, "drain_secs": drained,
     }
 
@@ -167,23 +175,30 @@ def main():
     ap.add_argument("--bin", default=default_bin())
     ap.add_argument("--secs", type=int, default=20)
     ap.add_argument("--conns", default="1,8,64")
+    ap.add_argument("--traces-only", action="store_true")
     a = ap.parse_args()
     print(f"binary {a.bin}")
     best = None
-    for c in [int(x) for x in a.conns.split(",")]:
+    if a.traces_only:
+        a.conns = ""
+    for c in [int(x) for x in a.conns.split(",") if x]:
         r = serve_run(a.bin, EVENTS_LUA, c, a.secs, "/v1/events")
-        print(f"POST /v1/events, {c:>3} connections: {r['per_sec']:>9,.0f} events/s "
-              f"({r['requests']:,} posts of 100 in {r['secs']:.1f} s), post latency p50 {r['p50_ms']:.2f} ms, "
-              f"p99 {r['p99_ms']:.2f} ms; spool backlog at the end {r['backlog_mib']:.1f} MiB, "
-              f"committed in {r['drain_secs']:.1f} s after SIGTERM", flush=True)
+        print(f"POST /v1/events, {c:>3} connections: {r['per_sec']:>9,.0f} events/s acknowledged "
+              f"({r['requests']:,} posts of 100 in {r['secs']:.1f} s, {r['refused']:,} answered 503), "
+              f"post latency p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; spool backlog at the end "
+              f"{r['backlog_mib']:.1f} MiB, committed in {r['drain_secs']:.1f} s after SIGTERM: "
+              f"{r['sustained']:,.0f} events/s from first post to last commit", flush=True)
         if best is None or r["per_sec"] > best["per_sec"]:
             best = r
-    cli = cli_run(a.bin, best["events"])
-    print(f"CLI ingest of {cli['events']:,} events of the same shape: {cli['secs']:.2f} s, "
-          f"{cli['per_sec']:,.0f} events/s; HTTP costs {cli['per_sec'] / best['per_sec']:.2f}x the CLI per event")
+    cli = cli_run(a.bin, best["events"]) if best else None
+    if cli:
+        print(f"CLI ingest of {cli['events']:,} events of the same shape: {cli['secs']:.2f} s, "
+              f"{cli['per_sec']:,.0f} events/s; per event, HTTP costs {cli['per_sec'] / best['per_sec']:.2f}x the CLI "
+              f"to acknowledge and {cli['per_sec'] / best['sustained']:.2f}x to acknowledge and commit")
     t = serve_run(a.bin, TRACES_LUA, 8, a.secs, "/v1/traces")
-    print(f"POST /v1/traces (OTLP/JSON, 100 GenAI spans a post), 8 connections: {t['per_sec']:,.0f} spans/s, "
-          f"p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms")
+    print(f"POST /v1/traces (OTLP/JSON, 100 GenAI spans a post), 8 connections: {t['per_sec']:,.0f} spans/s "
+          f"acknowledged, p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms; "
+          f"{t['sustained']:,.0f} spans/s from first post to last commit")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,11 @@ pub fn decode_protobuf(body: &[u8]) -> std::result::Result<ExportTraceServiceReq
 /// Decodes OTLP/JSON: ids in hex, 64-bit integers as strings or numbers, enums as numbers or
 /// their names, unknown fields ignored.
 pub fn decode_json(body: &[u8]) -> std::result::Result<ExportTraceServiceRequest, String> {
+    // Most exporters write the canonical form, which the crate's types read directly; the
+    // rest (numbers for 64-bit fields, enum names, empty values) go through `normalize`.
+    if let Ok(req) = serde_json::from_slice::<ExportTraceServiceRequest>(body) {
+        return Ok(req);
+    }
     let mut v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     if !v.is_object() {
         return Err("not an OTLP export request: the JSON is not an object".into());

@@ -226,17 +226,21 @@ impl Intake {
 
     /// Spools `lines` (when there are any) and answers `body` once they are on disk.
     async fn spool_and_answer(&self, lines: Vec<u8>, body: serde_json::Value) -> Answer {
-        self.spool_into(&self.spool, lines, body).await
+        self.spool_into(vec![(&self.spool, lines)], body).await
     }
 
-    /// Spools `lines` into `spool` (when there are any) and answers `body` once they are on
-    /// disk.
-    async fn spool_into(&self, spool: &Spool, lines: Vec<u8>, body: serde_json::Value) -> Answer {
-        if !lines.is_empty() {
-            if let Some(full) = self.full(lines.len()) {
+    /// Spools each part's lines into its spool (parts without lines are skipped) and answers
+    /// `body` once all are on disk.
+    async fn spool_into(&self, parts: Vec<(&Spool, Vec<u8>)>, body: serde_json::Value) -> Answer {
+        let parts: Vec<_> = parts.into_iter().filter(|(_, l)| !l.is_empty()).collect();
+        if !parts.is_empty() {
+            if let Some(full) = self.full(parts.iter().map(|(_, l)| l.len()).sum()) {
                 return full;
             }
-            if let Err(e) = spool.append(lines).await {
+            let appended =
+                futures::future::join_all(parts.into_iter().map(|(spool, l)| spool.append(l)))
+                    .await;
+            if let Some(Err(e)) = appended.into_iter().find(|r| r.is_err()) {
                 log(&format!("cannot spool a post: {e}"));
                 return Answer {
                     status: 503,

@@ -1,8 +1,9 @@
 //! `POST /v1/traces`: OTLP/HTTP trace exports (protobuf or JSON). GenAI spans are mapped to
-//! events at once, to answer with the accounting; each one is spooled as an export request of
-//! its own (OTLP/JSON), which the commit maps again through `ingest`'s OTLP reader, so a span
-//! rejected there lands in the quarantine as the OTLP JSON of that span. Spans that are not
-//! GenAI spans are counted and not kept.
+//! events at once, to answer with the accounting. An accepted span is spooled as its event's
+//! NDJSON line (committed like any posted event); a rejected one as an export request of its own
+//! (OTLP/JSON), which the commit rejects again through `ingest`'s OTLP reader, so it lands in the
+//! quarantine as the OTLP JSON of that span. Spans that are not GenAI spans are counted and not
+//! kept.
 //!
 //! The answer follows OTLP/HTTP: `200` with an `ExportTraceServiceResponse` in the request's
 //! encoding, `partial_success` naming the rejected spans; the JSON form also carries promptgate's
@@ -44,13 +45,20 @@ pub enum Encoding {
     Json,
 }
 
+/// What one export leaves to spool: event lines, and the OTLP JSON of rejected spans.
+#[derive(Default)]
+pub struct Spooled {
+    pub events: Vec<u8>,
+    pub rejected: Vec<u8>,
+}
+
 /// Maps an export's spans; returns the accounting and the lines to spool.
 pub fn map_export(
     req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
     mapping: &otlp::OtlpMapping,
-) -> (TraceReport, Vec<u8>) {
+) -> (TraceReport, Spooled) {
     let mut report = TraceReport::default();
-    let mut lines = Vec::new();
+    let mut out = Spooled::default();
     let mut ids: HashSet<String, foldhash::fast::RandomState> = HashSet::default();
     for (i, (rs, ss, span)) in otlp::spans(req).enumerate() {
         let position = i as u64 + 1;
@@ -60,29 +68,25 @@ pub fn map_export(
                 continue;
             }
             Mapped::Rejected(why) => Err(why),
+            Mapped::Event(line) if line.len() > MAX_SPAN_BYTES => Err(format!(
+                "the span's event is {} bytes, over the {MAX_SPAN_BYTES}-byte limit of one record",
+                line.len()
+            )),
             Mapped::Event(line) => crate::ingest::event_fields(line.as_bytes())
                 .and_then(validate_event)
-                .map(|e| e.event_id.into_owned()),
+                .map(|e| e.event_id.into_owned())
+                .map(|id| (id, line)),
         };
         report.read += 1;
-        let json = otlp::span_request_json(rs, ss, span);
-        let outcome = outcome.and_then(|id| {
-            if json.len() > MAX_SPAN_BYTES {
-                Err(format!(
-                    "the span's OTLP JSON is {} bytes, over the {MAX_SPAN_BYTES}-byte limit of one record",
-                    json.len()
-                ))
-            } else {
-                Ok(id)
-            }
-        });
         match outcome {
-            Ok(id) => {
+            Ok((id, line)) => {
                 if !ids.insert(id) {
                     report.duplicates += 1;
                     continue;
                 }
                 report.accepted += 1;
+                out.events.extend_from_slice(line.as_bytes());
+                out.events.push(b'\n');
             }
             Err(reason) => {
                 report.rejected += 1;
@@ -92,12 +96,13 @@ pub fn map_export(
                         reason,
                     });
                 }
+                out.rejected
+                    .extend_from_slice(otlp::span_request_json(rs, ss, span).as_bytes());
+                out.rejected.push(b'\n');
             }
         }
-        lines.extend_from_slice(json.as_bytes());
-        lines.push(b'\n');
     }
-    (report, lines)
+    (report, out)
 }
 
 impl Intake {
@@ -114,7 +119,7 @@ impl Intake {
         let mapped = tokio::task::spawn_blocking(decode_and_map)
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        let (report, lines) = match mapped {
+        let (report, spooled) = match mapped {
             Ok(m) => m,
             Err(why) => {
                 return self.body_error(
@@ -143,7 +148,11 @@ impl Intake {
                 "errorMessage": p.error_message,
             });
         }
-        let mut answer = self.spool_into(&self.traces, lines, body).await;
+        let parts = vec![
+            (&self.spool, spooled.events),
+            (&self.traces, spooled.rejected),
+        ];
+        let mut answer = self.spool_into(parts, body).await;
         if answer.status == 200 && encoding == Encoding::Protobuf {
             let response = ExportTraceServiceResponse {
                 partial_success: partial,
