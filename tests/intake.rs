@@ -255,3 +255,56 @@ fn posts_while_the_cli_ingests_and_compacts_lose_and_duplicate_nothing() {
     server.stop();
     assert_eq!(count(&lake), (12_000, 12_000));
 }
+
+#[test]
+fn a_full_spool_answers_503_with_retry_after_and_health_says_so() {
+    let lake = Lake::new();
+    // A spool of 10 KB that is committed only at shutdown.
+    let server = IntakeServer::start(
+        &lake.lake,
+        &[],
+        &["--commit-interval", "3600", "--max-spool-mib", "0.01"],
+    );
+    let body = |from: i64| {
+        (from..from + 20)
+            .map(|i| event_line(&format!("f-{i}"), T0 + i, "v1"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = server.post_events(&body(0));
+    assert_eq!(first.status, 200);
+    let mut refused = None;
+    for k in 1..10 {
+        let a = server.post_events(&body(k * 20));
+        if a.status != 200 {
+            refused = Some(a);
+            break;
+        }
+    }
+    let a = refused.expect("the spool never filled");
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("retry-after"), Some("3600"));
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("spool is full")
+    );
+    let h = http(&server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!(h.status, 503);
+    assert_eq!(h.json()["intake"]["accepting"], false);
+    // What was acknowledged is committed at shutdown; what was refused is not there.
+    let accepted = count_spooled(&lake);
+    server.stop();
+    assert_eq!(count(&lake), (accepted, accepted));
+}
+
+/// Lines in the spool's segments.
+fn count_spooled(lake: &Lake) -> u64 {
+    let mut files = Vec::new();
+    common::walk(&lake.lake.join("_promptgate/intake/events"), &mut files);
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count() as u64)
+        .sum()
+}

@@ -457,7 +457,7 @@ pub(crate) fn parse_chunk(
         EventField::TokensIn.index(),
         EventField::TokensOut.index(),
     ];
-    let mut sink = ChunkSink::new(kind, now_us, chunk.records.len());
+    let mut sink = ChunkSink::new(now_us, chunk.records.len());
     for span in &chunk.records {
         let raw = &chunk.data[span.start..span.end];
         if let Some(reason) = &span.broken {

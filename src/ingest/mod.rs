@@ -980,9 +980,14 @@ fn read_chunks<C: Chunker>(
     Ok(chunks)
 }
 
-/// Parses one chunk of NDJSON lines into per-day batches and rejects.
-fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line: usize) -> Parsed {
-    let mut sink = ChunkSink::new(kind, now_us, chunk.lines as usize);
+/// The records of one chunk of lines: blank lines skipped, lines over `max_line` rejected, a
+/// UTF-8 byte-order mark dropped; `each` gets the line number, the line as read and its record.
+fn each_record(
+    chunk: &lines::LineChunk,
+    max_line: usize,
+    sink: &mut ChunkSink,
+    mut each: impl FnMut(&mut ChunkSink, u64, &[u8], &[u8]),
+) {
     for (n, raw) in lines::lines(chunk) {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -1001,11 +1006,22 @@ fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line
         }
         // A UTF-8 byte-order mark is not part of the first record.
         let body = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
-        match sink.kind() {
+        each(sink, n, raw, body);
+    }
+}
+
+/// Parses one chunk of NDJSON lines into per-day batches and rejects.
+fn parse_chunk(chunk: &lines::LineChunk, kind: RecordKind, now_us: i64, max_line: usize) -> Parsed {
+    let mut sink = ChunkSink::new(now_us, chunk.lines as usize);
+    each_record(
+        chunk,
+        max_line,
+        &mut sink,
+        |sink, n, raw, body| match kind {
             RecordKind::Events => sink.event(n, raw, ndjson::event_fields(body)),
             RecordKind::Labels => sink.label(n, raw, ndjson::label_fields(body)),
-        }
-    }
+        },
+    );
     sink.finish()
 }
 
@@ -1018,31 +1034,12 @@ fn parse_otlp_chunk(
     now_us: i64,
     max_line: usize,
 ) -> Parsed {
-    let mut sink = ChunkSink::new(RecordKind::Events, now_us, chunk.lines as usize);
+    let mut sink = ChunkSink::new(now_us, chunk.lines as usize);
     let mut skipped = 0;
-    for (n, raw) in lines::lines(chunk) {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        if line.len() > max_line {
-            sink.reject(
-                n,
-                raw,
-                format!(
-                    "line is {} bytes, longer than the {max_line}-byte limit (raise it with --max-line-bytes)",
-                    line.len()
-                ),
-            );
-            continue;
-        }
-        let body = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+    each_record(chunk, max_line, &mut sink, |sink, n, raw, body| {
         let req = match otlp::decode_json(body) {
             Ok(r) => r,
-            Err(why) => {
-                sink.reject(n, raw, why);
-                continue;
-            }
+            Err(why) => return sink.reject(n, raw, why),
         };
         for (rs, ss, span) in otlp::spans(&req) {
             let raw_span = || otlp::span_request_json(rs, ss, span).into_bytes();
@@ -1054,7 +1051,7 @@ fn parse_otlp_chunk(
                 }
             }
         }
-    }
+    });
     let mut parsed = sink.finish();
     parsed.skipped = skipped;
     parsed

@@ -43,7 +43,6 @@ pub(crate) struct Parsed {
 
 /// Collects validated records of one chunk into per-day Arrow builders.
 pub(crate) struct ChunkSink {
-    kind: RecordKind,
     /// Expected records, to size builders.
     rows_hint: usize,
     now_us: i64,
@@ -56,9 +55,8 @@ pub(crate) struct ChunkSink {
 }
 
 impl ChunkSink {
-    pub fn new(kind: RecordKind, now_us: i64, rows_hint: usize) -> Self {
+    pub fn new(now_us: i64, rows_hint: usize) -> Self {
         Self {
-            kind,
             rows_hint,
             now_us,
             events: None,
@@ -68,10 +66,6 @@ impl ChunkSink {
             rejects: Vec::new(),
             records: 0,
         }
-    }
-
-    pub fn kind(&self) -> RecordKind {
-        self.kind
     }
 
     pub fn reject(&mut self, line: u64, raw: &[u8], reason: RejectReason) {

@@ -95,6 +95,8 @@ pub struct Intake {
     sealed: Mutex<Vec<(PathBuf, InputFormat)>>,
     stop: watch::Sender<bool>,
     committer_done: AtomicBool,
+    /// A post was refused for a full spool, and no commit has made room since.
+    refusing: AtomicBool,
     posts: AtomicU64,
     /// What opening the spool found, for the log once the server says where it listens.
     notes: Mutex<Vec<String>>,
@@ -153,6 +155,7 @@ impl Intake {
             sealed: Mutex::new(left),
             stop,
             committer_done: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             posts: AtomicU64::new(0),
             notes: Mutex::new(notes),
         });
@@ -197,7 +200,8 @@ impl Intake {
     pub fn status(&self) -> IntakeStatus {
         let mut s = self.lock_status().clone();
         s.spooled_bytes = self.spooled();
-        s.accepting = s.spooled_bytes < self.config.max_spool_bytes;
+        s.accepting =
+            !self.refusing.load(Ordering::Relaxed) && s.spooled_bytes < self.config.max_spool_bytes;
         s
     }
 
@@ -281,6 +285,7 @@ impl Intake {
     fn full(&self, more: usize) -> Option<Answer> {
         let now = self.spooled();
         (now + more as u64 > self.config.max_spool_bytes).then(|| {
+            self.refusing.store(true, Ordering::Relaxed);
             let last = self.lock_status().last_error.clone();
             Answer {
                 status: 503,
@@ -370,21 +375,19 @@ impl Intake {
             ..IngestOptions::default()
         };
         let report = ingest::ingest(lake, sources, &opts).await?;
-        let (events, traces): (Vec<_>, Vec<_>) =
-            pending.iter().partition(|(_, f)| *f == InputFormat::Ndjson);
-        self.spool.remove(
-            &events
-                .into_iter()
+        for (spool, format) in [
+            (&self.spool, InputFormat::Ndjson),
+            (&self.traces, InputFormat::Otlp),
+        ] {
+            let done: Vec<PathBuf> = pending
+                .iter()
+                .filter(|(_, f)| *f == format)
                 .map(|(p, _)| p.clone())
-                .collect::<Vec<_>>(),
-        )?;
-        self.traces.remove(
-            &traces
-                .into_iter()
-                .map(|(p, _)| p.clone())
-                .collect::<Vec<_>>(),
-        )?;
+                .collect();
+            spool.remove(&done)?;
+        }
         self.lock_sealed().retain(|p| !pending.contains(p));
+        self.refusing.store(false, Ordering::Relaxed);
         let mut s = self.lock_status();
         s.committed_events += report.accepted;
         s.committed_duplicates += report.duplicates;

@@ -299,22 +299,43 @@ async fn upgrade_schemas(lake: &Lake) -> Result<()> {
     if added.is_empty() {
         return Ok(());
     }
-    let entry = Entry {
-        version: latest.version + 1,
-        timestamp_ms: log::now_ms(),
-        operation: "upgrade schema".into(),
+    next_entry(
+        &log,
+        &latest,
+        "upgrade schema",
         tables,
-    };
-    if !log.write(&entry).await? {
-        return Err(Error::runtime(
-            "another writer changed the lake while its schema was upgraded",
-        )
-        .with_hint("run the command again"));
-    }
+        "while its schema was upgraded",
+    )
+    .await?;
     eprintln!(
         "upgraded the lake's schema to this promptgate's: {} (files written before read it as null)",
         added.join("; ")
     );
+    Ok(())
+}
+
+/// Writes the lake's entry after `latest` for table versions this writer committed under its
+/// lock (recovery, a schema upgrade); another writer that wrote it first is an error saying
+/// `when`.
+async fn next_entry(
+    log: &LakeLog<'_>,
+    latest: &Entry,
+    operation: &str,
+    tables: BTreeMap<String, u64>,
+    when: &str,
+) -> Result<()> {
+    let entry = Entry {
+        version: latest.version + 1,
+        timestamp_ms: log::now_ms(),
+        operation: operation.into(),
+        tables,
+    };
+    if !log.write(&entry).await? {
+        return Err(
+            Error::runtime(format!("another writer changed the lake {when}"))
+                .with_hint("run the command again"),
+        );
+    }
     Ok(())
 }
 
@@ -392,18 +413,7 @@ async fn recover(lake: &Lake) -> Result<()> {
     if undone.is_empty() {
         return Ok(());
     }
-    let entry = Entry {
-        version: latest.version + 1,
-        timestamp_ms: log::now_ms(),
-        operation: "recover".into(),
-        tables,
-    };
-    if !log.write(&entry).await? {
-        return Err(
-            Error::runtime("another writer changed the lake during recovery")
-                .with_hint("run the command again"),
-        );
-    }
+    next_entry(&log, &latest, "recover", tables, "during recovery").await?;
     eprintln!(
         "undid an interrupted write to {} (it was never visible to readers)",
         undone.join(", ")

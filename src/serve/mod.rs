@@ -388,18 +388,35 @@ fn answer(a: intake::Answer) -> Response {
     r
 }
 
+/// Reads the body of a post to the intake and hands it to `take`.
+async fn intake_post<F, Fut>(
+    state: ServeState,
+    headers: HeaderMap,
+    body: axum::body::Body,
+    take: F,
+) -> Response
+where
+    F: FnOnce(Arc<Intake>, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = intake::Answer>,
+{
+    let Some(intake) = state.inner.intake.clone() else {
+        return no_intake().await.into_response();
+    };
+    match read_body(&headers, body, &intake).await {
+        Ok(bytes) => answer(take(intake, bytes).await),
+        Err(a) => answer(a),
+    }
+}
+
 async fn post_events(
     AxState(state): AxState<ServeState>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let Some(intake) = state.inner.intake.clone() else {
-        return no_intake().await.into_response();
-    };
-    match read_body(&headers, body, &intake).await {
-        Ok(bytes) => answer(intake.post_events(bytes).await),
-        Err(a) => answer(a),
-    }
+    intake_post(state, headers, body, |intake, bytes| async move {
+        intake.post_events(bytes).await
+    })
+    .await
 }
 
 async fn post_traces(
@@ -407,9 +424,6 @@ async fn post_traces(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let Some(intake) = state.inner.intake.clone() else {
-        return no_intake().await.into_response();
-    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -434,10 +448,10 @@ async fn post_traces(
             .into_response();
         }
     };
-    match read_body(&headers, body, &intake).await {
-        Ok(bytes) => answer(intake.post_traces(bytes, encoding).await),
-        Err(a) => answer(a),
-    }
+    intake_post(state, headers, body, move |intake, bytes| async move {
+        intake.post_traces(bytes, encoding).await
+    })
+    .await
 }
 
 async fn no_intake() -> ApiError {
