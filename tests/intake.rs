@@ -152,18 +152,27 @@ fn posts_are_accounted_for_and_limits_and_the_token_hold() {
         .collect();
     assert!(kept.contains(&bad), "quarantine: {kept}");
 
-    // Health says what the committer did.
-    let h = http(
-        &server.addr,
-        "GET",
-        "/healthz",
-        &[("authorization", auth.as_str())],
-        b"",
-    );
-    assert_eq!(h.status, 200);
-    let intake = &h.json()["intake"];
-    assert_eq!(intake["committed_events"], 4);
+    // Health says what the committer did (once it has counted the commit the lake shows).
+    let start = Instant::now();
+    let health = loop {
+        let h = http(
+            &server.addr,
+            "GET",
+            "/healthz",
+            &[("authorization", auth.as_str())],
+            b"",
+        );
+        assert_eq!(h.status, 200);
+        let v = h.json();
+        if v["intake"]["committed_events"] == 4 || start.elapsed() > Duration::from_secs(30) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let intake = &health["intake"];
+    assert_eq!(intake["committed_events"], 4, "{health}");
     assert_eq!(intake["accepting"], true);
+    assert!(intake["last_lake_version"].as_u64().is_some(), "{health}");
     server.stop();
 }
 
