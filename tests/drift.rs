@@ -181,7 +181,8 @@ fn arms(lake: &Lake, canary_models: impl Fn(usize) -> Option<&'static str>) {
     lake.ok(&["ingest", "--no-progress", path.to_str().unwrap()]);
 }
 
-fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
+/// `judge` of canary v2 against v1 on route `support`, with `extra` flags.
+fn run_judge(lake: &Lake, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "judge",
         "--route",
@@ -190,11 +191,13 @@ fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
         "v1",
         "--canary",
         "v2",
-        "--format",
-        "json",
     ];
     args.extend_from_slice(extra);
-    let out = lake.run(&args);
+    lake.run(&args)
+}
+
+fn judge(lake: &Lake, extra: &[&str]) -> (i32, Value) {
+    let out = run_judge(lake, &[&["--format", "json"], extra].concat());
     let doc = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("no verdict: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap(), doc)
@@ -224,15 +227,7 @@ fn arms_answered_by_two_snapshots_make_the_verdict_invalid_naming_both() {
     assert_eq!(seg["canary"]["gpt-4o-2024-11-20"], 400);
 
     // The table says it too.
-    let out = lake.run(&[
-        "judge",
-        "--route",
-        "support",
-        "--baseline",
-        "v1",
-        "--canary",
-        "v2",
-    ]);
+    let out = run_judge(&lake, &[]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stdout).contains("gpt-4o-2024-11-20"));
 
@@ -283,19 +278,8 @@ fn the_judge_cannot_be_segmented_by_response_model() {
         ),
     )
     .unwrap();
-    let err = lake.stderr(
-        &[
-            "judge",
-            "--route",
-            "support",
-            "--baseline",
-            "v1",
-            "--canary",
-            "v2",
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
-        2,
-    );
+    let out = run_judge(&lake, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("response_model"), "{err}");
 }

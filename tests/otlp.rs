@@ -92,6 +92,16 @@ fn export(trace: u8) -> ExportTraceServiceRequest {
     }
 }
 
+fn post_traces(server: &IntakeServer, content_type: &str, body: &[u8]) -> common::HttpAnswer {
+    http(
+        &server.addr,
+        "POST",
+        "/v1/traces",
+        &[("content-type", content_type)],
+        body,
+    )
+}
+
 fn rows(lake: &Lake, query: &str) -> Vec<Value> {
     serde_json::from_str(&lake.ok(&["sql", query, "--format", "json"])).unwrap()
 }
@@ -122,13 +132,7 @@ fn protobuf_and_json_exports_land_with_the_expected_fields() {
 
     // Protobuf in, protobuf out, with the rejected span counted as OTLP says.
     let body = prost::Message::encode_to_vec(&export(0xa1));
-    let a = http(
-        &server.addr,
-        "POST",
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        &body,
-    );
+    let a = post_traces(&server, "application/x-protobuf", &body);
     assert_eq!(a.status, 200);
     assert_eq!(a.header("content-type"), Some("application/x-protobuf"));
     let r: ExportTraceServiceResponse = prost::Message::decode(&a.body[..]).unwrap();
@@ -142,13 +146,7 @@ fn protobuf_and_json_exports_land_with_the_expected_fields() {
 
     // JSON in (as the OTLP JSON encoding writes it), JSON out with promptgate's accounting.
     let json = serde_json::to_string(&export(0xb2)).unwrap();
-    let a = http(
-        &server.addr,
-        "POST",
-        "/v1/traces",
-        &[("content-type", "application/json")],
-        json.as_bytes(),
-    );
+    let a = post_traces(&server, "application/json", json.as_bytes());
     assert_eq!(a.status, 200);
     let r = a.json();
     assert_eq!(
@@ -164,21 +162,9 @@ fn protobuf_and_json_exports_land_with_the_expected_fields() {
     assert_eq!(r["rejects"][0]["line"], 3);
 
     // Not OTLP at all.
-    let a = http(
-        &server.addr,
-        "POST",
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        b"\xff\xff\xff",
-    );
+    let a = post_traces(&server, "application/x-protobuf", b"\xff\xff\xff");
     assert_eq!(a.status, 400);
-    let a = http(
-        &server.addr,
-        "POST",
-        "/v1/traces",
-        &[("content-type", "text/plain")],
-        b"x",
-    );
+    let a = post_traces(&server, "text/plain", b"x");
     assert_eq!(a.status, 415);
 
     wait_for(&lake, 2);
