@@ -68,8 +68,11 @@ pub struct IntakeStatus {
     /// Bytes spooled and not yet in the lake.
     pub spooled_bytes: u64,
     pub max_spool_bytes: u64,
-    /// Whether posts are taken (the spool is under its limit).
+    /// Whether posts are taken: the spool is under its limit, and no post was refused for a
+    /// full spool since the last commit made room.
     pub accepting: bool,
+    /// Posts answered 200 since the server started.
+    pub acknowledged_posts: u64,
     /// Events the commits added to the lake since the server started.
     pub committed_events: u64,
     /// Records the commits dropped as already in the lake, and put in quarantine.
@@ -200,6 +203,7 @@ impl Intake {
     pub fn status(&self) -> IntakeStatus {
         let mut s = self.lock_status().clone();
         s.spooled_bytes = self.spooled();
+        s.acknowledged_posts = self.posts.load(Ordering::Relaxed);
         s.accepting =
             !self.refusing.load(Ordering::Relaxed) && s.spooled_bytes < self.config.max_spool_bytes;
         s
