@@ -115,7 +115,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn error(status: u16, error: String, hint: &str) -> Self {
+    /// An error answer: `{"error", "hint"}`.
+    pub fn error(status: u16, error: String, hint: &str) -> Self {
         Answer {
             status,
             body: serde_json::json!({"error": error, "hint": hint}),

@@ -316,15 +316,11 @@ async fn read_body(
         Some(e) if e.is_empty() || e == "identity" => false,
         Some(e) if e == "gzip" || e == "x-gzip" => true,
         Some(e) => {
-            return Err(intake::Answer {
-                status: 415,
-                body: serde_json::json!({
-                    "error": format!("Content-Encoding {e:?} is not supported"),
-                    "hint": "send the body as is, or gzip it with Content-Encoding: gzip",
-                }),
-                retry_after: None,
-                protobuf: None,
-            });
+            return Err(intake::Answer::error(
+                415,
+                format!("Content-Encoding {e:?} is not supported"),
+                "send the body as is, or gzip it with Content-Encoding: gzip",
+            ));
         }
     };
     let read = async {
@@ -349,15 +345,14 @@ async fn read_body(
     let raw = match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(r) => r?,
         Err(_) => {
-            return Err(intake::Answer {
-                status: 408,
-                body: serde_json::json!({
-                    "error": format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
-                    "hint": "nothing of this request was kept; send it again",
-                }),
-                retry_after: None,
-                protobuf: None,
-            });
+            return Err(intake::Answer::error(
+                408,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+                "nothing of this request was kept; send it again",
+            ));
         }
     };
     if gzip {
