@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
 """promptgate benchmark, side by side with DuckDB on the same files.
 
-    python3 benches/run.py                 # 1M and 10M events
-    python3 benches/run.py --sizes 1000000 # just 1M
-    python3 benches/run.py --sizes 0 --shuffled 1000000:7,5000000:7,1000000:365
-                                           # only input written by DuckDB in random order
-    python3 benches/run.py --sizes 0 --shuffled '' --s3 1000000
-                                           # local disk against a local S3 server (moto)
+    python3 benches/run.py                 # issue #24's table: every row, one command
+    python3 benches/run.py --before-bin OLD  # ... and the old binary's results must be identical
+    python3 benches/run.py --targets '' --sizes 1000000,10000000
+                                           # the older sections: `gen` input, 1M and 10M events
+    python3 benches/run.py --targets '' --shuffled 1000000:7,5000000:7,1000000:365
+                                           # ... input written by DuckDB in random order
+    python3 benches/run.py --targets '' --s3 1000000
+                                           # ... local disk against a local S3 server (moto)
 
-Needs: a release build (built here with `cargo build --release`) and `pip install duckdb`; with
-`pip install duckdb-cli` as well, DuckDB's queries are also timed as whole processes (its CLI).
-For each size: generate NDJSON with `promptgate gen`, then measure
-  * ingest: NDJSON -> Parquet lake (promptgate ingest) vs DuckDB COPY (read_json -> zstd Parquet),
-  * the volume rollup (queries/prompt_version_rollup.sql, route=support env=prod) over each result,
-  * judging one route (promptgate judge) on the same lake,
-with wall time and peak RSS of each process. The rollup and the judge run in turn, --repeat
-rounds, and both the best and the median time are reported (this VM's timings are noisy).
-Prints Markdown.
+Needs: a release build (built here with `cargo build --release` unless --bin names one), and
+`pip install duckdb duckdb-cli` (DuckDB's Python module generates the input; its CLI is the
+other side of every query row, as a whole process like promptgate's).
+
+The targets table (the default): inputs written by DuckDB in random time order (events:days:unit
+pool, `--targets`), each ingested once by promptgate into a fresh lake and once by DuckDB's
+sorted, partitioned `COPY` (3 interleaved rounds). DuckDB's queries then read exactly the lake's
+live files (`promptgate lake files --json`), so both sides read the same bytes. Per input,
+`--repeat` rounds interleave, as whole processes:
+  * the seed rollup (queries/prompt_version_rollup.sql, route=support env=prod): promptgate's
+    `sql -f` against DuckDB's CLI running the same SQL;
+  * the judge (`judge --route support --baseline v1 --canary v2 --env prod`) against DuckDB's CLI
+    computing the judge's inputs: the canary's span, then per segment (model, tier) and arm the
+    count, distinct units, per-unit sums and sums of squares of events, flags, duration and
+    tokens_in, and the 93/95/97th percentiles of duration and tokens_in.
+Best and median of each, and the ratio promptgate / DuckDB of each. Prints Markdown.
 """
 import argparse, json, os, platform, resource, shutil, subprocess, sys, tempfile, time
 
@@ -55,6 +64,9 @@ print(best)
 DUCK_GEN = """
 import duckdb, sys
 n, days, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+pool = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+# Units drawn from a pool of `pool` ids (none when 0): a pool of N/50 makes heavy units.
+unit = f", 'user-' || (random() * {pool})::BIGINT::VARCHAR AS unit_id" if pool else ""
 con = duckdb.connect()
 con.execute("SET enable_progress_bar = false")
 con.execute("SET threads TO 2")
@@ -72,7 +84,7 @@ con.execute(f\"\"\"COPY (
     CASE WHEN random() < 0.03 THEN 'flagged' WHEN random() < 0.01 THEN 'error' ELSE 'ok' END AS status,
     repeat('the quick brown fox ', 1 + (random() * 12)::INT) AS input,
     repeat('jumps over the lazy dog ', 1 + (random() * 12)::INT) AS output,
-    '{{"temperature":0.' || (random() * 9)::INT::VARCHAR || '}}' AS attributes
+    '{{"temperature":0.' || (random() * 9)::INT::VARCHAR || '}}' AS attributes{unit}
   FROM (SELECT i, CASE WHEN random() < 0.05 THEN 'v2' ELSE 'v1' END AS v FROM range({n}) t(i))
 ) TO '{out}' (FORMAT json)\"\"\")
 """
@@ -87,7 +99,7 @@ con.execute(f\"\"\"COPY (SELECT *, CAST(ts AS DATE) AS date FROM read_json('{sys
   format='newline_delimited', columns={{event_id:'VARCHAR', ts:'TIMESTAMP', route:'VARCHAR',
   env:'VARCHAR', model:'VARCHAR', tier:'VARCHAR', prompt_version:'VARCHAR', prompt_sha:'VARCHAR',
   duration_ms:'DOUBLE', tokens_in:'BIGINT', tokens_out:'BIGINT', status:'VARCHAR', input:'VARCHAR',
-  output:'VARCHAR', attributes:'VARCHAR'}}) ORDER BY route, ts)
+  output:'VARCHAR', attributes:'VARCHAR', unit_id:'VARCHAR'}}) ORDER BY route, ts)
   TO '{sys.argv[2]}' (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd)\"\"\")
 """
 
@@ -124,6 +136,20 @@ def duck_queries(out, rollup_sql):
   FROM {src} WHERE route = 'support' AND env = 'prod' AND prompt_version IN ('v1', 'v2')
   GROUP BY ALL"""
     return rollup, segmented
+
+
+def duckdb_cli_version():
+    cli = duckdb_cli()
+    if not cli:
+        return "none"
+    return subprocess.run([cli, "--version"], stdout=subprocess.PIPE).stdout.decode().split()[0]
+
+
+def commit():
+    """The checkout's commit (with `+changes` when its tree differs from it)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, stdout=subprocess.PIPE).stdout.decode().strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=ROOT).returncode != 0
+    return head + ("+changes" if dirty else "")
 
 
 def duckdb_cli():
@@ -215,6 +241,131 @@ def shuffled_section(spec, repeat, work, rollup_sql):
         print("| events | days | promptgate floor s (best / median) | promptgate rollup s | DuckDB CLI rollup s | ratio | promptgate judge s | DuckDB CLI segmented rollup s | ratio | DuckDB warm rollup s | DuckDB warm segmented s | floor / warm rollup |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(processes))
+
+
+# DuckDB computing the judge's inputs over `{src}`: the canary's span within route/env, then per
+# segment (model, tier) and arm, over that span: events, distinct units, per-unit sums and sums
+# of squares (events, flags, duration, tokens_in, and their cross products with the events, as
+# cluster-robust ratio variances need), and the 93/95/97th percentiles of duration and tokens_in.
+DUCK_JUDGE_INPUTS = """WITH ev AS (
+  SELECT model, tier, prompt_version, unit_id, ts, duration_ms, tokens_in,
+         CASE WHEN status = 'flagged' THEN 1 ELSE 0 END AS flagged
+  FROM {src}
+  WHERE route = 'support' AND env = 'prod' AND prompt_version IN ('v1', 'v2')),
+span AS (SELECT min(ts) AS lo, max(ts) AS hi FROM ev WHERE prompt_version = 'v2'),
+w AS (SELECT ev.* FROM ev, span WHERE ev.ts BETWEEN span.lo AND span.hi),
+per_unit AS (
+  SELECT model, tier, prompt_version, unit_id, count(*) AS n, sum(flagged) AS f,
+         sum(duration_ms) AS d, sum(tokens_in) AS t
+  FROM w GROUP BY ALL),
+units AS (
+  SELECT model, tier, prompt_version, count(*) AS units, sum(n) AS n, sum(n * n) AS nn,
+         sum(f) AS f, sum(f * f) AS ff, sum(f * n) AS fn, sum(d) AS d, sum(d * d) AS dd,
+         sum(d * n) AS dn, sum(t) AS t, sum(t * t) AS tt, sum(t * n) AS tn
+  FROM per_unit GROUP BY ALL),
+pct AS (
+  SELECT model, tier, prompt_version,
+         quantile_cont(duration_ms, [0.93, 0.95, 0.97]) AS duration_q,
+         quantile_cont(tokens_in, [0.93, 0.95, 0.97]) AS tokens_q
+  FROM w GROUP BY ALL)
+SELECT * FROM units JOIN pct USING (model, tier, prompt_version) ORDER BY ALL"""
+
+
+def live_files_source(lake):
+    """A DuckDB `read_parquet([...])` of exactly the files the lake's latest version of
+    `llm_events` reads (`promptgate lake files --json`), with the `date=` partition column."""
+    out = subprocess.run([BIN, "--lake", lake, "lake", "files", "--table", "llm_events", "--json"],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    paths = [json.loads(line)["path"] for line in out.splitlines() if line.strip()]
+    paths = [p if os.path.isabs(p) else os.path.join(os.path.abspath(lake), p) for p in paths]
+    for p in paths:
+        if not os.path.exists(p):
+            raise SystemExit(f"lake files listed {p}, which does not exist")
+    listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+    return f"read_parquet([{listed}], hive_partitioning = true)", len(paths)
+
+
+def identical_results(before, after, lake_before, lake_after):
+    """The old and the new binary's lakes of the same input give identical `SELECT * ... ORDER
+    BY` output (each binary reading its own lake), and their judges identical verdicts and
+    bounds on it. Returns a list of differences (empty: identical)."""
+    diffs = []
+    for table, order in (("llm_events", "event_id"), ("llm_labels", "label_id")):
+        outs = [subprocess.run([b, "--lake", l, "sql", f"SELECT * FROM {table} ORDER BY {order}", "--format", "csv"],
+                               stdout=subprocess.PIPE, check=True).stdout
+                for b, l in ((before, lake_before), (after, lake_after))]
+        if outs[0] != outs[1]:
+            diffs.append(f"{table}: SELECT * ORDER BY {order} differs")
+    verdicts = [subprocess.run(judge_cmd(b, l), stdout=subprocess.PIPE).stdout
+                for b, l in ((before, lake_before), (after, lake_after))]
+    if verdicts[0] != verdicts[1]:
+        diffs.append("judge --format json differs")
+    return diffs
+
+
+def targets_section(spec, repeat, work, rollup_sql, before_bin):
+    """Issue #24's table: per input (events:days:unit pool), ingest against DuckDB's sorted,
+    partitioned COPY, and the seed rollup and the judge against DuckDB's CLI on the lake's live
+    files, all whole processes, interleaved."""
+    cli = duckdb_cli()
+    if not cli:
+        raise SystemExit("the targets table needs DuckDB's CLI: pip install duckdb-cli")
+    rollup_text = "\n".join(line for line in open(rollup_sql).read().splitlines() if not line.startswith("--"))
+    rows, checks = [], []
+    for item in spec.split(","):
+        n, days, pool = (int(x) for x in item.split(":"))
+        nd = os.path.join(work, f"target-{n}-{days}-{pool}.ndjson")
+        subprocess.run([sys.executable, "-c", DUCK_GEN, str(n), str(days), nd, str(pool)], check=True)
+        os.sync()
+        lake, out = os.path.join(work, "lake-target"), os.path.join(work, "duck-target")
+        ingests = {"promptgate": [], "duckdb": []}
+        for _ in range(3):
+            shutil.rmtree(lake, ignore_errors=True)
+            os.sync()
+            ingests["promptgate"].append(measured([BIN, "--lake", lake, "ingest", "--no-progress", nd]))
+            shutil.rmtree(out, ignore_errors=True)
+            os.sync()
+            ingests["duckdb"].append(measured([sys.executable, "-c", DUCK_COPY_SORTED, nd, out]))
+            os.sync()
+        if before_bin:
+            old_lake = os.path.join(work, "lake-target-before")
+            shutil.rmtree(old_lake, ignore_errors=True)
+            measured([before_bin, "--lake", old_lake, "ingest", "--no-progress", nd])
+            diffs = identical_results(before_bin, BIN, old_lake, lake)
+            checks.append(f"| {n:,} | {days} | {pool:,} | {'identical' if not diffs else '; '.join(diffs)} |")
+            shutil.rmtree(old_lake, ignore_errors=True)
+        src, nfiles = live_files_source(lake)
+        duck_rollup_sql = rollup_text.replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
+        duck_judge_sql = DUCK_JUDGE_INPUTS.format(src=src)
+        script = os.path.join(work, "duck-query.sql")
+        cmds = {"pg_rollup": rollup_cmd(BIN, lake, rollup_sql), "pg_judge": judge_cmd(BIN, lake)}
+        for key, sql in (("duck_rollup", duck_rollup_sql), ("duck_judge", duck_judge_sql)):
+            path = f"{script}.{key}"
+            with open(path, "w") as f:
+                f.write(f"SET threads TO 2;\n{sql};\n")
+            cmds[key] = [cli, "-init", "/dev/null", "-batch", "-f", path]
+        runs = {k: [] for k in cmds}
+        for _ in range(repeat):
+            for k in ("pg_rollup", "duck_rollup", "pg_judge", "duck_judge"):
+                runs[k].append(measured(cmds[k])[0])
+        (pi, pimed), (di, dimed) = (best_median(x[0] for x in ingests[t]) for t in ("promptgate", "duckdb"))
+        label = f"{n / 1e6:g}M / {days} days, units from a pool of N/{n // pool}" if pool else f"{n / 1e6:g}M / {days} days"
+        rows.append((label, nfiles, "ingest (vs DuckDB's sorted, partitioned COPY)", (pi, pimed), (di, dimed)))
+        rows.append((label, nfiles, "seed rollup (vs DuckDB CLI)", best_median(runs["pg_rollup"]), best_median(runs["duck_rollup"])))
+        rows.append((label, nfiles, "judge (vs DuckDB CLI computing its inputs)", best_median(runs["pg_judge"]), best_median(runs["duck_judge"])))
+        os.remove(nd)
+        shutil.rmtree(lake, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    print("| input (written by DuckDB, random time order) | lake files | work | promptgate s (best / median) | DuckDB s (best / median) | ratio (best / median) |")
+    print("|---|---|---|---|---|---|")
+    for label, nfiles, work_name, (pb, pm), (db, dm) in rows:
+        print(f"| {label} | {nfiles} | {work_name} | {pb:.3f} / {pm:.3f} | {db:.3f} / {dm:.3f} | {pb / db:.2f} / {pm / dm:.2f} |")
+    if checks:
+        print("\nThe old binary's lake and judge against the new one's, same input:\n")
+        print("| events | days | unit pool | result |")
+        print("|---|---|---|---|")
+        print("\n".join(checks))
+    sys.stdout.flush()
 
 
 def s3_section(n, repeat, work, rollup_sql):
@@ -317,13 +468,15 @@ def judge_cmd(binary, lake):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--targets", default="5000000:7:1250000,5000000:7:100000,1000000:365:250000",
+                    help="events:days:unit pool of issue #24's table ('' for none)")
+    ap.add_argument("--sizes", default="", help="events of `gen` input for the older table, e.g. 1000000,10000000")
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed after)")
     ap.add_argument("--bin", default=None, help="a release binary to measure (default: build one)")
     ap.add_argument("--before-bin", default=None,
                     help="an earlier release binary, measured on the same input in the same rounds (before/after)")
-    ap.add_argument("--shuffled", default="1000000:7,5000000:7,1000000:365",
+    ap.add_argument("--shuffled", default="",
                     help="events:days of input written by DuckDB in random order ('' for none)")
     ap.add_argument("--s3", type=int, default=0,
                     help="events to measure on local disk against a local S3 server (moto); 0: none")
@@ -339,12 +492,18 @@ def main():
     os.makedirs(work, exist_ok=True)
     rollup_sql = os.path.join(ROOT, "queries", "prompt_version_rollup.sql")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-          f"{platform.platform()}; duckdb {duckdb.__version__} (2 threads)\n")
-    print("| events | NDJSON MB | tool | ingest s (best / median) | events/s (best) | MB/s | ingest peak MiB | rollup s (best / median) | rollup peak MiB | judge s (best / median) | judge peak MiB | judge / rollup (best / median) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"{platform.platform()}; duckdb {duckdb.__version__} (2 threads), CLI {duckdb_cli_version()}; "
+          f"commit {commit()}; {time.strftime('%Y-%m-%d')}\n")
+    if a.targets:
+        targets_section(a.targets, a.repeat, work, rollup_sql,
+                        os.path.abspath(a.before_bin) if a.before_bin else None)
+    sizes = [int(s) for s in a.sizes.split(",") if s and int(s) > 0]
+    if sizes:
+        print("\n| events | NDJSON MB | tool | ingest s (best / median) | events/s (best) | MB/s | ingest peak MiB | rollup s (best / median) | rollup peak MiB | judge s (best / median) | judge peak MiB | judge / rollup (best / median) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     appends = []
     floors = []
-    for n in [int(s) for s in a.sizes.split(",") if int(s) > 0]:
+    for n in sizes:
         nd = os.path.join(work, f"events-{n}.ndjson")
         with open(nd, "wb") as f:
             subprocess.run([BIN, "gen", "--events", str(n), "--seed", "1", "--days", "7"], stdout=f, check=True)
@@ -424,7 +583,8 @@ def main():
         s3_section(a.s3, a.repeat, work, rollup_sql)
     if a.dir is None:
         shutil.rmtree(work, ignore_errors=True)
-    print("\npromptgate rollup/judge times are whole-process (start, plan, read, print); DuckDB's rollup is the query alone in a warm connection.")
+    if sizes:
+        print("\npromptgate rollup/judge times are whole-process (start, plan, read, print); DuckDB's rollup is the query alone in a warm connection.")
 
 
 if __name__ == "__main__":
