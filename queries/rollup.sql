@@ -1,7 +1,8 @@
 -- Segmented rollup for one route: one row per segment x prompt_version.
 -- {segments} is replaced by the segment columns, chosen from a fixed list of schema columns
 -- (never user text). Values are parameters:
---   $route (required); $env, $since, $until (NULL = no filter).
+--   $route (required); $env, $since, $until (NULL = no filter), and the window's days
+--   $since_day and $until_day (YYYY-MM-DD, both inclusive; NULL = no filter).
 SELECT
     {segments},
     prompt_version,
@@ -23,5 +24,8 @@ WHERE route = $route
   AND ($env IS NULL OR env = $env)
   AND ($since IS NULL OR ts >= $since)
   AND ($until IS NULL OR ts < $until)
+  -- The same window in days, so that only its date= partitions are opened.
+  AND ($since_day IS NULL OR date >= $since_day)
+  AND ($until_day IS NULL OR date <= $until_day)
 GROUP BY {segments}, prompt_version
 ORDER BY {segments}, n DESC

@@ -15,7 +15,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
 use crate::error::{Error, Result};
-use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, day_string};
+use crate::event::{EVENTS_TABLE, LABELED_EVENTS_TABLE, LABELS_TABLE, day_of, day_string};
 use crate::lake::{AsOf, Lake, Snapshot, Table};
 use crate::review::table::REVIEWS_TABLE;
 
@@ -283,7 +283,9 @@ pub async fn rollup(ctx: &SessionContext, spec: &RollupSpec) -> Result<DataFrame
 }
 
 /// The parameters of a query over one route's events in a window: `$route`, `$env` (NULL: every
-/// env), `$since` and `$until` (timestamps; NULL: unbounded).
+/// env), `$since` and `$until` (timestamps; NULL: unbounded), and `$since_day` and `$until_day`,
+/// the days of `[since, until)` (YYYY-MM-DD, both inclusive; NULL: unbounded), for partition
+/// pruning.
 pub fn window_params(
     route: &str,
     env: Option<&str>,
@@ -291,6 +293,7 @@ pub fn window_params(
     until_us: Option<i64>,
 ) -> Vec<(String, ScalarValue)> {
     let ts = |v: Option<i64>| ScalarValue::TimestampMicrosecond(v, Some("UTC".into()));
+    let day = |us: Option<i64>| ScalarValue::Utf8(us.map(|us| day_string(day_of(us))));
     vec![
         (
             "route".to_string(),
@@ -302,6 +305,13 @@ pub fn window_params(
         ),
         ("since".to_string(), ts(since_us)),
         ("until".to_string(), ts(until_us)),
+        // The same window in days (both inclusive; `until` is exclusive), so that only its
+        // date= partitions are opened: the ts bounds alone prune row groups, not files.
+        ("since_day".to_string(), day(since_us)),
+        (
+            "until_day".to_string(),
+            day(until_us.map(|u| u.saturating_sub(1))),
+        ),
     ]
 }
 

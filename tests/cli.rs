@@ -375,6 +375,61 @@ fn rollup_query_matches_hand_computed_values() {
     }
 }
 
+/// `rollup --since/--until` bounds the `date` partitions it opens by the window's days (the
+/// last one is the day before an exclusive `until` at midnight): the counts are exactly those of
+/// the window's timestamps, at every edge of a day.
+#[test]
+fn rollup_window_counts_every_event_in_it_at_day_edges() {
+    let lake = Lake::new();
+    let day = 86_400_000_i64;
+    let d0 = 1_793_491_200_000_i64; // 2026-11-01T00:00:00Z
+    // (id, ms): the last instant of day 0, midnight, mid-day 1, and the first of day 2.
+    let events = [
+        ("a", d0 + day / 2 - 1),
+        ("b", d0 + day - 1),
+        ("c", d0 + day),
+        ("d", d0 + day + day / 4),
+        ("e", d0 + 2 * day),
+        ("f", d0 + 2 * day + 1),
+    ];
+    let path = lake._dir.path().join("edges.ndjson");
+    let lines: Vec<String> = events
+        .iter()
+        .map(|(id, ms)| common::event_line(id, *ms, "v1"))
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    assert!(
+        lake.run(&["ingest", path.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let count = |since: &str, until: &str| -> u64 {
+        let out = lake.run(&[
+            "rollup", "--route", "support", "--since", since, "--until", until, "--by", "model",
+            "--format", "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        rows.iter().map(|r| r["n"].as_u64().unwrap()).sum()
+    };
+    // [mid-day 0, midnight of day 1): a, b. Midnight itself belongs to the next day.
+    assert_eq!(count("2026-11-01T11:59:59.999Z", "2026-11-02"), 2);
+    // [midnight of day 1, 06:00 on day 1]: c and d (an `until` within a day keeps that day).
+    assert_eq!(count("2026-11-02", "2026-11-02T06:00:00.001Z"), 2);
+    // [the last ms of day 0, the first ms of day 2]: b, c, d, e.
+    assert_eq!(
+        count("2026-11-01T23:59:59.999Z", "2026-11-03T00:00:00.001Z"),
+        4
+    );
+    // Unbounded on either side.
+    assert_eq!(count("2026-11-02", "2100-01-01"), 4);
+    assert_eq!(count("2000-01-01", "2026-11-03"), 4);
+}
+
 #[test]
 fn unreadable_input_exits_1_and_leaves_the_lake_untouched() {
     let lake = Lake::new();

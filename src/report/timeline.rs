@@ -165,7 +165,6 @@ pub async fn build(
         Some(spec.since_us),
         Some(spec.until_us),
     );
-    params.extend(day_params(spec.since_us, spec.until_us));
     params.push(("since_us".into(), ScalarValue::Int64(Some(spec.since_us))));
     params.push(("bucket_us".into(), ScalarValue::Int64(Some(spec.bucket_us))));
     let batches = crate::query::plan(ctx, TIMELINE_SQL, params)
@@ -241,16 +240,6 @@ pub async fn build(
         buckets,
         changes,
     })
-}
-
-/// `$since_day` and `$until_day`: the days of `[since_us, until_us)`, for partition pruning.
-fn day_params(since_us: i64, until_us: i64) -> [(String, ScalarValue); 2] {
-    use crate::event::{day_of, day_string};
-    let day = |us: i64| ScalarValue::Utf8(Some(day_string(day_of(us))));
-    [
-        ("since_day".into(), day(since_us)),
-        ("until_day".into(), day(until_us.saturating_sub(1))),
-    ]
 }
 
 /// The registry changes of the route that change what it serves (defaults, overrides, kills,
@@ -593,9 +582,8 @@ pub async fn at_instant(
 ) -> Result<AtInstant> {
     let from = at_us - spec.bucket_us / 2;
     let to = from + spec.bucket_us;
-    let mut params =
+    let params =
         crate::query::window_params(&spec.route, spec.env.as_deref(), Some(from), Some(to));
-    params.extend(day_params(from, to));
     let batches = crate::query::plan(ctx, SERVED_SQL, params)
         .await?
         .collect()
