@@ -30,7 +30,7 @@ Best and median of each, and the ratio promptgate / DuckDB of each. Prints Markd
 import argparse, json, os, platform, resource, shutil, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/promptgate-release"))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/promptgate-target"))
 BIN = os.path.join(TARGET, "release", "promptgate")
 
 DUCK_CONVERT = """

@@ -6,6 +6,9 @@ NDJSON on disk).
 
     python3 benches/scale.py [--bin PATH] [--big 100000000] [--days 90] [--repeat 7]
 
+Without --bin it builds the release binary (in $CARGO_TARGET_DIR, default
+~/.cache/promptgate-target, the directory the tests build in).
+
 Measures, as whole processes with wall time and peak RSS:
   * ingest of each lake (events/s, gen's own time included: it runs in the pipe on the same cores),
   * the judge of the last day (`judge --since D --until D+1`) and the one-day segmented rollup
@@ -61,14 +64,17 @@ def du(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default=os.path.join(TARGET, "release", "promptgate"))
+    ap.add_argument("--bin", default=None, help="a release binary (default: build one)")
     ap.add_argument("--big", type=int, default=100_000_000)
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--ratio", type=int, default=10, help="the small lake holds big/ratio events over days/ratio days")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--dir", default=None)
     a = ap.parse_args()
-    b = os.path.abspath(a.bin)
+    if not a.bin:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+    b = os.path.abspath(a.bin or os.path.join(TARGET, "release", "promptgate"))
     work = a.dir or tempfile.mkdtemp(prefix="promptgate-scale-")
     os.makedirs(work, exist_ok=True)
     small_days = a.days // a.ratio
