@@ -1372,14 +1372,22 @@ fn a_query_that_would_run_forever_is_stopped() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("timeout"), "{err}");
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
-    let mut child = bin()
-        .arg("--lake")
+    let mut cmd = bin();
+    cmd.arg("--lake")
         .arg(&lake.path)
         .args(["sql", forever])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // Ctrl-C's default action, as a terminal gives it: a test run started in the background of
+    // a non-interactive shell inherits SIGINT ignored, and a CLI rightly keeps that.
+    // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let status = common::signal_and_wait(
         &mut child,
