@@ -310,7 +310,6 @@ def targets_section(spec, repeat, work, rollup_sql, before_bin):
     cli = duckdb_cli()
     if not cli:
         raise SystemExit("the targets table needs DuckDB's CLI: pip install duckdb-cli")
-    rollup_text = "\n".join(line for line in open(rollup_sql).read().splitlines() if not line.startswith("--"))
     rows, checks = [], []
     for item in spec.split(","):
         n, days, pool = (int(x) for x in item.split(":"))
@@ -335,11 +334,10 @@ def targets_section(spec, repeat, work, rollup_sql, before_bin):
             checks.append(f"| {n:,} | {days} | {pool:,} | {'identical' if not diffs else '; '.join(diffs)} |")
             shutil.rmtree(old_lake, ignore_errors=True)
         src, nfiles = live_files_source(lake)
-        duck_rollup_sql = rollup_text.replace('$route', "'support'").replace('$env', "'prod'").replace('FROM llm_events', 'FROM ' + src)
-        duck_judge_sql = DUCK_JUDGE_INPUTS.format(src=src)
         script = os.path.join(work, "duck-query.sql")
         cmds = {"pg_rollup": rollup_cmd(BIN, lake, rollup_sql), "pg_judge": judge_cmd(BIN, lake)}
-        for key, sql in (("duck_rollup", duck_rollup_sql), ("duck_judge", duck_judge_sql)):
+        for key, sql in (("duck_rollup", duck_rollup(src, rollup_sql)),
+                         ("duck_judge", DUCK_JUDGE_INPUTS.format(src=src))):
             path = f"{script}.{key}"
             with open(path, "w") as f:
                 f.write(f"SET threads TO 2;\n{sql};\n")

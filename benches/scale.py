@@ -17,7 +17,7 @@ Measures, as whole processes with wall time and peak RSS:
     holds two files), `compact` of all of them, and `lake vacuum --retention-hours 0`,
 and the size of each lake on disk. Prints Markdown for BENCHMARKS.md.
 """
-import argparse, datetime, os, shutil, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, shutil, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/promptgate-target"))
@@ -119,7 +119,6 @@ def main():
         print(f"| {work_name} | {bb:.3f} / {bm:.3f} | {brss:,.0f} | {sb:.3f} / {sm:.3f} | {srss:,.0f} | {bb / sb:.2f} / {bm / sm:.2f} |")
     # The one-day window holds the same number of events in both lakes when gen spreads them
     # evenly: say what each judged.
-    import json
     for name in ("big", "small"):
         v = json.loads(outputs[f"judge {name}"])
         print(f"\n`judge` on the {name} lake: exit code {v.get('exit_code')}, "
